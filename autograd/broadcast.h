@@ -1,0 +1,49 @@
+// NumPy-style broadcasting: the result shape of two operands, iteration over a broadcast pair, and the
+// reverse direction (summing a gradient back to an operand's shape), used by accumulate_grad.
+#pragma once
+#include <array>
+
+#include "autograd/tensor.h"
+
+namespace lcd {
+
+// The broadcast result of a and b; throws ShapeError naming both when they are incompatible.
+Shape broadcast_shapes(const Shape& a, const Shape& b);
+
+// Strides (in elements) for reading `in` as if it had shape `out` (0 along broadcast axes), padded to
+// Shape::kMaxRank axes on the left.
+std::array<int64_t, Shape::kMaxRank> broadcast_strides(const Shape& in, const Shape& out);
+
+// Output shape padded on the left to Shape::kMaxRank axes.
+std::array<int64_t, Shape::kMaxRank> padded_dims(const Shape& shape);
+
+// Calls f(out_index, a_index, b_index) for every element of `out`, in parallel over outer rows.
+template <typename F>
+void for_each_broadcast(const Shape& out, const Shape& a, const Shape& b, F&& f) {
+  constexpr int R = Shape::kMaxRank;
+  auto d = padded_dims(out);
+  auto sa = broadcast_strides(a, out);
+  auto sb = broadcast_strides(b, out);
+  const int64_t inner = d[R - 1];
+  const int64_t outer = out.numel() / (inner ? inner : 1);
+  if (out.numel() == 0) return;
+#pragma omp parallel for schedule(static) if (out.numel() > 65536)
+  for (int64_t row = 0; row < outer; ++row) {
+    int64_t rem = row, ia = 0, ib = 0;
+    for (int ax = R - 2; ax >= 0; --ax) {
+      int64_t i = rem % d[ax];
+      rem /= d[ax];
+      ia += i * sa[ax];
+      ib += i * sb[ax];
+    }
+    const int64_t base = row * inner;
+    for (int64_t k = 0; k < inner; ++k) f(base + k, ia + k * sa[R - 1], ib + k * sb[R - 1]);
+  }
+}
+
+// Sums g (shape `g.shape()`, a broadcast of `target`) over the broadcast axes into dst (shape target),
+// adding to what dst holds.
+template <typename T>
+void reduce_to_shape_accumulate(const TensorT<T>& g, const Shape& target, T* dst);
+
+}  // namespace lcd

@@ -1,0 +1,51 @@
+// FlatParameters: binding tensors into flat value and gradient buffers; gradient norm and clipping.
+#include "autograd/flat_parameters.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "autograd/errors.h"
+
+namespace lcd {
+
+FlatParameters::FlatParameters(std::vector<std::pair<std::string, Tensor>> parameters) {
+  for (auto& [name, t] : parameters) {
+    if (!t.is_leaf()) throw AutogradError("FlatParameters: parameter " + name + " is not a leaf tensor");
+    entries_.push_back({name, t, size_});
+    size_ += t.numel();
+  }
+  values_ = allocate_storage<float>(size_, true);
+  grads_ = allocate_storage<float>(size_, true);
+  for (auto& e : entries_) {
+    std::memcpy(values_.get() + e.offset, e.tensor.data(), sizeof(float) * e.tensor.numel());
+    auto& impl = *e.tensor.impl();
+    impl.data = std::shared_ptr<float>(values_, values_.get() + e.offset);  // aliases the flat buffer
+    impl.grad = std::shared_ptr<float>(grads_, grads_.get() + e.offset);
+    impl.requires_grad = true;
+  }
+}
+
+void FlatParameters::zero_grad() {
+  if (size_) std::memset(grads_.get(), 0, sizeof(float) * size_);
+}
+
+double FlatParameters::grad_norm() const {
+  double acc = 0;
+  const float* g = grads_.get();
+  for (int64_t i = 0; i < size_; ++i) acc += static_cast<double>(g[i]) * g[i];
+  return std::sqrt(acc);
+}
+
+double FlatParameters::clip_grad_norm(double max_norm) {
+  const double norm = grad_norm();
+  // As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
+  const double factor = max_norm / (norm + 1e-6);
+  if (factor < 1.0) {
+    float* g = grads_.get();
+    const float f = static_cast<float>(factor);
+    for (int64_t i = 0; i < size_; ++i) g[i] *= f;
+  }
+  return norm;
+}
+
+}  // namespace lcd

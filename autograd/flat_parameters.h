@@ -1,0 +1,44 @@
+// FlatParameters: the trainable parameters' values and gradients in two contiguous buffers (DESIGN.md §8.5).
+// Each tensor handed in is re-pointed into the value buffer (its data copied once) and its gradient bound to
+// the matching slice of the gradient buffer, so the optimiser, clipping and checkpoints work on flat arrays
+// while the model keeps using its own tensors.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autograd/tensor.h"
+
+namespace lcd {
+
+class FlatParameters {
+ public:
+  struct Entry {
+    std::string name;  // canonical dotted name (the checkpoint key)
+    Tensor tensor;
+    int64_t offset;    // into the flat buffers
+  };
+
+  FlatParameters() = default;
+  // The tensors must be leaves; they become trainable (requires_grad).
+  explicit FlatParameters(std::vector<std::pair<std::string, Tensor>> parameters);
+
+  int64_t size() const { return size_; }
+  float* values() { return values_.get(); }
+  const float* values() const { return values_.get(); }
+  float* grads() { return grads_.get(); }
+  const float* grads() const { return grads_.get(); }
+  const std::vector<Entry>& entries() const { return entries_; }
+
+  void zero_grad();
+  double grad_norm() const;  // global L2 norm of all gradients, accumulated in double
+  // Scales the gradients so their global norm is at most max_norm; returns the norm before clipping.
+  double clip_grad_norm(double max_norm);
+
+ private:
+  std::vector<Entry> entries_;
+  std::shared_ptr<float> values_, grads_;
+  int64_t size_ = 0;
+};
+
+}  // namespace lcd

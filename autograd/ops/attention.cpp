@@ -1,0 +1,120 @@
+// attention: multi-head scaled-dot-product attention with heads split from the channel axis (diffusers'
+// head_to_batch_dim). For each batch b and head h with d = C/heads channels:
+//   S = scale · Q_h K_hᵀ (Lq, Lk),  P = softmax_rows(S),  O_h = P V_h.
+// Backward: ∂V_h = Pᵀ G_h, ∂P = G_h V_hᵀ, ∂S = P ⊙ (∂P − rowsum(∂P ⊙ P)), ∂Q_h = scale ∂S K_h,
+// ∂K_h = scale ∂Sᵀ Q_h. P is saved (B·heads·Lq·Lk values); Q, K, V are kept by reference.
+#include <cmath>
+
+#include "autograd/errors.h"
+#include "autograd/op_registry.h"
+#include "autograd/ops.h"
+#include "autograd/ops/instantiate.h"
+#include "autograd/ops/kernels.h"
+
+namespace lcd {
+LCD_DIFFERENTIABLE_OP(attention);
+
+namespace {
+// A head's (L, d) slice of a (B, L, C) tensor: rows strided by C.
+template <typename T>
+using HeadMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, Eigen::Unaligned,
+                           Eigen::OuterStride<>>;
+template <typename T>
+using ConstHeadMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>,
+                                Eigen::Unaligned, Eigen::OuterStride<>>;
+
+struct AttentionDims {
+  int64_t batch, lq, lk, c, cv, heads, d, dv;
+  double scale;
+};
+}  // namespace
+
+template <typename T>
+static TensorT<T> attention_forward(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>& v,
+                                    const AttentionDims& a, TensorT<T>* probs_out) {
+  auto out = TensorT<T>::empty({a.batch, a.lq, a.cv});
+  auto probs = TensorT<T>::empty({a.batch, a.heads, a.lq, a.lk});
+  const T* qp = q.data();
+  const T* kp = k.data();
+  const T* vp = v.data();
+  T* op = out.data();
+  T* pp = probs.data();
+  const T scale = static_cast<T>(a.scale);
+#pragma omp parallel for schedule(static) if (a.batch * a.heads > 1)
+  for (int64_t bh = 0; bh < a.batch * a.heads; ++bh) {
+    const int64_t b = bh / a.heads, h = bh % a.heads;
+    ConstHeadMap<T> qh(qp + b * a.lq * a.c + h * a.d, a.lq, a.d, Eigen::OuterStride<>(a.c));
+    ConstHeadMap<T> kh(kp + b * a.lk * a.c + h * a.d, a.lk, a.d, Eigen::OuterStride<>(a.c));
+    ConstHeadMap<T> vh(vp + b * a.lk * a.cv + h * a.dv, a.lk, a.dv, Eigen::OuterStride<>(a.cv));
+    T* p = pp + bh * a.lq * a.lk;
+    MatrixMap<T> pm(p, a.lq, a.lk);
+    pm.noalias() = scale * (qh * kh.transpose());
+    softmax_rows(p, p, a.lq, a.lk);
+    HeadMap<T>(op + b * a.lq * a.cv + h * a.dv, a.lq, a.dv, Eigen::OuterStride<>(a.cv)).noalias() = pm * vh;
+  }
+  if (probs_out) *probs_out = probs;
+  return out;
+}
+
+template <typename T>
+static void attention_backward(const TensorT<T>& grad, const TensorT<T>& q, const TensorT<T>& k,
+                               const TensorT<T>& v, const TensorT<T>& probs, const AttentionDims& a) {
+  const T* gp = grad.data();
+  const T* qp = q.data();
+  const T* kp = k.data();
+  const T* vp = v.data();
+  const T* pp = probs.data();
+  T* gq = needs_grad(q) ? grad_buffer(q) : nullptr;
+  T* gk = needs_grad(k) ? grad_buffer(k) : nullptr;
+  T* gv = needs_grad(v) ? grad_buffer(v) : nullptr;
+  const T scale = static_cast<T>(a.scale);
+#pragma omp parallel for schedule(static) if (a.batch * a.heads > 1)
+  for (int64_t bh = 0; bh < a.batch * a.heads; ++bh) {
+    const int64_t b = bh / a.heads, h = bh % a.heads;
+    const Eigen::OuterStride<> sc(a.c), scv(a.cv);
+    ConstHeadMap<T> gh(gp + b * a.lq * a.cv + h * a.dv, a.lq, a.dv, scv);
+    ConstMatrixMap<T> pm(pp + bh * a.lq * a.lk, a.lq, a.lk);
+    if (gv) HeadMap<T>(gv + b * a.lk * a.cv + h * a.dv, a.lk, a.dv, scv).noalias() += pm.transpose() * gh;
+    if (!gq && !gk) continue;
+    ConstHeadMap<T> vh(vp + b * a.lk * a.cv + h * a.dv, a.lk, a.dv, scv);
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> ds = gh * vh.transpose();  // ∂P
+    for (int64_t i = 0; i < a.lq; ++i) {
+      const T dot = ds.row(i).dot(pm.row(i));
+      ds.row(i) = pm.row(i).cwiseProduct((ds.row(i).array() - dot).matrix());
+    }
+    if (gq) {
+      ConstHeadMap<T> kh(kp + b * a.lk * a.c + h * a.d, a.lk, a.d, sc);
+      HeadMap<T>(gq + b * a.lq * a.c + h * a.d, a.lq, a.d, sc).noalias() += scale * (ds * kh);
+    }
+    if (gk) {
+      ConstHeadMap<T> qh(qp + b * a.lq * a.c + h * a.d, a.lq, a.d, sc);
+      HeadMap<T>(gk + b * a.lk * a.c + h * a.d, a.lk, a.d, sc).noalias() += scale * (ds.transpose() * qh);
+    }
+  }
+}
+
+template <typename T>
+TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>& v, int heads, double scale) {
+  if (q.ndim() != 3 || k.ndim() != 3 || v.ndim() != 3 || q.size(0) != k.size(0) || k.size(0) != v.size(0) ||
+      q.size(2) != k.size(2) || k.size(1) != v.size(1))
+    throw ShapeError("attention: q " + q.shape().str() + ", k " + k.shape().str() + ", v " + v.shape().str() +
+                     " do not fit (B,Lq,C), (B,Lk,C), (B,Lk,Cv)");
+  if (heads < 1 || q.size(2) % heads != 0 || v.size(2) % heads != 0)
+    throw ShapeError("attention: " + std::to_string(heads) + " heads do not divide channels of q " +
+                     q.shape().str() + " and v " + v.shape().str());
+  AttentionDims a{q.size(0), q.size(1), k.size(1), q.size(2), v.size(2), heads, q.size(2) / heads,
+                  v.size(2) / heads, scale};
+  if (a.scale == 0.0) a.scale = 1.0 / std::sqrt(static_cast<double>(a.d));
+  const bool recording = should_record<T>({&q, &k, &v});
+  TensorT<T> probs;
+  TensorT<T> y = attention_forward(q, k, v, a, recording ? &probs : nullptr);
+  if (recording)
+    record<T>(y, "attention", {&q, &k, &v},
+              [q, k, v, probs, a](const TensorT<T>& g) { attention_backward(g, q, k, v, probs, a); });
+  return y;
+}
+
+#define INSTANTIATE(T) \
+  template TensorT<T> attention<T>(const TensorT<T>&, const TensorT<T>&, const TensorT<T>&, int, double);
+LCD_FOR_EACH_SCALAR(INSTANTIATE)
+}  // namespace lcd

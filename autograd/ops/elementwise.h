@@ -1,0 +1,59 @@
+// Shared loops for elementwise ops: a parallel unary map and a broadcasting binary map (no tape).
+#pragma once
+#include "autograd/broadcast.h"
+#include "autograd/tensor.h"
+
+namespace lcd {
+
+constexpr int64_t kParallelThreshold = 32768;  // below this, threading costs more than it saves
+
+// y[i] = f(x[i])
+template <typename T, typename F>
+TensorT<T> map_unary(const TensorT<T>& x, F f) {
+  auto y = TensorT<T>::empty(x.shape());
+  const T* xp = x.data();
+  T* yp = y.data();
+  const int64_t n = x.numel();
+#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+  for (int64_t i = 0; i < n; ++i) yp[i] = f(xp[i]);
+  return y;
+}
+
+// y = f(a, b) with broadcasting; the result has the broadcast shape.
+template <typename T, typename F>
+TensorT<T> map_binary(const TensorT<T>& a, const TensorT<T>& b, F f) {
+  const Shape out = a.shape() == b.shape() ? a.shape() : broadcast_shapes(a.shape(), b.shape());
+  auto y = TensorT<T>::empty(out);
+  const T* ap = a.data();
+  const T* bp = b.data();
+  T* yp = y.data();
+  if (a.shape() == b.shape()) {
+    const int64_t n = y.numel();
+#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+    for (int64_t i = 0; i < n; ++i) yp[i] = f(ap[i], bp[i]);
+  } else {
+    for_each_broadcast(out, a.shape(), b.shape(),
+                       [&](int64_t o, int64_t ia, int64_t ib) { yp[o] = f(ap[ia], bp[ib]); });
+  }
+  return y;
+}
+
+}  // namespace lcd
+
+namespace lcd {
+
+// r[i] = f(a[i], b[i], c[i]) for three tensors of one shape (a unary op's backward: g, x, y).
+template <typename T, typename F>
+TensorT<T> map_ternary(const TensorT<T>& a, const TensorT<T>& b, const TensorT<T>& c, F f) {
+  auto r = TensorT<T>::empty(a.shape());
+  const T* ap = a.data();
+  const T* bp = b.data();
+  const T* cp = c.data();
+  T* rp = r.data();
+  const int64_t n = a.numel();
+#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
+  for (int64_t i = 0; i < n; ++i) rp[i] = f(ap[i], bp[i], cp[i]);
+  return r;
+}
+
+}  // namespace lcd

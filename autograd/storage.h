@@ -1,0 +1,16 @@
+// Aligned, reference-counted float/double buffers. A tensor's data is a shared_ptr that may alias into a
+// larger buffer (the flat parameter buffers of autograd/flat_parameters.h) and keeps that buffer alive.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace lcd {
+
+constexpr size_t kStorageAlignment = 64;  // one cache line; enough for AVX-512 loads
+
+// A new buffer of n elements, 64-byte aligned; zero-filled when `zero` is set.
+template <typename T>
+std::shared_ptr<T> allocate_storage(int64_t n, bool zero);
+
+}  // namespace lcd

@@ -1,0 +1,69 @@
+// The reverse-mode tape: ops record a Node on their output; backward() walks the nodes in reverse
+// topological order (iteratively), calls each node's backward function, accumulates gradients, and frees
+// every node and intermediate gradient as soon as it is consumed. Under NoGradGuard nothing is recorded.
+#pragma once
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <vector>
+
+#include "autograd/tensor.h"
+
+namespace lcd {
+
+template <typename T>
+struct Node {
+  const char* op_name = "";
+  // Inputs whose gradient this node produces (only those that require grad): the edges of the graph.
+  std::vector<std::shared_ptr<TensorImpl<T>>> inputs;
+  // Receives d(loss)/d(output) and accumulates into the inputs' gradients (accumulate_grad / grad_buffer).
+  std::function<void(const TensorT<T>& grad_output)> backward;
+};
+
+// Whether ops record on the tape in this thread.
+bool grad_enabled();
+
+// Scoped no-grad mode: ops record nothing and save nothing (teacher, EMA target, sampling).
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// True when grad mode is on and x needs a gradient: the test every op's backward uses to skip work.
+template <typename T>
+inline bool needs_grad(const TensorT<T>& x) {
+  return x.defined() && x.requires_grad();
+}
+
+// True when an op with these inputs must record a node.
+template <typename T>
+bool should_record(std::initializer_list<const TensorT<T>*> inputs);
+
+// Records `op_name` producing `output` from `inputs` if should_record(); the backward function captures
+// whatever it needs (inputs, saved results) by value.
+template <typename T>
+void record(TensorT<T>& output, const char* op_name, std::initializer_list<const TensorT<T>*> inputs,
+            std::function<void(const TensorT<T>& grad_output)> backward);
+template <typename T>
+void record(TensorT<T>& output, const char* op_name, const std::vector<TensorT<T>>& inputs,
+            std::function<void(const TensorT<T>& grad_output)> backward);
+
+// The gradient buffer of x (allocated zero-filled on first use); kernels add into it.
+template <typename T>
+T* grad_buffer(const TensorT<T>& x);
+
+// Adds g into x's gradient. This is the one place where a broadcast gradient is summed back to x's shape.
+template <typename T>
+void accumulate_grad(const TensorT<T>& x, const TensorT<T>& g);
+
+// Runs the reverse pass from `root` seeded with `seed` (same shape as root).
+template <typename T>
+void run_backward(const TensorT<T>& root, const TensorT<T>& seed);
+
+}  // namespace lcd
