@@ -42,7 +42,8 @@ template <typename T> TensorT<T> bmm(const TensorT<T>& a, const TensorT<T>& b); 
 template <typename T> TensorT<T> linear(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T>& bias);
 struct Conv2dOptions {
   int stride = 1;
-  int padding = 0;
+  int padding = 0;        // zeros on every side
+  int extra_pad_end = 0;  // further zeros on the bottom and right only (diffusers' Downsample2D with padding 0)
 };
 // x (N,Cin,H,W), weight (Cout,Cin,kh,kw), optional bias (Cout) → (N,Cout,Ho,Wo); im2col + one GEMM
 template <typename T>

@@ -15,13 +15,13 @@ LCD_DIFFERENTIABLE_OP(conv2d);
 
 static ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Conv2dOptions& o) {
   ConvGeometry g{x[0], x[1], x[2], x[3], w[2], w[3], o.stride, o.padding, 0, 0};
-  g.out_h = (g.height + 2 * g.padding - g.kernel_h) / g.stride + 1;
-  g.out_w = (g.width + 2 * g.padding - g.kernel_w) / g.stride + 1;
+  g.out_h = (g.height + 2 * g.padding + o.extra_pad_end - g.kernel_h) / g.stride + 1;
+  g.out_w = (g.width + 2 * g.padding + o.extra_pad_end - g.kernel_w) / g.stride + 1;
   return g;
 }
 
 static bool is_pointwise(const ConvGeometry& g) {
-  return g.kernel_h == 1 && g.kernel_w == 1 && g.stride == 1 && g.padding == 0;
+  return g.kernel_h == 1 && g.kernel_w == 1 && g.stride == 1 && g.padding == 0 && g.out_h == g.height && g.out_w == g.width;
 }
 
 // (N, C, S) → (C, N·S) and back: the batch-major ↔ channel-major shuffle around the GEMM.
@@ -94,7 +94,7 @@ TensorT<T> conv2d(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T
     throw ShapeError("conv2d: input " + x.shape().str() + " does not fit weight " + weight.shape().str());
   if (bias.defined() && (bias.ndim() != 1 || bias.size(0) != weight.size(0)))
     throw ShapeError("conv2d: bias " + bias.shape().str() + " does not fit weight " + weight.shape().str());
-  if (options.stride < 1 || options.padding < 0) throw ValueError("conv2d: stride must be ≥ 1 and padding ≥ 0");
+  if (options.stride < 1 || options.padding < 0 || options.extra_pad_end < 0) throw ValueError("conv2d: stride must be ≥ 1 and padding ≥ 0");
   const ConvGeometry g = conv_geometry(x.shape(), weight.shape(), options);
   if (g.out_h < 1 || g.out_w < 1)
     throw ShapeError("conv2d: kernel " + weight.shape().str() + " larger than padded input " + x.shape().str());

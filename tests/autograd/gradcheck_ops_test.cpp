@@ -115,6 +115,8 @@ GRADCHECK_TEST(conv2d) {
                                         random_tensor({5}, 46)}, "1x1");
   expect_gradients_match([](const V& x) { return conv2d(x[0], x[1], TensorD(), Conv2dOptions{1, 2}); },
                          {random_tensor({1, 2, 3, 3}, 47), random_tensor({2, 2, 2, 3}, 48)}, "2x3 pad 2 no bias");
+  expect_gradients_match(conv({2, 0, 1}), {random_tensor({1, 2, 4, 4}, 75), random_tensor({2, 2, 3, 3}, 76),
+                                           random_tensor({2}, 77)}, "stride 2, bottom/right padding only");
 }
 
 GRADCHECK_TEST(attention) {

@@ -16,11 +16,12 @@ void expect_close(const TensorD& got, const TensorD& want, double tol) {
 }
 
 TEST(OpsForward, Conv2dMatchesDirectConvolution) {
-  for (auto [stride, pad, kh, kw] : {std::array<int, 4>{1, 1, 3, 3}, {2, 1, 3, 3}, {1, 0, 1, 1}, {2, 2, 2, 3}}) {
+  for (auto [stride, pad, kh, kw, extra] :
+       {std::array<int, 5>{1, 1, 3, 3, 0}, {2, 1, 3, 3, 0}, {1, 0, 1, 1, 0}, {2, 2, 2, 3, 0}, {2, 0, 3, 3, 1}}) {
     TensorD x = random_tensor({2, 3, 7, 6}, 1, false), w = random_tensor({4, 3, kh, kw}, 2, false),
             b = random_tensor({4}, 3, false);
-    TensorD y = conv2d(x, w, b, Conv2dOptions{stride, pad});
-    const int64_t ho = (7 + 2 * pad - kh) / stride + 1, wo = (6 + 2 * pad - kw) / stride + 1;
+    TensorD y = conv2d(x, w, b, Conv2dOptions{stride, pad, extra});
+    const int64_t ho = (7 + 2 * pad + extra - kh) / stride + 1, wo = (6 + 2 * pad + extra - kw) / stride + 1;
     TensorD want = TensorD::zeros({2, 4, ho, wo});
     for (int n = 0; n < 2; ++n)
       for (int o = 0; o < 4; ++o)

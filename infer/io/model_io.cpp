@@ -1,0 +1,86 @@
+// Strict state-dict loading and diffusers-layout model directories.
+#include "infer/io/model_io.h"
+
+#include <cstring>
+#include <filesystem>
+#include <set>
+
+#include "autograd/errors.h"
+#include "infer/nn/config_check.h"
+
+namespace lcd {
+
+namespace fs = std::filesystem;
+constexpr const char* kWeightsFile = "diffusion_pytorch_model.safetensors";
+
+void load_state_dict(Module& module, const SafetensorsFile& file) {
+  std::vector<std::string> missing, mismatched;
+  std::set<std::string> expected;
+  for (auto& [name, t] : module.named_parameters()) {
+    expected.insert(name);
+    if (!file.contains(name)) {
+      missing.push_back(name);
+      continue;
+    }
+    const auto& e = file.entry(name);
+    if (Shape(e.shape) != t->shape()) {
+      mismatched.push_back(name + " " + Shape(e.shape).str() + " vs model " + t->shape().str());
+      continue;
+    }
+    t->copy_from(file.tensor(name));
+  }
+  std::vector<std::string> unexpected;
+  for (const auto& n : file.names())
+    if (!expected.count(n)) unexpected.push_back(n);
+  if (missing.empty() && unexpected.empty() && mismatched.empty()) return;
+  std::string msg = file.path() + ": weights do not match the model:";
+  auto list = [&](const char* what, const std::vector<std::string>& names) {
+    if (names.empty()) return;
+    msg += std::string(" ") + what + " (" + std::to_string(names.size()) + "): ";
+    for (size_t i = 0; i < names.size() && i < 8; ++i) msg += (i ? ", " : "") + names[i];
+    if (names.size() > 8) msg += ", …";
+    msg += ";";
+  };
+  list("missing", missing);
+  list("unexpected", unexpected);
+  list("shape mismatch", mismatched);
+  throw FormatError(msg);
+}
+
+static std::string require_file(const fs::path& p) {
+  if (!fs::exists(p)) throw IoError(p.string() + ": not found");
+  return p.string();
+}
+
+std::unique_ptr<UNet2DConditionModel> load_unet(const std::string& dir) {
+  const std::string config_path = require_file(fs::path(dir) / "config.json");
+  auto model = std::make_unique<UNet2DConditionModel>(UNetConfig::from_json(read_json_file(config_path), config_path));
+  load_state_dict(*model, SafetensorsFile::read(require_file(fs::path(dir) / kWeightsFile)));
+  return model;
+}
+
+std::unique_ptr<AutoencoderKL> load_autoencoder(const std::string& dir) {
+  const std::string config_path = require_file(fs::path(dir) / "config.json");
+  auto model = std::make_unique<AutoencoderKL>(AutoencoderConfig::from_json(read_json_file(config_path), config_path));
+  load_state_dict(*model, SafetensorsFile::read(require_file(fs::path(dir) / kWeightsFile)));
+  return model;
+}
+
+void save_module(const Module& module, const nlohmann::json& config, const std::string& dir, DType dtype) {
+  fs::create_directories(dir);
+  std::vector<SafetensorsTensor> tensors;
+  for (const auto& [name, t] : module.named_parameters()) tensors.push_back({name, *t, dtype});
+  write_safetensors((fs::path(dir) / kWeightsFile).string(), tensors, {{"format", "pt"}});
+  write_file_atomically((fs::path(dir) / "config.json").string(), config.dump(2) + "\n");
+}
+
+Tensor load_cond_embeddings(const std::string& model_dir) {
+  const std::string path = require_file(fs::path(model_dir) / "cond_embeddings.safetensors");
+  SafetensorsFile f = SafetensorsFile::read(path);
+  Tensor t = f.tensor("cond_embeddings");
+  if (t.ndim() != 3 || t.size(0) < 2)
+    throw FormatError(path + ": cond_embeddings must be (classes+1, L, D), got " + t.shape().str());
+  return t;
+}
+
+}  // namespace lcd

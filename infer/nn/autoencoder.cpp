@@ -1,0 +1,175 @@
+// AutoencoderKL (see autoencoder.h).
+#include "infer/nn/autoencoder.h"
+
+#include <cmath>
+
+#include "autograd/errors.h"
+#include "infer/nn/config_check.h"
+
+namespace lcd {
+
+using json = nlohmann::json;
+constexpr double kVaeEps = 1e-6;  // diffusers hard-codes eps 1e-6 in the autoencoder's norms
+
+AutoencoderConfig AutoencoderConfig::from_json(const json& j, const std::string& origin) {
+  ConfigRules rules;
+  rules.used = {"in_channels", "out_channels", "latent_channels", "block_out_channels", "layers_per_block",
+                "norm_num_groups", "scaling_factor", "down_block_types", "up_block_types"};
+  rules.free = {"sample_size", "force_upcast"};
+  rules.must_equal = {{"act_fn", "silu"},          {"latents_mean", nullptr},         {"latents_std", nullptr},
+                      {"shift_factor", nullptr},   {"mid_block_add_attention", true}, {"use_quant_conv", true},
+                      {"use_post_quant_conv", true}};
+  check_config_fields(j, rules, origin);
+  AutoencoderConfig c;
+  c.raw = j;
+  try {
+    c.in_channels = j.value("in_channels", c.in_channels);
+    c.out_channels = j.value("out_channels", c.out_channels);
+    c.latent_channels = j.value("latent_channels", c.latent_channels);
+    c.block_out_channels = j.value("block_out_channels", std::vector<int64_t>{64});
+    c.layers_per_block = j.value("layers_per_block", c.layers_per_block);
+    c.norm_num_groups = j.value("norm_num_groups", c.norm_num_groups);
+    c.scaling_factor = j.value("scaling_factor", c.scaling_factor);
+    for (const auto& t : j.value("down_block_types", std::vector<std::string>(c.block_out_channels.size(), "DownEncoderBlock2D")))
+      if (t != "DownEncoderBlock2D") throw ConfigError(origin + ": unsupported down block type \"" + t + "\"");
+    for (const auto& t : j.value("up_block_types", std::vector<std::string>(c.block_out_channels.size(), "UpDecoderBlock2D")))
+      if (t != "UpDecoderBlock2D") throw ConfigError(origin + ": unsupported up block type \"" + t + "\"");
+  } catch (const json::exception& e) {
+    throw ConfigError(origin + ": a field has the wrong type (" + e.what() + ")");
+  }
+  if (c.block_out_channels.empty()) throw ConfigError(origin + ": block_out_channels is empty");
+  return c;
+}
+
+VaeMidBlock::VaeMidBlock(int64_t channels, int groups) {
+  resnets.add(std::make_unique<ResnetBlock2D>(channels, channels, 0, groups, kVaeEps));
+  attentions.add(std::make_unique<SpatialSelfAttention>(channels, channels, groups, kVaeEps));
+  resnets.add(std::make_unique<ResnetBlock2D>(channels, channels, 0, groups, kVaeEps));
+  register_module("attentions", &attentions);
+  register_module("resnets", &resnets);
+}
+
+Tensor VaeMidBlock::forward(const Tensor& x) const {
+  return resnets[1].forward(attentions[0].forward(resnets[0].forward(x, Tensor())), Tensor());
+}
+
+VaeDownBlock::VaeDownBlock(int64_t in, int64_t out, int layers, bool add_downsample, int groups) {
+  for (int i = 0; i < layers; ++i)
+    resnets.add(std::make_unique<ResnetBlock2D>(i == 0 ? in : out, out, 0, groups, kVaeEps));
+  register_module("resnets", &resnets);
+  if (add_downsample) {
+    downsamplers.add(std::make_unique<Downsample2D>(out, 0));
+    register_module("downsamplers", &downsamplers);
+  }
+}
+
+Tensor VaeDownBlock::forward(Tensor h) const {
+  for (size_t i = 0; i < resnets.size(); ++i) h = resnets[i].forward(h, Tensor());
+  return downsamplers.empty() ? h : downsamplers[0].forward(h);
+}
+
+VaeUpBlock::VaeUpBlock(int64_t in, int64_t out, int layers, bool add_upsample, int groups) {
+  for (int i = 0; i < layers; ++i)
+    resnets.add(std::make_unique<ResnetBlock2D>(i == 0 ? in : out, out, 0, groups, kVaeEps));
+  register_module("resnets", &resnets);
+  if (add_upsample) {
+    upsamplers.add(std::make_unique<Upsample2D>(out));
+    register_module("upsamplers", &upsamplers);
+  }
+}
+
+Tensor VaeUpBlock::forward(Tensor h) const {
+  for (size_t i = 0; i < resnets.size(); ++i) h = resnets[i].forward(h, Tensor());
+  return upsamplers.empty() ? h : upsamplers[0].forward(h);
+}
+
+VaeEncoder::VaeEncoder(const AutoencoderConfig& c)
+    : conv_in(c.in_channels, c.block_out_channels[0], 3, 1, 1),
+      mid_block(c.block_out_channels.back(), c.norm_num_groups),
+      conv_norm_out(c.norm_num_groups, c.block_out_channels.back(), kVaeEps),
+      conv_out(c.block_out_channels.back(), 2 * c.latent_channels, 3, 1, 1) {
+  register_module("conv_in", &conv_in);
+  int64_t out = c.block_out_channels[0];
+  for (size_t i = 0; i < c.block_out_channels.size(); ++i) {
+    const int64_t in = out;
+    out = c.block_out_channels[i];
+    down_blocks.add(std::make_unique<VaeDownBlock>(in, out, c.layers_per_block, i + 1 < c.block_out_channels.size(),
+                                                   c.norm_num_groups));
+  }
+  register_module("down_blocks", &down_blocks);
+  register_module("mid_block", &mid_block);
+  register_module("conv_norm_out", &conv_norm_out);
+  register_module("conv_out", &conv_out);
+}
+
+Tensor VaeEncoder::forward(const Tensor& x) const {
+  Tensor h = conv_in.forward(x);
+  for (size_t i = 0; i < down_blocks.size(); ++i) h = down_blocks[i].forward(h);
+  h = mid_block.forward(h);
+  return conv_out.forward(silu(conv_norm_out.forward(h)));
+}
+
+VaeDecoder::VaeDecoder(const AutoencoderConfig& c)
+    : conv_in(c.latent_channels, c.block_out_channels.back(), 3, 1, 1),
+      mid_block(c.block_out_channels.back(), c.norm_num_groups),
+      conv_norm_out(c.norm_num_groups, c.block_out_channels[0], kVaeEps),
+      conv_out(c.block_out_channels[0], c.out_channels, 3, 1, 1) {
+  register_module("conv_in", &conv_in);
+  register_module("mid_block", &mid_block);
+  const size_t n = c.block_out_channels.size();
+  int64_t out = c.block_out_channels.back();
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t prev = out;
+    out = c.block_out_channels[n - 1 - i];
+    up_blocks.add(std::make_unique<VaeUpBlock>(prev, out, c.layers_per_block + 1, i + 1 < n, c.norm_num_groups));
+  }
+  register_module("up_blocks", &up_blocks);
+  register_module("conv_norm_out", &conv_norm_out);
+  register_module("conv_out", &conv_out);
+}
+
+Tensor VaeDecoder::forward(const Tensor& z) const {
+  Tensor h = mid_block.forward(conv_in.forward(z));
+  for (size_t i = 0; i < up_blocks.size(); ++i) h = up_blocks[i].forward(h);
+  return conv_out.forward(silu(conv_norm_out.forward(h)));
+}
+
+Tensor DiagonalGaussian::sample(std::mt19937_64& rng) const {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Tensor eps = Tensor::empty(mean.shape());
+  for (int64_t i = 0; i < eps.numel(); ++i) eps.data()[i] = normal(rng);
+  return add(mean, mul(exp(scale(logvar, 0.5)), eps));
+}
+
+Tensor DiagonalGaussian::kl() const {
+  Tensor per_element = sub(add(mul(mean, mean), exp(logvar)), scale(logvar, 1.0, 1.0));  // mean² + var − 1 − logvar
+  return scale(sum(per_element, {1, 2, 3}), 0.5);
+}
+
+AutoencoderKL::AutoencoderKL(const AutoencoderConfig& c)
+    : config(c),
+      encoder(c),
+      decoder(c),
+      quant_conv(2 * c.latent_channels, 2 * c.latent_channels, 1),
+      post_quant_conv(c.latent_channels, c.latent_channels, 1) {
+  register_module("encoder", &encoder);
+  register_module("decoder", &decoder);
+  register_module("quant_conv", &quant_conv);
+  register_module("post_quant_conv", &post_quant_conv);
+}
+
+DiagonalGaussian AutoencoderKL::encode(const Tensor& x) const {
+  if (x.ndim() != 4 || x.size(1) != config.in_channels)
+    throw ShapeError("AutoencoderKL: images " + x.shape().str() + " are not (N, " + std::to_string(config.in_channels) +
+                     ", H, W)");
+  auto parts = chunk(quant_conv.forward(encoder.forward(x)), 2, 1);
+  // clamp(logvar, −30, 20) without a clamp op: the bounds are never reached by trained models, and where
+  // they would be we clamp in place on the forward value only.
+  Tensor logvar = parts[1];
+  for (int64_t i = 0; i < logvar.numel(); ++i) logvar.data()[i] = std::min(20.0f, std::max(-30.0f, logvar.data()[i]));
+  return {parts[0], logvar};
+}
+
+Tensor AutoencoderKL::decode(const Tensor& z) const { return decoder.forward(post_quant_conv.forward(z)); }
+
+}  // namespace lcd

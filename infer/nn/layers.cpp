@@ -1,0 +1,37 @@
+// Basic layers: thin modules over the autograd ops.
+#include "infer/nn/layers.h"
+
+namespace lcd {
+
+Linear::Linear(int64_t in, int64_t out, bool with_bias) : in_features(in), out_features(out) {
+  register_parameter("weight", &weight, {out, in});
+  if (with_bias) register_parameter("bias", &bias, {out});
+}
+
+Tensor Linear::forward(const Tensor& x) const { return linear(x, weight, bias); }
+
+Conv2d::Conv2d(int64_t in, int64_t out, int k, int stride, int padding, bool with_bias)
+    : in_channels(in), out_channels(out), kernel(k), options{stride, padding, 0} {
+  register_parameter("weight", &weight, {out, in, k, k});
+  if (with_bias) register_parameter("bias", &bias, {out});
+}
+
+Tensor Conv2d::forward(const Tensor& x) const { return conv2d(x, weight, bias, options); }
+
+GroupNorm::GroupNorm(int g, int64_t channels, double e) : groups(g), eps(e) {
+  register_parameter("weight", &weight, {channels});
+  register_parameter("bias", &bias, {channels});
+  std::fill(weight.data(), weight.data() + channels, 1.0f);
+}
+
+Tensor GroupNorm::forward(const Tensor& x) const { return group_norm(x, groups, weight, bias, eps); }
+
+LayerNorm::LayerNorm(int64_t dim, double e) : eps(e) {
+  register_parameter("weight", &weight, {dim});
+  register_parameter("bias", &bias, {dim});
+  std::fill(weight.data(), weight.data() + dim, 1.0f);
+}
+
+Tensor LayerNorm::forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps); }
+
+}  // namespace lcd

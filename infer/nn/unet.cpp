@@ -1,0 +1,145 @@
+// UNet2DConditionModel: config parsing and the forward pass (see unet.h).
+#include "infer/nn/unet.h"
+
+#include "autograd/errors.h"
+#include "infer/nn/config_check.h"
+
+namespace lcd {
+
+using json = nlohmann::json;
+
+UNetConfig UNetConfig::from_json(const json& j, const std::string& origin) {
+  ConfigRules rules;
+  rules.used = {"in_channels", "out_channels", "down_block_types", "up_block_types", "block_out_channels",
+                "layers_per_block", "attention_head_dim", "num_attention_heads", "cross_attention_dim",
+                "norm_num_groups", "norm_eps", "use_linear_projection", "downsample_padding", "flip_sin_to_cos",
+                "freq_shift", "mid_block_type"};
+  rules.free = {"sample_size", "dropout", "upcast_attention", "addition_embed_type_num_heads"};
+  rules.must_equal = {
+      {"act_fn", "silu"}, {"addition_embed_type", nullptr}, {"addition_time_embed_dim", nullptr},
+      {"attention_type", "default"}, {"center_input_sample", false}, {"class_embed_type", nullptr},
+      {"class_embeddings_concat", false}, {"conv_in_kernel", 3}, {"conv_out_kernel", 3},
+      {"cross_attention_norm", nullptr}, {"dual_cross_attention", false}, {"encoder_hid_dim", nullptr},
+      {"encoder_hid_dim_type", nullptr}, {"mid_block_only_cross_attention", nullptr}, {"mid_block_scale_factor", 1},
+      {"num_class_embeds", nullptr}, {"only_cross_attention", false},
+      {"projection_class_embeddings_input_dim", nullptr}, {"resnet_out_scale_factor", 1.0},
+      {"resnet_skip_time_act", false}, {"resnet_time_scale_shift", "default"},
+      {"reverse_transformer_layers_per_block", nullptr}, {"time_cond_proj_dim", nullptr},
+      {"time_embedding_act_fn", nullptr}, {"time_embedding_dim", nullptr}, {"time_embedding_type", "positional"},
+      {"timestep_post_act", nullptr}, {"transformer_layers_per_block", 1}};
+  check_config_fields(j, rules, origin);
+
+  auto field = [&](const char* key, const auto& fallback) {
+    using V = std::decay_t<decltype(fallback)>;
+    if (!j.contains(key) || j[key].is_null()) return fallback;
+    try {
+      return j[key].get<V>();
+    } catch (const json::exception&) {
+      throw ConfigError(origin + ": field \"" + key + "\" = " + j[key].dump() + " has the wrong type");
+    }
+  };
+  UNetConfig c;
+  c.raw = j;
+  c.in_channels = field("in_channels", c.in_channels);
+  c.out_channels = field("out_channels", c.out_channels);
+  c.down_block_types = field("down_block_types", std::vector<std::string>{});
+  c.up_block_types = field("up_block_types", std::vector<std::string>{});
+  c.block_out_channels = field("block_out_channels", std::vector<int64_t>{});
+  c.layers_per_block = field("layers_per_block", c.layers_per_block);
+  c.cross_attention_dim = field("cross_attention_dim", c.cross_attention_dim);
+  c.norm_num_groups = field("norm_num_groups", c.norm_num_groups);
+  c.norm_eps = field("norm_eps", c.norm_eps);
+  c.use_linear_projection = field("use_linear_projection", c.use_linear_projection);
+  c.downsample_padding = field("downsample_padding", c.downsample_padding);
+  c.flip_sin_to_cos = field("flip_sin_to_cos", c.flip_sin_to_cos);
+  c.freq_shift = field("freq_shift", c.freq_shift);
+  const std::string mid = field("mid_block_type", std::string("UNetMidBlock2DCrossAttn"));
+  if (mid != "UNetMidBlock2DCrossAttn")
+    throw ConfigError(origin + ": unsupported field \"mid_block_type\" = \"" + mid + "\"");
+
+  const size_t n = c.block_out_channels.size();
+  if (n == 0 || c.down_block_types.size() != n || c.up_block_types.size() != n)
+    throw ConfigError(origin + ": block_out_channels, down_block_types and up_block_types must have the same, "
+                      "non-zero length");
+  for (const auto& t : c.down_block_types)
+    if (t != "CrossAttnDownBlock2D" && t != "DownBlock2D")
+      throw ConfigError(origin + ": unsupported down block type \"" + t + "\"");
+  for (const auto& t : c.up_block_types)
+    if (t != "CrossAttnUpBlock2D" && t != "UpBlock2D") throw ConfigError(origin + ": unsupported up block type \"" + t + "\"");
+  // diffusers' naming quirk: num_attention_heads defaults to attention_head_dim, which then means heads.
+  const json heads = j.contains("num_attention_heads") && !j["num_attention_heads"].is_null() ? j["num_attention_heads"]
+                     : j.contains("attention_head_dim") ? j["attention_head_dim"] : json(8);
+  if (heads.is_number_integer()) {
+    c.heads.assign(n, heads.get<int>());
+  } else if (heads.is_array() && heads.size() == n) {
+    for (const auto& h : heads) c.heads.push_back(h.get<int>());
+  } else {
+    throw ConfigError(origin + ": attention heads " + heads.dump() + " must be an int or one per block");
+  }
+  return c;
+}
+
+UNet2DConditionModel::UNet2DConditionModel(const UNetConfig& cfg)
+    : config(cfg),
+      time_embedding(cfg.block_out_channels[0], cfg.block_out_channels[0] * 4),
+      conv_in(cfg.in_channels, cfg.block_out_channels[0], 3, 1, 1),
+      conv_norm_out(cfg.norm_num_groups, cfg.block_out_channels[0], cfg.norm_eps),
+      conv_out(cfg.block_out_channels[0], cfg.out_channels, 3, 1, 1) {
+  const auto& boc = cfg.block_out_channels;
+  const size_t n = boc.size();
+  BlockSettings s{boc[0] * 4, cfg.norm_num_groups, cfg.norm_eps, 0, cfg.cross_attention_dim, cfg.use_linear_projection};
+  register_module("conv_in", &conv_in);
+  register_module("time_embedding", &time_embedding);
+  int64_t out = boc[0];
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t in = out;
+    out = boc[i];
+    s.heads = cfg.heads[i];
+    down_blocks.add(std::make_unique<DownBlock>(in, out, cfg.layers_per_block,
+                                                cfg.down_block_types[i] == "CrossAttnDownBlock2D", i + 1 < n,
+                                                cfg.downsample_padding, s));
+  }
+  register_module("down_blocks", &down_blocks);
+  s.heads = cfg.heads.back();
+  mid_block = std::make_unique<MidBlockCrossAttn>(boc.back(), s);
+  register_module("mid_block", mid_block.get());
+  out = boc.back();
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t prev_out = out;
+    out = boc[n - 1 - i];
+    const int64_t in = boc[std::max<int64_t>(static_cast<int64_t>(n) - 2 - static_cast<int64_t>(i), 0)];
+    s.heads = cfg.heads[n - 1 - i];
+    up_blocks.add(std::make_unique<UpBlock>(in, out, prev_out, cfg.layers_per_block + 1,
+                                            cfg.up_block_types[i] == "CrossAttnUpBlock2D", i + 1 < n, s));
+  }
+  register_module("up_blocks", &up_blocks);
+  register_module("conv_norm_out", &conv_norm_out);
+  register_module("conv_out", &conv_out);
+}
+
+Tensor UNet2DConditionModel::forward(const Tensor& sample, const std::vector<double>& timesteps,
+                                     const Tensor& context) const {
+  if (sample.ndim() != 4 || sample.size(1) != config.in_channels)
+    throw ShapeError("UNet: sample " + sample.shape().str() + " is not (B, " + std::to_string(config.in_channels) +
+                     ", H, W)");
+  if (static_cast<int64_t>(timesteps.size()) != sample.size(0))
+    throw ShapeError("UNet: " + std::to_string(timesteps.size()) + " timesteps for a batch of " +
+                     std::to_string(sample.size(0)));
+  if (context.ndim() != 3 || context.size(0) != sample.size(0) || context.size(2) != config.cross_attention_dim)
+    throw ShapeError("UNet: encoder hidden states " + context.shape().str() + " are not (B, L, " +
+                     std::to_string(config.cross_attention_dim) + ")");
+  const int64_t levels = static_cast<int64_t>(config.block_out_channels.size()) - 1;
+  if (sample.size(2) % (int64_t(1) << levels) || sample.size(3) % (int64_t(1) << levels))
+    throw ShapeError("UNet: sample size " + sample.shape().str() + " is not divisible by 2^" + std::to_string(levels));
+
+  Tensor temb = time_embedding.forward(
+      timestep_features(timesteps, config.block_out_channels[0], config.flip_sin_to_cos, config.freq_shift));
+  Tensor h = conv_in.forward(sample);
+  std::vector<Tensor> skips{h};
+  for (size_t i = 0; i < down_blocks.size(); ++i) h = down_blocks[i].forward(h, temb, context, &skips);
+  h = mid_block->forward(h, temb, context);
+  for (size_t i = 0; i < up_blocks.size(); ++i) h = up_blocks[i].forward(h, temb, context, &skips);
+  return conv_out.forward(silu(conv_norm_out.forward(h)));
+}
+
+}  // namespace lcd

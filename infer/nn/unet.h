@@ -1,0 +1,47 @@
+// UNet2DConditionModel (diffusers unet_2d_condition.py) for the supported subset of its config.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "infer/nn/embeddings.h"
+#include "infer/nn/unet_blocks.h"
+
+namespace lcd {
+
+struct UNetConfig {
+  int64_t in_channels = 4, out_channels = 4;
+  std::vector<std::string> down_block_types, up_block_types;
+  std::vector<int64_t> block_out_channels;
+  int layers_per_block = 2;
+  std::vector<int> heads;  // per down block (diffusers: num_attention_heads, or attention_head_dim when that is null)
+  int64_t cross_attention_dim = 64;
+  int norm_num_groups = 32;
+  double norm_eps = 1e-5;
+  bool use_linear_projection = false;
+  int downsample_padding = 1;
+  bool flip_sin_to_cos = true;
+  double freq_shift = 0;
+  nlohmann::json raw;  // the config as read, written back on save
+
+  // Validates strictly (config_check.h); `origin` names the file in errors.
+  static UNetConfig from_json(const nlohmann::json& j, const std::string& origin);
+};
+
+class UNet2DConditionModel : public Module {
+ public:
+  explicit UNet2DConditionModel(const UNetConfig& config);
+  // sample (B, C, H, W), timesteps (B) (may differ per sample), context (B, L, cross_attention_dim) → (B, out, H, W)
+  Tensor forward(const Tensor& sample, const std::vector<double>& timesteps, const Tensor& context) const;
+
+  UNetConfig config;
+  TimestepEmbedding time_embedding;
+  Conv2d conv_in;
+  ModuleList<DownBlock> down_blocks;
+  std::unique_ptr<MidBlockCrossAttn> mid_block;
+  ModuleList<UpBlock> up_blocks;
+  GroupNorm conv_norm_out;
+  Conv2d conv_out;
+};
+
+}  // namespace lcd
