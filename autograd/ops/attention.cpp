@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "autograd/errors.h"
+#include "autograd/flop_counter.h"
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
@@ -33,6 +34,7 @@ template <typename T>
 static TensorT<T> attention_forward(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>& v,
                                     const AttentionDims& a, TensorT<T>* probs_out) {
   auto out = TensorT<T>::empty({a.batch, a.lq, a.cv});
+  FlopCounter::add(2 * a.batch * a.heads * a.lq * a.lk * (a.d + a.dv));
   auto probs = TensorT<T>::empty({a.batch, a.heads, a.lq, a.lk});
   const T* qp = q.data();
   const T* kp = k.data();

@@ -1,5 +1,6 @@
 // bmm: Y[b] (M,N) = A[b] (M,K) · B[b] (K,N) for each batch b. ∂L/∂A[b] = G[b] B[b]ᵀ, ∂L/∂B[b] = A[b]ᵀ G[b].
 #include "autograd/errors.h"
+#include "autograd/flop_counter.h"
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
@@ -11,6 +12,7 @@ template <typename T>
 static TensorT<T> bmm_forward(const TensorT<T>& a, const TensorT<T>& b) {
   const int64_t batch = a.size(0), m = a.size(1), k = a.size(2), n = b.size(2);
   auto y = TensorT<T>::empty({batch, m, n});
+  FlopCounter::add(2 * batch * m * k * n);
   const T* ap = a.data();
   const T* bp = b.data();
   T* yp = y.data();

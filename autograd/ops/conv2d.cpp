@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "autograd/errors.h"
+#include "autograd/flop_counter.h"
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
@@ -52,6 +53,7 @@ static TensorT<T> columns_of(const TensorT<T>& x, const ConvGeometry& g) {
 template <typename T>
 static TensorT<T> conv2d_forward(const TensorT<T>& x, const TensorT<T>& w, const TensorT<T>& b, const ConvGeometry& g) {
   const int64_t cout = w.size(0), s = g.out_h * g.out_w;
+  FlopCounter::add(2 * cout * g.patch() * g.columns());
   TensorT<T> cols = columns_of(x, g);
   auto y_cn = TensorT<T>::empty({cout, g.columns()});
   auto ym = y_cn.matrix(cout, g.columns());

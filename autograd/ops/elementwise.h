@@ -57,3 +57,46 @@ TensorT<T> map_ternary(const TensorT<T>& a, const TensorT<T>& b, const TensorT<T
 }
 
 }  // namespace lcd
+
+#include <Eigen/Core>
+#include <unsupported/Eigen/SpecialFunctions>
+
+namespace lcd {
+
+template <typename T>
+using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+template <typename T>
+using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+
+// y = f(x) where f maps an Eigen array expression (so exp/erf/tanh use Eigen's SIMD implementations rather
+// than scalar libm calls); processed in cache-sized chunks, in parallel for large tensors.
+template <typename T, typename F>
+TensorT<T> map_array(const TensorT<T>& x, F f) {
+  auto y = TensorT<T>::empty(x.shape());
+  constexpr int64_t kChunk = 4096;
+  const int64_t n = x.numel(), chunks = (n + kChunk - 1) / kChunk;
+  const T* xp = x.data();
+  T* yp = y.data();
+#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t len = std::min(kChunk, n - c * kChunk);
+    ArrayMap<T>(yp + c * kChunk, len) = f(ConstArrayMap<T>(xp + c * kChunk, len));
+  }
+  return y;
+}
+
+// r = f(a, b) for two same-shape tensors, as map_array.
+template <typename T, typename F>
+TensorT<T> map_array2(const TensorT<T>& a, const TensorT<T>& b, F f) {
+  auto r = TensorT<T>::empty(a.shape());
+  constexpr int64_t kChunk = 4096;
+  const int64_t n = a.numel(), chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t len = std::min(kChunk, n - c * kChunk), off = c * kChunk;
+    ArrayMap<T>(r.data() + off, len) = f(ConstArrayMap<T>(a.data() + off, len), ConstArrayMap<T>(b.data() + off, len));
+  }
+  return r;
+}
+
+}  // namespace lcd

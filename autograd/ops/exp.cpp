@@ -11,7 +11,7 @@ LCD_DIFFERENTIABLE_OP(exp);
 
 template <typename T>
 static TensorT<T> exp_forward(const TensorT<T>& x) {
-  return map_unary(x, [](T v) -> T { return std::exp(v); });
+  return map_array(x, [](const auto& v) { return v.exp(); });
 }
 
 // g: ∂L/∂y, x: the input, y: the saved output

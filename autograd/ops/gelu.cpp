@@ -22,7 +22,7 @@ static TensorT<T> gelu_forward(const TensorT<T>& x, GeluApproximation approximat
     return map_unary(x, [](T v) {
       return T(0.5) * v * (T(1) + std::tanh(T(kSqrt2OverPi) * (v + T(kTanhCoeff) * v * v * v)));
     });
-  return map_unary(x, [](T v) { return T(0.5) * v * (T(1) + std::erf(v * T(kInvSqrt2))); });
+  return map_array(x, [](const auto& v) { return T(0.5) * v * (T(1) + (v * T(kInvSqrt2)).erf()); });
 }
 
 template <typename T>
@@ -34,8 +34,8 @@ static void gelu_backward(const TensorT<T>& grad, const TensorT<T>& x, GeluAppro
       return g * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * dinner);
     }));
   } else {
-    accumulate_grad(x, map_binary(grad, x, [](T g, T v) {
-      return g * (T(0.5) * (T(1) + std::erf(v * T(kInvSqrt2))) + v * T(kInvSqrt2Pi) * std::exp(T(-0.5) * v * v));
+    accumulate_grad(x, map_array2(grad, x, [](const auto& g, const auto& v) {
+      return g * (T(0.5) * (T(1) + (v * T(kInvSqrt2)).erf()) + v * T(kInvSqrt2Pi) * (T(-0.5) * v * v).exp());
     }));
   }
 }

@@ -1,8 +1,19 @@
 // im2col and its adjoint col2im, the data movement around conv2d's GEMM.
+#include <algorithm>
+
 #include "autograd/ops/instantiate.h"
 #include "autograd/ops/kernels.h"
 
 namespace lcd {
+
+// Output columns oj whose input column oj·stride − padding + kj lies inside [0, width): [lo, hi).
+static inline void valid_range(const ConvGeometry& g, int64_t kj, int64_t* lo, int64_t* hi) {
+  // oj·s ≥ padding − kj  and  oj·s ≤ width − 1 + padding − kj
+  const int64_t a = g.padding - kj, b = g.width - 1 + g.padding - kj;
+  *lo = a <= 0 ? 0 : (a + g.stride - 1) / g.stride;
+  *hi = b < 0 ? 0 : std::min<int64_t>(g.out_w, b / g.stride + 1);
+  if (*lo > *hi) *lo = *hi;
+}
 
 template <typename T>
 void im2col(const T* x, const ConvGeometry& g, T* cols) {
@@ -12,6 +23,8 @@ void im2col(const T* x, const ConvGeometry& g, T* cols) {
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t c = r / (g.kernel_h * g.kernel_w);
     const int64_t ki = (r / g.kernel_w) % g.kernel_h, kj = r % g.kernel_w;
+    int64_t lo, hi;
+    valid_range(g, kj, &lo, &hi);
     T* dst = cols + r * ncols;
     for (int64_t n = 0; n < g.batch; ++n) {
       const T* src = x + (n * g.channels + c) * g.height * g.width;
@@ -20,14 +33,16 @@ void im2col(const T* x, const ConvGeometry& g, T* cols) {
         const int64_t ii = oi * g.stride - g.padding + ki;
         T* drow = d + oi * g.out_w;
         if (ii < 0 || ii >= g.height) {
-          for (int64_t oj = 0; oj < g.out_w; ++oj) drow[oj] = T(0);
+          std::fill(drow, drow + g.out_w, T(0));
           continue;
         }
-        const T* srow = src + ii * g.width;
-        for (int64_t oj = 0; oj < g.out_w; ++oj) {
-          const int64_t jj = oj * g.stride - g.padding + kj;
-          drow[oj] = (jj >= 0 && jj < g.width) ? srow[jj] : T(0);
-        }
+        const T* srow = src + ii * g.width - g.padding + kj;  // srow[oj·stride] is the input for column oj
+        std::fill(drow, drow + lo, T(0));
+        if (g.stride == 1)
+          std::copy(srow + lo, srow + hi, drow + lo);
+        else
+          for (int64_t oj = lo; oj < hi; ++oj) drow[oj] = srow[oj * g.stride];
+        std::fill(drow + hi, drow + g.out_w, T(0));
       }
     }
   }
@@ -44,14 +59,15 @@ void col2im_accumulate(const T* cols, const ConvGeometry& g, T* dx) {
     T* dst = dx + plane * g.height * g.width;
     for (int64_t k = 0; k < kk; ++k) {
       const int64_t ki = k / g.kernel_w, kj = k % g.kernel_w;
+      int64_t lo, hi;
+      valid_range(g, kj, &lo, &hi);
       const T* src = cols + (c * kk + k) * ncols + n * hw_out;
       for (int64_t oi = 0; oi < g.out_h; ++oi) {
         const int64_t ii = oi * g.stride - g.padding + ki;
         if (ii < 0 || ii >= g.height) continue;
-        for (int64_t oj = 0; oj < g.out_w; ++oj) {
-          const int64_t jj = oj * g.stride - g.padding + kj;
-          if (jj >= 0 && jj < g.width) dst[ii * g.width + jj] += src[oi * g.out_w + oj];
-        }
+        T* drow = dst + ii * g.width - g.padding + kj;
+        const T* srow = src + oi * g.out_w;
+        for (int64_t oj = lo; oj < hi; ++oj) drow[oj * g.stride] += srow[oj];
       }
     }
   }

@@ -1,6 +1,7 @@
 // linear: y (..., out) = x (..., in) · Wᵀ + b, W (out, in), b (out) optional.
 // ∂L/∂x = G W, ∂L/∂W = Gᵀ X, ∂L/∂b = Σ_rows G; a frozen W gets no GEMM in backward.
 #include "autograd/errors.h"
+#include "autograd/flop_counter.h"
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
@@ -11,6 +12,7 @@ LCD_DIFFERENTIABLE_OP(linear);
 template <typename T>
 static TensorT<T> linear_forward(const TensorT<T>& x, const TensorT<T>& w, const TensorT<T>& b) {
   const int64_t in = w.size(1), out = w.size(0), rows = x.numel() / in;
+  FlopCounter::add(2 * rows * in * out);
   std::vector<int64_t> dims = x.shape().to_vector();
   dims.back() = out;
   auto y = TensorT<T>::empty(Shape(dims));

@@ -1,5 +1,6 @@
 // matmul: Y (M,N) = A (M,K) · B (K,N). ∂L/∂A = G Bᵀ, ∂L/∂B = Aᵀ G.
 #include "autograd/errors.h"
+#include "autograd/flop_counter.h"
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
@@ -16,6 +17,7 @@ static void check_matmul_shapes(const TensorT<T>& a, const TensorT<T>& b) {
 template <typename T>
 static TensorT<T> matmul_forward(const TensorT<T>& a, const TensorT<T>& b) {
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
+  FlopCounter::add(2 * m * k * n);
   auto y = TensorT<T>::empty({m, n});
   y.matrix(m, n).noalias() = a.matrix(m, k) * b.matrix(k, n);
   return y;

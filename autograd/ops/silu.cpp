@@ -11,13 +11,17 @@ LCD_DIFFERENTIABLE_OP(silu);
 
 template <typename T>
 static TensorT<T> silu_forward(const TensorT<T>& x) {
-  return map_unary(x, [](T v) -> T { return v / (T(1) + std::exp(-v)); });
+  return map_array(x, [](const auto& v) { return v / (T(1) + (-v).exp()); });
 }
 
 // g: ∂L/∂y, x: the input, y: the saved output
 template <typename T>
 static void silu_backward(const TensorT<T>& grad, const TensorT<T>& x, const TensorT<T>& y) {
-  accumulate_grad(x, map_ternary(grad, x, y, [](T g, T v, T w) -> T { return g * (T(1) / (T(1) + std::exp(-v))) * (T(1) + v * (T(1) - T(1) / (T(1) + std::exp(-v)))); }));
+  // σ(x)·(1 + x·(1 − σ(x))), σ = 1/(1 + e^{−x})
+  accumulate_grad(x, map_array2(grad, x, [](const auto& g, const auto& v) {
+    const auto sigma = T(1) / (T(1) + (-v).exp());
+    return g * sigma * (T(1) + v * (T(1) - sigma));
+  }));
 }
 
 template <typename T>

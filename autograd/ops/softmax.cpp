@@ -4,6 +4,7 @@
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
+#include "autograd/ops/elementwise.h"
 #include "autograd/ops/kernels.h"
 
 namespace lcd {
@@ -16,12 +17,10 @@ void softmax_rows(const T* src, T* dst, int64_t rows, int64_t n) {
   for (int64_t r = 0; r < rows; ++r) {
     const T* s = src + r * n;
     T* d = dst + r * n;
-    T m = s[0];
-    for (int64_t i = 1; i < n; ++i) m = std::max(m, s[i]);
-    T z = 0;
-    for (int64_t i = 0; i < n; ++i) z += (d[i] = std::exp(s[i] - m));
-    const T inv = T(1) / z;
-    for (int64_t i = 0; i < n; ++i) d[i] *= inv;
+    ArrayMap<T> out(d, n);
+    out = ConstArrayMap<T>(s, n);  // src may alias dst
+    out = (out - out.maxCoeff()).exp();  // Eigen's SIMD exp
+    out *= T(1) / out.sum();
   }
 }
 

@@ -1,0 +1,23 @@
+// A process-wide count of the multiply-add FLOPs done by the GEMM-based ops' forward passes (conv2d, linear,
+// matmul, bmm, attention), for benchmarks that report GFLOP/s. Counting is off unless enabled.
+#pragma once
+#include <atomic>
+#include <cstdint>
+
+namespace lcd {
+
+struct FlopCounter {
+  static std::atomic<bool>& enabled() {
+    static std::atomic<bool> on{false};
+    return on;
+  }
+  static std::atomic<int64_t>& count() {
+    static std::atomic<int64_t> n{0};
+    return n;
+  }
+  static void add(int64_t flops) {
+    if (enabled().load(std::memory_order_relaxed)) count().fetch_add(flops, std::memory_order_relaxed);
+  }
+};
+
+}  // namespace lcd
