@@ -29,6 +29,7 @@ static TensorT<T> concat_forward(const std::vector<TensorT<T>>& xs, int axis) {
   int64_t offset = 0;
   for (const auto& x : xs) {
     const int64_t len = x.size(axis) * inner;
+#pragma omp parallel for schedule(static) if (outer * len > 32768)
     for (int64_t o = 0; o < outer; ++o)
       std::memcpy(y.data() + o * total * inner + offset, x.data() + o * len, sizeof(T) * len);
     offset += len;
@@ -46,6 +47,7 @@ static void concat_backward(const TensorT<T>& grad, const std::vector<TensorT<T>
     const int64_t len = x.size(axis) * inner;
     if (needs_grad(x)) {
       T* gx = grad_buffer(x);
+#pragma omp parallel for schedule(static) if (outer * len > 32768)
       for (int64_t o = 0; o < outer; ++o)
         for (int64_t i = 0; i < len; ++i) gx[o * len + i] += grad.data()[o * total * inner + offset + i];
     }

@@ -1,11 +1,21 @@
-// conv2d (NCHW, any kernel, stride, padding): im2col then one GEMM over the whole batch,
-//   Y (Cout, N·Ho·Wo) = W (Cout, Cin·kh·kw) · cols (Cin·kh·kw, N·Ho·Wo), + bias.
-// Backward: ∂W = G·colsᵀ, ∂cols = Wᵀ·G (then col2im), ∂b = Σ G. The columns are recomputed in backward rather
-// than saved (they are kh·kw times the input). 1×1 stride-1 convolutions skip im2col.
+// conv2d (NCHW, any kernel, stride, padding) as im2col + GEMM, in chunks of samples:
+//   for a chunk of m samples, cols (Cin·kh·kw, m·Ho·Wo) = im2col(x_chunk) and
+//   Y_chunk (Cout, m·Ho·Wo) = W (Cout, Cin·kh·kw) · cols + b.
+// Chunks are sized so their columns stay in L2 and are spread over the threads, each thread running its own
+// single-threaded GEMMs (no column matrix for the whole batch goes through memory). Small batches fall back
+// to one chunk with Eigen's own threaded GEMM.
+// Backward per chunk: ∂W += G·colsᵀ, ∂cols = Wᵀ·G → col2im into ∂x, ∂b += Σ G. Per-thread ∂W and ∂b partials
+// are added in thread order, so results are reproducible for a given thread count. The columns are
+// recomputed in backward rather than saved.
+#include <omp.h>
+
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "autograd/errors.h"
 #include "autograd/flop_counter.h"
+#include "autograd/gemm.h"
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
@@ -14,80 +24,151 @@
 namespace lcd {
 LCD_DIFFERENTIABLE_OP(conv2d);
 
-static ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Conv2dOptions& o) {
+namespace {
+
+// ~256 KB of columns per chunk: inside a 1 MB L2 with room for the weights and the output. Measured on the
+// UNet forward at batch 64 (2 threads): 64K floats 155 ms, 256K 250 ms, whole batch 470 ms.
+constexpr int64_t kChunkColumnFloats = 64 * 1024;
+
+template <typename T>
+using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Conv2dOptions& o) {
   ConvGeometry g{x[0], x[1], x[2], x[3], w[2], w[3], o.stride, o.padding, 0, 0};
   g.out_h = (g.height + 2 * g.padding + o.extra_pad_end - g.kernel_h) / g.stride + 1;
   g.out_w = (g.width + 2 * g.padding + o.extra_pad_end - g.kernel_w) / g.stride + 1;
   return g;
 }
 
-static bool is_pointwise(const ConvGeometry& g) {
-  return g.kernel_h == 1 && g.kernel_w == 1 && g.stride == 1 && g.padding == 0 && g.out_h == g.height && g.out_w == g.width;
+bool is_pointwise(const ConvGeometry& g) {
+  return g.kernel_h == 1 && g.kernel_w == 1 && g.stride == 1 && g.padding == 0 && g.out_h == g.height &&
+         g.out_w == g.width;
 }
 
-// (N, C, S) → (C, N·S) and back: the batch-major ↔ channel-major shuffle around the GEMM.
+// The split of the batch into chunks of `size` samples; the chunks are shared among the threads when there
+// are at least as many chunks as threads, else processed in turn with Eigen's threaded GEMM.
+struct Chunking {
+  int64_t size, count;
+};
+
+Chunking chunking(const ConvGeometry& g) {
+  const int64_t per_sample = g.patch() * g.out_h * g.out_w;
+  const int64_t size = std::clamp<int64_t>(kChunkColumnFloats / std::max<int64_t>(per_sample, 1), 1, g.batch);
+  const int64_t count = (g.batch + size - 1) / size;
+  return {size, count};
+}
+
+ConvGeometry chunk_geometry(ConvGeometry g, int64_t samples) {
+  g.batch = samples;
+  return g;
+}
+
+// x (m, C, H, W) → cols (patch, m·Ho·Wo)
 template <typename T>
-static void nchw_to_cn(const T* src, int64_t n, int64_t c, int64_t s, T* dst) {
-#pragma omp parallel for schedule(static) if (n * c * s > 32768)
+void columns_of(const T* x, const ConvGeometry& g, T* cols) {
+  const int64_t s = g.height * g.width;
+  if (is_pointwise(g)) {
+    for (int64_t c = 0; c < g.channels; ++c)
+      for (int64_t n = 0; n < g.batch; ++n) std::memcpy(cols + (c * g.batch + n) * s, x + (n * g.channels + c) * s, sizeof(T) * s);
+  } else {
+    im2col(x, g, cols);
+  }
+}
+
+// (C, m·S) channel-major ↔ (m, C, S) batch-major; `add` accumulates into dst.
+template <typename T>
+void cn_to_nchw(const T* src, int64_t m, int64_t c, int64_t s, T* dst, bool add) {
+  for (int64_t n = 0; n < m; ++n)
+    for (int64_t ci = 0; ci < c; ++ci) {
+      const T* a = src + (ci * m + n) * s;
+      T* b = dst + (n * c + ci) * s;
+      if (add)
+        for (int64_t k = 0; k < s; ++k) b[k] += a[k];
+      else
+        std::memcpy(b, a, sizeof(T) * s);
+    }
+}
+template <typename T>
+void nchw_to_cn(const T* src, int64_t m, int64_t c, int64_t s, T* dst) {
   for (int64_t ci = 0; ci < c; ++ci)
-    for (int64_t ni = 0; ni < n; ++ni) std::memcpy(dst + (ci * n + ni) * s, src + (ni * c + ci) * s, sizeof(T) * s);
-}
-template <typename T>
-static void cn_to_nchw(const T* src, int64_t n, int64_t c, int64_t s, T* dst) {
-#pragma omp parallel for schedule(static) if (n * c * s > 32768)
-  for (int64_t ni = 0; ni < n; ++ni)
-    for (int64_t ci = 0; ci < c; ++ci) std::memcpy(dst + (ni * c + ci) * s, src + (ci * n + ni) * s, sizeof(T) * s);
+    for (int64_t n = 0; n < m; ++n) std::memcpy(dst + (ci * m + n) * s, src + (n * c + ci) * s, sizeof(T) * s);
 }
 
-// The column matrix of x (patch × columns).
-template <typename T>
-static TensorT<T> columns_of(const TensorT<T>& x, const ConvGeometry& g) {
-  auto cols = TensorT<T>::empty({g.patch(), g.columns()});
-  if (is_pointwise(g))
-    nchw_to_cn(x.data(), g.batch, g.channels, g.height * g.width, cols.data());
-  else
-    im2col(x.data(), g, cols.data());
-  return cols;
-}
+}  // namespace
 
 template <typename T>
 static TensorT<T> conv2d_forward(const TensorT<T>& x, const TensorT<T>& w, const TensorT<T>& b, const ConvGeometry& g) {
-  const int64_t cout = w.size(0), s = g.out_h * g.out_w;
+  const int64_t cout = w.size(0), s = g.out_h * g.out_w, in_sample = g.channels * g.height * g.width;
   FlopCounter::add(2 * cout * g.patch() * g.columns());
-  TensorT<T> cols = columns_of(x, g);
-  auto y_cn = TensorT<T>::empty({cout, g.columns()});
-  auto ym = y_cn.matrix(cout, g.columns());
-  ym.noalias() = w.matrix(cout, g.patch()) * cols.matrix(g.patch(), g.columns());
-  if (b.defined()) ym.colwise() += Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(b.data(), cout);
   auto y = TensorT<T>::empty({g.batch, cout, g.out_h, g.out_w});
-  cn_to_nchw(y_cn.data(), g.batch, cout, s, y.data());
+  const Chunking ch = chunking(g);
+  const T* xp = x.data();
+  const T* bp = b.defined() ? b.data() : nullptr;
+  T* yp = y.data();
+  ConstMatrixMap<T> wm(w.data(), cout, g.patch());
+  const bool share_chunks = ch.count >= omp_get_max_threads();
+#pragma omp parallel if (share_chunks)
+  {
+    RowMatrix<T> cols, out;  // per-thread buffers, reused across chunks
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < ch.count; ++c) {
+      const int64_t n0 = c * ch.size, m = std::min(ch.size, g.batch - n0);
+      const ConvGeometry cg = chunk_geometry(g, m);
+      cols.resize(g.patch(), m * s);
+      out.resize(cout, m * s);
+      columns_of(xp + n0 * in_sample, cg, cols.data());
+      // Start from the bias and accumulate the GEMM onto it (Eigen's `=` would zero the result first).
+      for (int64_t o = 0; o < cout; ++o) out.row(o).setConstant(bp ? bp[o] : T(0));
+      gemm(out, wm, cols, true);
+      cn_to_nchw(out.data(), m, cout, s, yp + n0 * cout * s, false);
+    }
+  }
   return y;
 }
 
 template <typename T>
 static void conv2d_backward(const TensorT<T>& grad, const TensorT<T>& x, const TensorT<T>& w, const TensorT<T>& b,
                             const ConvGeometry& g) {
-  const int64_t cout = w.size(0), s = g.out_h * g.out_w;
-  auto g_cn = TensorT<T>::empty({cout, g.columns()});
-  nchw_to_cn(grad.data(), g.batch, cout, s, g_cn.data());
-  auto gm = g_cn.matrix(cout, g.columns());
-  if (needs_grad(b))
-    Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>>(grad_buffer(b), cout) += gm.rowwise().sum();
-  if (needs_grad(w)) {
-    TensorT<T> cols = columns_of(x, g);
-    MatrixMap<T>(grad_buffer(w), cout, g.patch()).noalias() += gm * cols.matrix(g.patch(), g.columns()).transpose();
-  }
-  if (needs_grad(x)) {
-    auto dcols = TensorT<T>::empty({g.patch(), g.columns()});
-    dcols.matrix(g.patch(), g.columns()).noalias() = w.matrix(cout, g.patch()).transpose() * gm;
-    if (is_pointwise(g)) {
-      auto dx = TensorT<T>::empty(x.shape());
-      cn_to_nchw(dcols.data(), g.batch, g.channels, g.height * g.width, dx.data());
-      accumulate_grad(x, dx);
-    } else {
-      col2im_accumulate(dcols.data(), g, grad_buffer(x));
+  const int64_t cout = w.size(0), s = g.out_h * g.out_w, in_sample = g.channels * g.height * g.width;
+  const bool want_w = needs_grad(w), want_b = needs_grad(b), want_x = needs_grad(x);
+  const Chunking ch = chunking(g);
+  const int threads = ch.count >= omp_get_max_threads() ? omp_get_max_threads() : 1;
+  // Per-thread partial sums of ∂W and ∂b.
+  std::vector<RowMatrix<T>> dw(want_w ? threads : 0, RowMatrix<T>::Zero(cout, g.patch()));
+  std::vector<Eigen::Matrix<T, Eigen::Dynamic, 1>> db(want_b ? threads : 0, Eigen::Matrix<T, Eigen::Dynamic, 1>::Zero(cout));
+  const T* gp = grad.data();
+  const T* xp = x.data();
+  T* dx = want_x ? grad_buffer(x) : nullptr;
+  ConstMatrixMap<T> wm(w.data(), cout, g.patch());
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const int t = omp_get_thread_num();
+    RowMatrix<T> gcn, cols, dcols;
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < ch.count; ++c) {
+      const int64_t n0 = c * ch.size, m = std::min(ch.size, g.batch - n0);
+      const ConvGeometry cg = chunk_geometry(g, m);
+      gcn.resize(cout, m * s);
+      nchw_to_cn(gp + n0 * cout * s, m, cout, s, gcn.data());
+      if (want_b) db[t] += gcn.rowwise().sum();
+      if (want_w) {
+        cols.resize(g.patch(), m * s);
+        columns_of(xp + n0 * in_sample, cg, cols.data());
+        gemm(dw[t], gcn, cols.transpose(), true);
+      }
+      if (want_x) {
+        dcols.resize(g.patch(), m * s);
+        gemm(dcols, wm.transpose(), gcn, false);
+        if (is_pointwise(g))
+          cn_to_nchw(dcols.data(), m, g.channels, s, dx + n0 * in_sample, true);
+        else
+          col2im_accumulate(dcols.data(), cg, dx + n0 * in_sample);
+      }
     }
   }
+  for (int t = 0; t < static_cast<int>(dw.size()); ++t) MatrixMap<T>(grad_buffer(w), cout, g.patch()) += dw[t];
+  for (int t = 0; t < static_cast<int>(db.size()); ++t)
+    Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>>(grad_buffer(b), cout) += db[t];
 }
 
 template <typename T>
@@ -96,7 +177,8 @@ TensorT<T> conv2d(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T
     throw ShapeError("conv2d: input " + x.shape().str() + " does not fit weight " + weight.shape().str());
   if (bias.defined() && (bias.ndim() != 1 || bias.size(0) != weight.size(0)))
     throw ShapeError("conv2d: bias " + bias.shape().str() + " does not fit weight " + weight.shape().str());
-  if (options.stride < 1 || options.padding < 0 || options.extra_pad_end < 0) throw ValueError("conv2d: stride must be ≥ 1 and padding ≥ 0");
+  if (options.stride < 1 || options.padding < 0 || options.extra_pad_end < 0)
+    throw ValueError("conv2d: stride must be ≥ 1 and padding ≥ 0");
   const ConvGeometry g = conv_geometry(x.shape(), weight.shape(), options);
   if (g.out_h < 1 || g.out_w < 1)
     throw ShapeError("conv2d: kernel " + weight.shape().str() + " larger than padded input " + x.shape().str());

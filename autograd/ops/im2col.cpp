@@ -33,16 +33,17 @@ void im2col(const T* x, const ConvGeometry& g, T* cols) {
         const int64_t ii = oi * g.stride - g.padding + ki;
         T* drow = d + oi * g.out_w;
         if (ii < 0 || ii >= g.height) {
-          std::fill(drow, drow + g.out_w, T(0));
+          for (int64_t oj = 0; oj < g.out_w; ++oj) drow[oj] = T(0);
           continue;
         }
         const T* srow = src + ii * g.width - g.padding + kj;  // srow[oj·stride] is the input for column oj
-        std::fill(drow, drow + lo, T(0));
+        // Plain loops: rows are short (8 at the UNet's scale), where library calls cost more than the copy.
+        for (int64_t oj = 0; oj < lo; ++oj) drow[oj] = T(0);
         if (g.stride == 1)
-          std::copy(srow + lo, srow + hi, drow + lo);
+          for (int64_t oj = lo; oj < hi; ++oj) drow[oj] = srow[oj];
         else
           for (int64_t oj = lo; oj < hi; ++oj) drow[oj] = srow[oj * g.stride];
-        std::fill(drow + hi, drow + g.out_w, T(0));
+        for (int64_t oj = hi; oj < g.out_w; ++oj) drow[oj] = T(0);
       }
     }
   }

@@ -2,6 +2,7 @@
 // ∂L/∂x = G W, ∂L/∂W = Gᵀ X, ∂L/∂b = Σ_rows G; a frozen W gets no GEMM in backward.
 #include "autograd/errors.h"
 #include "autograd/flop_counter.h"
+#include "autograd/gemm.h"
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
@@ -15,10 +16,14 @@ static TensorT<T> linear_forward(const TensorT<T>& x, const TensorT<T>& w, const
   FlopCounter::add(2 * rows * in * out);
   std::vector<int64_t> dims = x.shape().to_vector();
   dims.back() = out;
+  // Start from the bias rows (in parallel) and accumulate the GEMM onto them (see conv2d.cpp).
   auto y = TensorT<T>::empty(Shape(dims));
-  auto ym = y.matrix(rows, out);
-  ym.noalias() = x.matrix(rows, in) * w.matrix(out, in).transpose();
-  if (b.defined()) ym.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(b.data(), out);
+  T* yp = y.data();
+  const T* bp = b.defined() ? b.data() : nullptr;
+#pragma omp parallel for schedule(static) if (rows * out > 32768)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < out; ++o) yp[r * out + o] = bp ? bp[o] : T(0);
+  gemm(y.matrix(rows, out), x.matrix(rows, in), w.matrix(out, in).transpose(), true);
   return y;
 }
 
@@ -26,8 +31,8 @@ template <typename T>
 static void linear_backward(const TensorT<T>& grad, const TensorT<T>& x, const TensorT<T>& w, const TensorT<T>& b) {
   const int64_t in = w.size(1), out = w.size(0), rows = x.numel() / in;
   auto g = grad.matrix(rows, out);
-  if (needs_grad(x)) MatrixMap<T>(grad_buffer(x), rows, in).noalias() += g * w.matrix(out, in);
-  if (needs_grad(w)) MatrixMap<T>(grad_buffer(w), out, in).noalias() += g.transpose() * x.matrix(rows, in);
+  if (needs_grad(x)) gemm(MatrixMap<T>(grad_buffer(x), rows, in), g, w.matrix(out, in), true);
+  if (needs_grad(w)) gemm(MatrixMap<T>(grad_buffer(w), out, in), g.transpose(), x.matrix(rows, in), true);
   if (needs_grad(b)) Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(grad_buffer(b), out) += g.colwise().sum();
 }
 

@@ -1,6 +1,7 @@
 // matmul: Y (M,N) = A (M,K) · B (K,N). ∂L/∂A = G Bᵀ, ∂L/∂B = Aᵀ G.
 #include "autograd/errors.h"
 #include "autograd/flop_counter.h"
+#include "autograd/gemm.h"
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
@@ -19,7 +20,7 @@ static TensorT<T> matmul_forward(const TensorT<T>& a, const TensorT<T>& b) {
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   FlopCounter::add(2 * m * k * n);
   auto y = TensorT<T>::empty({m, n});
-  y.matrix(m, n).noalias() = a.matrix(m, k) * b.matrix(k, n);
+  gemm(y.matrix(m, n), a.matrix(m, k), b.matrix(k, n), false);
   return y;
 }
 
@@ -27,8 +28,8 @@ template <typename T>
 static void matmul_backward(const TensorT<T>& grad, const TensorT<T>& a, const TensorT<T>& b) {
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   auto g = grad.matrix(m, n);
-  if (needs_grad(a)) MatrixMap<T>(grad_buffer(a), m, k).noalias() += g * b.matrix(k, n).transpose();
-  if (needs_grad(b)) MatrixMap<T>(grad_buffer(b), k, n).noalias() += a.matrix(m, k).transpose() * g;
+  if (needs_grad(a)) gemm(MatrixMap<T>(grad_buffer(a), m, k), g, b.matrix(k, n).transpose(), true);
+  if (needs_grad(b)) gemm(MatrixMap<T>(grad_buffer(b), k, n), a.matrix(m, k).transpose(), g, true);
 }
 
 template <typename T>

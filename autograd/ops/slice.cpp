@@ -19,6 +19,7 @@ struct SliceDims {
 template <typename T>
 static TensorT<T> slice_forward(const TensorT<T>& x, const Shape& out_shape, const SliceDims& d) {
   auto y = TensorT<T>::empty(out_shape);
+#pragma omp parallel for schedule(static) if (out_shape.numel() > 32768)
   for (int64_t o = 0; o < d.outer; ++o)
     std::memcpy(y.data() + o * d.length * d.inner, x.data() + (o * d.full + d.start) * d.inner,
                 sizeof(T) * d.length * d.inner);
@@ -29,6 +30,7 @@ template <typename T>
 static void slice_backward(const TensorT<T>& grad, const TensorT<T>& x, const SliceDims& d) {
   T* gx = grad_buffer(x);
   const int64_t len = d.length * d.inner;
+#pragma omp parallel for schedule(static) if (grad.numel() > 32768)
   for (int64_t o = 0; o < d.outer; ++o) {
     T* dst = gx + (o * d.full + d.start) * d.inner;
     const T* src = grad.data() + o * len;
