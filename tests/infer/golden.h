@@ -5,6 +5,9 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 
 #include "infer/io/safetensors.h"
@@ -12,6 +15,18 @@
 namespace lcd::testing {
 
 inline std::string golden_dir(const std::string& name) { return std::string(LCDKIT_SHARED_DIR) + "/golden/" + name; }
+
+// manifest.json as written by Python's json module, whose -Infinity/Infinity/NaN are not JSON: read as strings.
+inline nlohmann::json golden_manifest(const std::string& name) {
+  std::ifstream in(golden_dir(name + "/manifest.json"));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  std::string text = buffer.str();
+  for (const char* word : {"-Infinity", "Infinity", "NaN"})
+    for (size_t pos; (pos = text.find(std::string(": ") + word)) != std::string::npos;)
+      text.replace(pos, 2 + std::string(word).size(), std::string(": \"") + word + "\"");
+  return nlohmann::json::parse(text);
+}
 
 inline bool golden_available() { return std::filesystem::exists(golden_dir("diffusers-A/tensors.safetensors")); }
 
