@@ -8,7 +8,11 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias) : in_features(in), out_f
   if (with_bias) register_parameter("bias", &bias, {out});
 }
 
-Tensor Linear::forward(const Tensor& x) const { return linear(x, weight, bias); }
+Tensor Linear::forward(const Tensor& x) const {
+  Tensor y = linear(x, weight, bias);
+  for (const LoraBranch& b : lora) y = add(y, scale(linear(linear(x, b.down, Tensor()), b.up, Tensor()), b.scale));
+  return y;
+}
 
 Conv2d::Conv2d(int64_t in, int64_t out, int k, int stride, int padding, bool with_bias)
     : in_channels(in), out_channels(out), kernel(k), options{stride, padding, 0} {
@@ -16,7 +20,12 @@ Conv2d::Conv2d(int64_t in, int64_t out, int k, int stride, int padding, bool wit
   if (with_bias) register_parameter("bias", &bias, {out});
 }
 
-Tensor Conv2d::forward(const Tensor& x) const { return conv2d(x, weight, bias, options); }
+Tensor Conv2d::forward(const Tensor& x) const {
+  Tensor y = conv2d(x, weight, bias, options);
+  for (const LoraBranch& b : lora)
+    y = add(y, scale(conv2d(conv2d(x, b.down, Tensor(), options), b.up, Tensor()), b.scale));
+  return y;
+}
 
 GroupNorm::GroupNorm(int g, int64_t channels, double e) : groups(g), eps(e) {
   register_parameter("weight", &weight, {channels});

@@ -1,0 +1,211 @@
+// LoRA file formats (see lora_io.h).
+#include "infer/io/lora_io.h"
+
+#include <filesystem>
+#include <algorithm>
+#include <map>
+#include <set>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "autograd/errors.h"
+#include "infer/nn/config_check.h"
+
+namespace lcd {
+
+using json = nlohmann::json;
+
+namespace {
+
+const char* kKohyaPrefix = "lora_unet_";
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> parts;
+  std::stringstream in(s);
+  for (std::string p; std::getline(in, p, sep);) parts.push_back(p);
+  return parts;
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Component names of diffusers' UNet2DConditionModel that contain underscores (others are single tokens).
+const std::vector<std::vector<std::string>>& vocabulary() {
+  static const std::vector<std::vector<std::string>> words = [] {
+    std::vector<std::vector<std::string>> w;
+    for (const char* name : {"down_blocks", "up_blocks", "mid_block", "transformer_blocks", "to_q", "to_k", "to_v",
+                             "to_out", "proj_in", "proj_out", "conv_shortcut", "time_emb_proj", "conv_in", "conv_out",
+                             "conv_norm_out", "time_embedding", "linear_1", "linear_2", "quant_conv", "post_quant_conv"})
+      w.push_back(split(name, '_'));
+    return w;
+  }();
+  return words;
+}
+
+}  // namespace
+
+std::string kohya_to_module_name(const std::string& kohya) {
+  const std::vector<std::string> tokens = split(kohya, '_');
+  std::vector<std::string> parts;
+  for (size_t i = 0; i < tokens.size();) {
+    size_t best = 0;
+    for (const auto& word : vocabulary())
+      if (word.size() > best && i + word.size() <= tokens.size() &&
+          std::equal(word.begin(), word.end(), tokens.begin() + i))
+        best = word.size();
+    if (best == 0) best = 1;  // a single-token component: "attentions", "0", "attn1", "ff", "net", "proj", …
+    std::string part = tokens[i];
+    for (size_t k = 1; k < best; ++k) part += "_" + tokens[i + k];
+    if (part.empty()) throw FormatError("cannot parse kohya module name \"" + kohya + "\"");
+    parts.push_back(part);
+    i += best;
+  }
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : ".") + p;
+  return out;
+}
+
+std::string module_to_kohya_name(const std::string& module) {
+  std::string s = module;
+  std::replace(s.begin(), s.end(), '.', '_');
+  return s;
+}
+
+LoraAdapter read_lora(const std::string& path, bool allow_unmatched, std::vector<std::string>* skipped) {
+  const std::string config = (std::filesystem::path(path).parent_path() / "adapter_config.json").string();
+  return read_lora(SafetensorsFile::read(path), config, allow_unmatched, skipped);
+}
+
+LoraAdapter read_lora(const SafetensorsFile& file, const std::string& adapter_config_path, bool allow_unmatched,
+                      std::vector<std::string>* skipped) {
+  LoraAdapter adapter;
+  adapter.metadata = file.metadata();
+  // Alpha sources for PEFT keys: metadata, then adapter_config.json, else alpha = r.
+  double default_alpha = -1;
+  json alpha_pattern = json::object();
+  auto absorb_config = [&](const json& c, const std::string& prefix) {
+    if (c.contains(prefix + "lora_alpha") && c[prefix + "lora_alpha"].is_number())
+      default_alpha = c[prefix + "lora_alpha"].get<double>();
+    if (c.contains(prefix + "alpha_pattern") && c[prefix + "alpha_pattern"].is_object())
+      alpha_pattern = c[prefix + "alpha_pattern"];
+  };
+  if (auto it = adapter.metadata.find("lora_adapter_metadata"); it != adapter.metadata.end()) {
+    try {
+      absorb_config(json::parse(it->second), "unet.");
+    } catch (const json::exception& e) {
+      throw FormatError(file.path() + ": lora_adapter_metadata is not valid JSON (" + e.what() + ")");
+    }
+  } else if (std::filesystem::exists(adapter_config_path)) {
+    absorb_config(read_json_file(adapter_config_path), "");
+  }
+
+  struct Pending {
+    Tensor down, up;
+    double alpha = -1;
+    std::string origin;  // a key, for error messages
+  };
+  std::map<std::string, Pending> found;
+  auto unmatched = [&](const std::string& key) {
+    if (!allow_unmatched)
+      throw FormatError(file.path() + ": key \"" + key + "\" is not a UNet LoRA tensor lcdkit understands "
+                        "(use --allow-unmatched to skip it)");
+    if (skipped) skipped->push_back(key);
+  };
+  for (const std::string& key : file.names()) {
+    std::string module, role;
+    if (key.rfind(kKohyaPrefix, 0) == 0) {
+      const std::string rest = key.substr(std::string(kKohyaPrefix).size());
+      for (const char* suffix : {".lora_down.weight", ".lora_up.weight", ".alpha"})
+        if (ends_with(rest, suffix)) {
+          module = kohya_to_module_name(rest.substr(0, rest.size() - std::string(suffix).size()));
+          role = suffix;
+        }
+    } else {
+      std::string rest = key;
+      for (const char* prefix : {"unet.", "base_model.model."})
+        if (rest.rfind(prefix, 0) == 0) rest = rest.substr(std::string(prefix).size());
+      for (const char* suffix : {".lora_A.weight", ".lora_B.weight"})
+        if (ends_with(rest, suffix) && key != rest) {
+          module = rest.substr(0, rest.size() - std::string(suffix).size());
+          role = suffix;
+        }
+    }
+    if (role.empty()) {
+      unmatched(key);
+      continue;
+    }
+    Pending& p = found[module];
+    p.origin = key;
+    if (role == ".lora_down.weight" || role == ".lora_A.weight") p.down = file.tensor(key);
+    if (role == ".lora_up.weight" || role == ".lora_B.weight") p.up = file.tensor(key);
+    if (role == ".alpha") p.alpha = file.scalar(key);
+  }
+  for (auto& [module, p] : found) {
+    if (!p.down.defined() || !p.up.defined())
+      throw FormatError(file.path() + ": module \"" + module + "\" has only one of its two LoRA factors (" + p.origin + ")");
+    if (p.down.ndim() != p.up.ndim() || (p.down.ndim() != 2 && p.down.ndim() != 4) || p.up.size(1) != p.down.size(0))
+      throw FormatError(file.path() + ": module \"" + module + "\" has factors " + p.down.shape().str() + " and " +
+                        p.up.shape().str() + " that do not form a LoRA");
+    const int64_t r = p.down.size(0);
+    double alpha = p.alpha;
+    if (alpha <= 0) {  // PEFT: pattern, then the file-wide alpha; kohya: missing or 0 → rank
+      alpha = default_alpha > 0 ? default_alpha : static_cast<double>(r);
+      for (auto it = alpha_pattern.begin(); it != alpha_pattern.end(); ++it)
+        if (module == it.key() || ends_with(module, "." + it.key())) alpha = it.value().get<double>();
+    }
+    adapter.modules[module] = LoraFactors{p.down, p.up, alpha};
+  }
+  if (adapter.modules.empty()) throw FormatError(file.path() + ": no LoRA modules found");
+  return adapter;
+}
+
+void write_lora(const std::string& path, const LoraAdapter& adapter, LoraFormat format, DType dtype) {
+  std::vector<SafetensorsTensor> tensors;
+  std::map<std::string, std::string> metadata = adapter.metadata;
+  metadata["format"] = "pt";
+  if (format == LoraFormat::kKohya) {
+    metadata.erase("lora_adapter_metadata");
+    for (const auto& [module, f] : adapter.modules) {
+      const std::string base = kKohyaPrefix + module_to_kohya_name(module);
+      tensors.push_back({base + ".lora_down.weight", f.down, dtype});
+      tensors.push_back({base + ".lora_up.weight", f.up, dtype});
+      tensors.push_back({base + ".alpha", Tensor::full({}, static_cast<float>(f.alpha)), dtype});
+    }
+  } else {
+    // The most common rank and alpha become r and lora_alpha; the rest go to rank_pattern / alpha_pattern.
+    std::map<int64_t, int> rank_count;
+    std::map<double, int> alpha_count;
+    std::set<std::string> targets;
+    for (const auto& [module, f] : adapter.modules) {
+      rank_count[f.rank()]++;
+      alpha_count[f.alpha]++;
+      std::string target = split(module, '.').back();
+      for (const auto& suffix : default_lora_targets())
+        if (ends_with(module, "." + suffix)) target = suffix;
+      targets.insert(target);
+    }
+    auto most = [](const auto& counts) {
+      return std::max_element(counts.begin(), counts.end(), [](auto& a, auto& b) { return a.second < b.second; })->first;
+    };
+    const int64_t r = most(rank_count);
+    const double alpha = most(alpha_count);
+    json rank_pattern = json::object(), alpha_pattern = json::object();
+    for (const auto& [module, f] : adapter.modules) {
+      tensors.push_back({"unet." + module + ".lora_A.weight", f.down, dtype});
+      tensors.push_back({"unet." + module + ".lora_B.weight", f.up, dtype});
+      if (f.rank() != r) rank_pattern[module] = f.rank();
+      if (f.alpha != alpha) alpha_pattern[module] = f.alpha;
+    }
+    json meta = {{"unet.r", r},
+                 {"unet.lora_alpha", alpha},
+                 {"unet.peft_type", "LORA"},
+                 {"unet.target_modules", std::vector<std::string>(targets.begin(), targets.end())},
+                 {"unet.rank_pattern", rank_pattern},
+                 {"unet.alpha_pattern", alpha_pattern}};
+    metadata["lora_adapter_metadata"] = meta.dump(2);
+  }
+  write_safetensors(path, tensors, metadata);
+}
+
+}  // namespace lcd

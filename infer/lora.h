@@ -1,0 +1,48 @@
+// LoRA adapters (DESIGN.md §5): per-module factors keyed by canonical diffusers module names, attached to a
+// model unmerged (training, exact per-adapter weights) or merged into its weights (inference). Several
+// adapters compose additively: θ' = θ + Σ_i λ_i ΔW_i.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "autograd/tensor.h"
+#include "infer/nn/module.h"
+
+namespace lcd {
+
+// The module-name suffixes LoRA targets by default (diffusers' LCM-LoRA list).
+const std::vector<std::string>& default_lora_targets();
+
+struct LoraFactors {
+  Tensor down;   // A: (r, in) or (r, in, kh, kw)
+  Tensor up;     // B: (out, r) or (out, r, 1, 1)
+  double alpha;  // ΔW = weight · alpha / r · B A
+  int64_t rank() const { return down.size(0); }
+  bool is_conv() const { return down.ndim() == 4; }
+};
+
+struct LoraAdapter {
+  std::map<std::string, LoraFactors> modules;  // "down_blocks.0.resnets.0.conv1" → factors
+  std::map<std::string, std::string> metadata;  // carried over from the file
+};
+
+// scale = weight · alpha / r: the one place where the LoRA scale is computed.
+double lora_scale(double weight, double alpha, int64_t rank);
+
+// ΔW = scale · B A in the base weight's shape ((out, in) or (out, in, kh, kw)), computed in double.
+Tensor lora_delta(const LoraFactors& f, double weight, const Shape& base_shape);
+
+// Adds each module's factors as an unmerged branch; throws FormatError naming any adapter module that matches
+// no Linear/Conv2d of `model` or whose shapes do not fit it.
+void attach_lora(Module& model, const LoraAdapter& adapter, double weight);
+// Removes every LoRA branch under `model`.
+void detach_lora(Module& model);
+// W += weight · ΔW for every module of the adapter (same checks as attach_lora).
+void merge_lora(Module& model, const LoraAdapter& adapter, double weight);
+
+// The Linear/Conv2d modules of `model` whose names end in one of `targets` (a suffix matches whole
+// dot-separated components), as (name, module) pairs in registration order.
+std::vector<std::pair<std::string, Module*>> lora_target_modules(Module& model, const std::vector<std::string>& targets);
+
+}  // namespace lcd
