@@ -15,5 +15,6 @@ struct IoError : Error { using Error::Error; };      // missing, unreadable or c
 struct FormatError : IoError { using IoError::IoError; };  // a file that parses but breaks its format
 struct ConfigError : Error { using Error::Error; };  // bad configuration keys or values
 struct AutogradError : Error { using Error::Error; };  // misuse of the tape
+struct UsageError : Error { using Error::Error; };     // bad command-line flags
 
 }  // namespace lcd

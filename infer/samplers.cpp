@@ -76,7 +76,28 @@ Tensor dpmpp_2m_sample(const NoiseSchedule& s, const Denoiser& model, Tensor z, 
   return z;
 }
 
-Tensor lcm_sample(const NoiseSchedule& s, const Denoiser& model, Tensor z, int steps, Rng& rng, int original_steps) {
+BatchNoise::BatchNoise(uint64_t seed, int64_t first_sample, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) {
+    // splitmix64 of (seed, index): well-separated streams for neighbouring seeds and indices
+    uint64_t z = seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(first_sample + i) + 0x632BE59BD9B4E019ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    streams_.emplace_back(z ^ (z >> 31));
+  }
+}
+
+Tensor BatchNoise::draw(const Shape& shape) {
+  if (shape.rank() < 1 || shape[0] != static_cast<int64_t>(streams_.size()))
+    throw ShapeError("noise of shape " + shape.str() + " for " + std::to_string(streams_.size()) + " samples");
+  Tensor t = Tensor::empty(shape);
+  const int64_t per = t.numel() / shape[0];
+  for (size_t i = 0; i < streams_.size(); ++i)
+    for (int64_t k = 0; k < per; ++k) t.data()[i * per + k] = static_cast<float>(streams_[i].normal());
+  return t;
+}
+
+Tensor lcm_sample(const NoiseSchedule& s, const Denoiser& model, Tensor z, int steps, BatchNoise& noise,
+                  int original_steps) {
   NoGradGuard no_grad;
   const std::vector<int> ts = lcm_timesteps(steps, original_steps, s.num_train_timesteps());
   Tensor denoised;
@@ -87,15 +108,15 @@ Tensor lcm_sample(const NoiseSchedule& s, const Denoiser& model, Tensor z, int s
     denoised = lincomb(b.c_out, x0, b.c_skip, z);
     if (i + 1 < ts.size()) {
       const int next = ts[i + 1];
-      z = lincomb(s.alpha(next), denoised, s.sigma(next), rng.normal_tensor(z.shape()));
+      z = lincomb(s.alpha(next), denoised, s.sigma(next), noise.draw(z.shape()));
     }
   }
   return denoised;
 }
 
 Tensor run_sampler(const std::string& name, const NoiseSchedule& s, const Denoiser& model, const Tensor& z, int steps,
-                   Rng& rng) {
-  if (name == "lcm") return lcm_sample(s, model, z, steps, rng);
+                   BatchNoise& noise) {
+  if (name == "lcm") return lcm_sample(s, model, z, steps, noise);
   if (name == "ddim") return ddim_sample(s, model, z, steps);
   if (name == "dpmpp-2m") return dpmpp_2m_sample(s, model, z, steps);
   throw ValueError("unknown sampler \"" + name + "\" (lcm, ddim or dpmpp-2m)");

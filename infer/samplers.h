@@ -30,13 +30,24 @@ Tensor ddim_sample(const NoiseSchedule& s, const Denoiser& model, Tensor z, int 
 // (lower_order_final).
 Tensor dpmpp_2m_sample(const NoiseSchedule& s, const Denoiser& model, Tensor z, int steps, int steps_offset = 1);
 
+// Gaussian noise for a batch with one independent stream per sample (seeded from (seed, sample index)), so a
+// sample's noise does not depend on how the samples are batched.
+class BatchNoise {
+ public:
+  BatchNoise(uint64_t seed, int64_t first_sample, int64_t count);
+  Tensor draw(const Shape& shape);  // shape[0] must equal count
+
+ private:
+  std::vector<Rng> streams_;
+};
+
 // LCM multistep: at each t, denoised = c_out(t)·x̂0 + c_skip(t)·z; then z = α_t' denoised + σ_t' ε' with fresh
-// noise ε' from `rng` at the next timestep t'. Returns the last `denoised`.
-Tensor lcm_sample(const NoiseSchedule& s, const Denoiser& model, Tensor z, int steps, Rng& rng,
+// noise ε' at the next timestep t'. Returns the last `denoised`.
+Tensor lcm_sample(const NoiseSchedule& s, const Denoiser& model, Tensor z, int steps, BatchNoise& noise,
                   int original_steps = 50);
 
 // One sampler run by name ("lcm", "ddim", "dpmpp-2m"); throws ValueError for an unknown name.
 Tensor run_sampler(const std::string& name, const NoiseSchedule& s, const Denoiser& model, const Tensor& z, int steps,
-                   Rng& rng);
+                   BatchNoise& noise);
 
 }  // namespace lcd

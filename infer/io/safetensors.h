@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/atomic_file.h"
 #include "autograd/tensor.h"
 
 namespace lcd {
@@ -57,8 +58,5 @@ struct SafetensorsTensor {
 // writer does (dtype descending, then name), the header padded with spaces to a multiple of 8.
 void write_safetensors(const std::string& path, const std::vector<SafetensorsTensor>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
-
-// Writes `bytes` to path atomically (temp file + rename); shared by every writer in lcdkit.
-void write_file_atomically(const std::string& path, const std::string& bytes);
 
 }  // namespace lcd

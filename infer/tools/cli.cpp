@@ -1,0 +1,161 @@
+// Command-line parsing for the tools (see cli.h).
+#include "infer/tools/cli.h"
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+
+#include "autograd/errors.h"
+
+namespace lcd {
+
+ArgParser::ArgParser(std::string program, std::string synopsis, std::string description)
+    : program_(std::move(program)), synopsis_(std::move(synopsis)), description_(std::move(description)) {}
+
+void ArgParser::option(const std::string& name, const std::string& metavar, const std::string& help, std::string* out) {
+  options_.push_back({name, metavar, help, out, nullptr, nullptr, false});
+}
+void ArgParser::repeated(const std::string& name, const std::string& metavar, const std::string& help,
+                         std::vector<std::string>* out) {
+  options_.push_back({name, metavar, help, nullptr, out, nullptr, false});
+}
+void ArgParser::flag(const std::string& name, const std::string& help, bool* out) {
+  options_.push_back({name, "", help, nullptr, nullptr, out, false});
+}
+void ArgParser::positional(const std::string& name, const std::string& help, std::string* out, bool required) {
+  positionals_.push_back({name, "", help, out, nullptr, nullptr, required});
+}
+void ArgParser::rest(const std::string& name, const std::string& help, std::vector<std::string>* out) {
+  rest_ = {name, "", help, nullptr, out, nullptr, false};
+}
+
+bool ArgParser::given(const std::string& name) const {
+  for (const auto& g : given_)
+    if (g == name) return true;
+  return false;
+}
+
+bool ArgParser::parse(int argc, char** argv) { return parse(std::vector<std::string>(argv + 1, argv + argc)); }
+
+bool ArgParser::parse(const std::vector<std::string>& args) {
+  size_t next_positional = 0;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      std::cout << help();
+      return false;
+    }
+    if (a.size() > 2 && a.compare(0, 2, "--") == 0) {
+      std::string name = a, value;
+      bool has_value = false;
+      if (auto eq = a.find('='); eq != std::string::npos) {
+        name = a.substr(0, eq);
+        value = a.substr(eq + 1);
+        has_value = true;
+      }
+      const Spec* spec = nullptr;
+      for (const auto& o : options_)
+        if (o.name == name) spec = &o;
+      if (!spec) throw UsageError("unknown option " + name);
+      given_.push_back(name);
+      if (spec->flag) {
+        if (has_value) throw UsageError(name + " takes no value");
+        *spec->flag = true;
+        continue;
+      }
+      if (!has_value) {
+        if (i + 1 >= args.size()) throw UsageError(name + " needs a value (" + spec->metavar + ")");
+        value = args[++i];
+      }
+      if (spec->values)
+        spec->values->push_back(value);
+      else
+        *spec->value = value;
+      continue;
+    }
+    if (next_positional < positionals_.size()) {
+      *positionals_[next_positional++].value = a;
+    } else if (rest_.values) {
+      rest_.values->push_back(a);
+    } else {
+      throw UsageError("unexpected argument \"" + a + "\"");
+    }
+  }
+  for (size_t k = next_positional; k < positionals_.size(); ++k)
+    if (positionals_[k].required) throw UsageError("missing " + positionals_[k].name);
+  return true;
+}
+
+std::string ArgParser::help() const {
+  std::ostringstream out;
+  out << "usage: " << program_ << " " << synopsis_ << "\n\n" << description_ << "\n";
+  if (!positionals_.empty() || rest_.values) {
+    out << "\narguments:\n";
+    for (const auto& p : positionals_) out << "  " << p.name << "\n      " << p.help << "\n";
+    if (rest_.values) out << "  " << rest_.name << "\n      " << rest_.help << "\n";
+  }
+  out << "\noptions:\n";
+  for (const auto& o : options_) {
+    out << "  " << o.name << (o.metavar.empty() ? "" : " " + o.metavar) << "\n      " << o.help;
+    if (o.value && !o.value->empty()) out << " (default: " << *o.value << ")";
+    out << "\n";
+  }
+  out << "  --help\n      show this help and exit\n";
+  return out.str();
+}
+
+int parse_int(const std::string& flag, const std::string& text) {
+  try {
+    size_t used = 0;
+    const long v = std::stol(text, &used);
+    if (used != text.size()) throw std::invalid_argument(text);
+    return static_cast<int>(v);
+  } catch (const std::exception&) {
+    throw UsageError(flag + " expects an integer, got \"" + text + "\"");
+  }
+}
+
+double parse_double(const std::string& flag, const std::string& text) {
+  try {
+    size_t used = 0;
+    const double v = std::stod(text, &used);
+    if (used != text.size() || !std::isfinite(v)) throw std::invalid_argument(text);
+    return v;
+  } catch (const std::exception&) {
+    throw UsageError(flag + " expects a number, got \"" + text + "\"");
+  }
+}
+
+std::pair<std::string, double> parse_weighted_path(const std::string& flag, const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) return {text, 1.0};
+  const std::string tail = text.substr(colon + 1);
+  try {
+    size_t used = 0;
+    const double w = std::stod(tail, &used);
+    if (used == tail.size() && std::isfinite(w)) return {text.substr(0, colon), w};
+  } catch (const std::exception&) {
+  }
+  return {text, 1.0};  // a colon that is part of the path
+}
+
+int run_tool(const std::string& program, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const UsageError& e) {
+    std::cerr << program << ": error: " << e.what() << " (see " << program << " --help)\n";
+    return 2;
+  } catch (const Error& e) {
+    std::cerr << program << ": error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << program << ": error: out of memory (try a smaller --batch)\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << program << ": error: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace lcd

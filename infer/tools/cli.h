@@ -1,0 +1,51 @@
+// A small command-line parser shared by the tools (lcm-sample, lora-merge, lcd-train): --name VALUE or
+// --name=VALUE options, repeatable options, boolean flags, positionals, and generated --help. Bad flags throw
+// UsageError; run_tool() turns any lcdkit error into one "tool: error: …" line and a non-zero exit.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace lcd {
+
+class ArgParser {
+ public:
+  ArgParser(std::string program, std::string synopsis, std::string description);
+  void option(const std::string& name, const std::string& metavar, const std::string& help, std::string* out);
+  void repeated(const std::string& name, const std::string& metavar, const std::string& help,
+                std::vector<std::string>* out);
+  void flag(const std::string& name, const std::string& help, bool* out);
+  // Positionals are filled in order; the last may take all remaining arguments when `rest` is set.
+  void positional(const std::string& name, const std::string& help, std::string* out, bool required = true);
+  void rest(const std::string& name, const std::string& help, std::vector<std::string>* out);
+  // Returns false when --help was asked for (the help has then been printed).
+  bool parse(int argc, char** argv);
+  bool parse(const std::vector<std::string>& args);
+  std::string help() const;
+  bool given(const std::string& name) const;  // whether an option or flag appeared
+
+ private:
+  struct Spec {
+    std::string name, metavar, help;
+    std::string* value = nullptr;
+    std::vector<std::string>* values = nullptr;
+    bool* flag = nullptr;
+    bool required = true;
+  };
+  std::string program_, synopsis_, description_;
+  std::vector<Spec> options_, positionals_;
+  Spec rest_;
+  std::vector<std::string> given_;
+};
+
+// Number parsing for flag values; the error names the flag.
+int parse_int(const std::string& flag, const std::string& text);
+double parse_double(const std::string& flag, const std::string& text);
+// "FILE" or "FILE:WEIGHT" (weight defaults to 1).
+std::pair<std::string, double> parse_weighted_path(const std::string& flag, const std::string& text);
+
+// Runs a tool's body; lcdkit errors print "<program>: error: <message>" and return 1, usage errors add a
+// hint to run --help and return 2.
+int run_tool(const std::string& program, const std::function<int()>& body);
+
+}  // namespace lcd

@@ -1,0 +1,86 @@
+// End to end: the lcm-sample binary on the golden model with --noise/--cond, its --latents-out against the
+// diffusers DDIM-10 trajectory (s = 3), and one clear error line with a non-zero exit for bad input.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "tests/infer/golden.h"
+
+namespace lcd::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ToolRun {
+  int status;
+  std::string output;
+};
+
+ToolRun run(const std::string& args) {
+  const std::string cmd = std::string(LCDKIT_BINARY_DIR) + "/lcm-sample " + args + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+class LcmSampleCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!golden_available()) GTEST_SKIP() << "shared/golden not found";
+    dir_ = fs::temp_directory_path() / ("lcdkit_cli_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    SafetensorsFile g = SafetensorsFile::read(golden_dir("diffusers-A/tensors.safetensors"));
+    write_safetensors((dir_ / "cond.safetensors").string(),
+                      {{"cond", g.tensor("unet.in.encoder_hidden_states")}, {"uncond", g.tensor("unet.in.uncond")}});
+    write_safetensors((dir_ / "noise.safetensors").string(), {{"noise", g.tensor("sample.in.noise")}});
+    expected_ = g.tensor("sample.ddim10.out");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  fs::path dir_;
+  Tensor expected_;
+};
+
+TEST_F(LcmSampleCli, DdimLatentsMatchTheGoldenTrajectory) {
+  const ToolRun r = run("--unet " + golden_dir("diffusers-A/unet") + " --sampler ddim --steps 10 --guidance 3 --cond " +
+                    path("cond.safetensors") + " --noise " + path("noise.safetensors") + " --batch 1 --latents-out " +
+                    path("latents.safetensors"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  expect_whole_tensor_close(SafetensorsFile::read(path("latents.safetensors")).tensor("latents"), expected_, 1e-4,
+                            "lcm-sample --latents-out");
+}
+
+TEST_F(LcmSampleCli, WritesGridAndPerSamplePngs) {
+  const ToolRun r = run("--unet " + golden_dir("diffusers-A/unet") + " --vae " + golden_dir("diffusers-A/vae") +
+                    " --steps 2 --cond " + path("cond.safetensors") + " --seed 3 --out " + path("grid.png") +
+                    " --out-dir " + path("pngs"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(fs::exists(path("grid.png")));
+  EXPECT_TRUE(fs::exists(path("pngs/cond_0.png")));
+  EXPECT_TRUE(fs::exists(path("pngs/cond_1.png")));
+}
+
+TEST_F(LcmSampleCli, BadInputGivesOneErrorLineAndNonZeroExit) {
+  const std::string unet = " --unet " + golden_dir("diffusers-A/unet");
+  for (const std::string& args :
+       {unet + " --cond " + path("missing.safetensors") + " --latents-out " + path("x.safetensors"),
+        unet + " --cond " + path("noise.safetensors") + " --latents-out " + path("x.safetensors"),  // no tensor "cond"
+        unet + " --cond " + path("cond.safetensors") + " --noise " + path("cond.safetensors") + " --latents-out x",
+        unet + " --cond " + path("cond.safetensors") + " --steps zero --latents-out x",
+        unet + " --cond " + path("cond.safetensors") + " --sampler euler --latents-out x",
+        unet + " --cond " + path("cond.safetensors") + " --num 5 --latents-out x",
+        unet + " --cond " + path("cond.safetensors"),  // no output
+        std::string(" --model /nonexistent --labels 1 --out x.png")}) {
+    const ToolRun r = run(args);
+    EXPECT_NE(r.status, 0) << args;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << args << "\n" << r.output;
+    EXPECT_EQ(r.output.rfind("lcm-sample: error: ", 0), 0u) << r.output;
+  }
+}
+
+}  // namespace
+}  // namespace lcd::testing
