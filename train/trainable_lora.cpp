@@ -1,0 +1,105 @@
+// TrainableLora (see trainable_lora.h).
+#include "train/trainable_lora.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "autograd/errors.h"
+
+namespace lcd {
+
+static std::vector<LoraBranch>* branches_of(Module* m) {
+  if (auto* l = dynamic_cast<Linear*>(m)) return &l->lora;
+  if (auto* c = dynamic_cast<Conv2d*>(m)) return &c->lora;
+  return nullptr;
+}
+
+TrainableLora::TrainableLora(Module& model, const LoraSettings& s, Rng& rng) {
+  if (s.rank < 1) throw ConfigError("lora.rank must be at least 1, got " + std::to_string(s.rank));
+  std::vector<std::tuple<std::string, Tensor, Tensor, double>> factors;
+  for (auto& [name, m] : lora_target_modules(model, s.targets)) {
+    Tensor down, up;
+    if (auto* l = dynamic_cast<Linear*>(m)) {
+      down = Tensor::empty({s.rank, l->in_features});
+      up = Tensor::zeros({l->out_features, s.rank});
+    } else {
+      auto* c = dynamic_cast<Conv2d*>(m);
+      down = Tensor::empty({s.rank, c->in_channels, c->kernel, c->kernel});
+      up = Tensor::zeros({c->out_channels, s.rank, 1, 1});
+    }
+    // kaiming_uniform_(a=√5): bound = √(6 / ((1 + a²) fan_in)) = 1/√fan_in
+    const double bound = 1.0 / std::sqrt(static_cast<double>(down.numel() / s.rank));
+    for (int64_t i = 0; i < down.numel(); ++i) down.data()[i] = static_cast<float>((2.0 * rng.uniform() - 1.0) * bound);
+    factors.emplace_back(name, down, up, s.alpha);
+  }
+  if (factors.empty()) throw ConfigError("lora.targets match no Linear or Conv2d module of the UNet");
+  build(model, factors);
+}
+
+TrainableLora::TrainableLora(Module& model, const LoraAdapter& adapter) {
+  std::vector<std::tuple<std::string, Tensor, Tensor, double>> factors;
+  for (const auto& [name, f] : adapter.modules) factors.emplace_back(name, f.down.clone(), f.up.clone(), f.alpha);
+  build(model, factors);
+}
+
+void TrainableLora::build(Module& model, const std::vector<std::tuple<std::string, Tensor, Tensor, double>>& factors) {
+  std::map<std::string, Module*> modules;
+  for (auto& [name, m] : model.named_modules()) modules[name] = m;
+  std::vector<std::pair<std::string, Tensor>> params;
+  for (const auto& [name, down, up, alpha] : factors) {
+    auto it = modules.find(name);
+    std::vector<LoraBranch>* branches = it == modules.end() ? nullptr : branches_of(it->second);
+    if (!branches) throw FormatError("LoRA module \"" + name + "\" matches no Linear or Conv2d of the UNet");
+    // Validate shapes through the inference path's checks.
+    LoraAdapter probe;
+    probe.modules[name] = LoraFactors{down, up, alpha};
+    attach_lora(model, probe, 1.0);
+    branches->pop_back();
+    sites_.push_back({name, branches, down, up, Tensor(), Tensor(), alpha, lora_scale(1.0, alpha, down.size(0))});
+    params.emplace_back(name + ".lora_A.weight", down);
+    params.emplace_back(name + ".lora_B.weight", up);
+  }
+  online_ = FlatParameters(params);  // re-points down/up into the flat buffer
+  ema_ = allocate_storage<float>(online_.size(), false);
+  std::memcpy(ema_.get(), online_.values(), sizeof(float) * online_.size());
+  const auto& entries = online_.entries();
+  for (size_t i = 0; i < sites_.size(); ++i) {
+    const auto& a = entries[2 * i];
+    const auto& b = entries[2 * i + 1];
+    sites_[i].ema_down = Tensor::from_storage(a.tensor.shape(), std::shared_ptr<float>(ema_, ema_.get() + a.offset));
+    sites_[i].ema_up = Tensor::from_storage(b.tensor.shape(), std::shared_ptr<float>(ema_, ema_.get() + b.offset));
+  }
+}
+
+void TrainableLora::use(Mode mode) {
+  for (Site& s : sites_) {
+    s.branches->clear();
+    if (mode == Mode::kStudent) s.branches->push_back({s.down, s.up, s.scale});
+    if (mode == Mode::kTarget) s.branches->push_back({s.ema_down, s.ema_up, s.scale});
+  }
+}
+
+void TrainableLora::update_ema(double decay) {
+  const float mu = static_cast<float>(decay), one_minus = static_cast<float>(1.0 - decay);
+  const float* theta = online_.values();
+  float* ema = ema_.get();
+  for (int64_t i = 0; i < online_.size(); ++i) ema[i] = mu * ema[i] + one_minus * theta[i];
+}
+
+void TrainableLora::set_ema(const LoraAdapter& adapter) {
+  for (Site& s : sites_) {
+    auto it = adapter.modules.find(s.name);
+    if (it == adapter.modules.end()) throw FormatError("EMA adapter lacks module \"" + s.name + "\"");
+    s.ema_down.copy_from(it->second.down);
+    s.ema_up.copy_from(it->second.up);
+  }
+}
+
+LoraAdapter TrainableLora::adapter(bool ema) const {
+  LoraAdapter a;
+  for (const Site& s : sites_)
+    a.modules[s.name] = LoraFactors{(ema ? s.ema_down : s.down).clone(), (ema ? s.ema_up : s.up).clone(), s.alpha};
+  return a;
+}
+
+}  // namespace lcd
