@@ -8,7 +8,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "autograd/atomic_file.h"
 #include "autograd/errors.h"
+#include "datasets/hdf5.h"
 #include "infer/nn/config_check.h"
 
 namespace lcd {
@@ -72,7 +74,43 @@ std::string module_to_kohya_name(const std::string& module) {
   return s;
 }
 
+static bool is_hdf5_path(const std::string& path) {
+  return ends_with(path, ".h5") || ends_with(path, ".hdf5");
+}
+
+static LoraAdapter read_lora_hdf5(const std::string& path) {
+  Hdf5File f = Hdf5File::open(path);
+  if (!f.exists("/lora")) throw FormatError(path + ": no /lora group (not an lcdkit adapter export)");
+  LoraAdapter a;
+  for (const std::string& module : f.members("/lora")) {
+    const std::string g = "/lora/" + module;
+    if (!f.exists(g + "/A") || !f.exists(g + "/B") || !f.has_attribute(g, "alpha"))
+      throw FormatError(path + ": " + g + " needs datasets A and B and an alpha attribute");
+    a.modules[module] = LoraFactors{f.read_tensor(g + "/A"), f.read_tensor(g + "/B"), f.double_attribute(g, "alpha")};
+  }
+  if (a.modules.empty()) throw FormatError(path + ": no LoRA modules found");
+  return a;
+}
+
+static void write_lora_hdf5(const std::string& path, const LoraAdapter& adapter) {
+  const std::string tmp = temp_path_for(path);
+  {
+    Hdf5File f = Hdf5File::create(tmp);
+    f.create_group("/lora");
+    for (const auto& [module, fac] : adapter.modules) {
+      const std::string g = "/lora/" + module;
+      f.create_group(g);
+      f.write(g + "/A", fac.down);
+      f.write(g + "/B", fac.up);
+      f.set_attribute(g, "alpha", fac.alpha);
+    }
+    for (const auto& [k, v] : adapter.metadata) f.set_attribute("/lora", k, v);
+  }
+  commit_temp_file(tmp, path);
+}
+
 LoraAdapter read_lora(const std::string& path, bool allow_unmatched, std::vector<std::string>* skipped) {
+  if (is_hdf5_path(path)) return read_lora_hdf5(path);
   const std::string config = (std::filesystem::path(path).parent_path() / "adapter_config.json").string();
   return read_lora(SafetensorsFile::read(path), config, allow_unmatched, skipped);
 }
@@ -161,6 +199,7 @@ LoraAdapter read_lora(const SafetensorsFile& file, const std::string& adapter_co
 }
 
 void write_lora(const std::string& path, const LoraAdapter& adapter, LoraFormat format, DType dtype) {
+  if (format == LoraFormat::kHdf5) return write_lora_hdf5(path, adapter);
   std::vector<SafetensorsTensor> tensors;
   std::map<std::string, std::string> metadata = adapter.metadata;
   metadata["format"] = "pt";

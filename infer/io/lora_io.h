@@ -13,16 +13,17 @@
 
 namespace lcd {
 
-enum class LoraFormat { kPeft, kKohya };
+enum class LoraFormat { kPeft, kKohya, kHdf5 };
 
-// Reads either style (detected from the keys). Unknown keys are a FormatError naming them, unless
+// Reads a .h5 export (/lora/<module>/{A,B}, attribute alpha) or either safetensors style (detected from the keys). Unknown keys are a FormatError naming them, unless
 // allow_unmatched (then they are skipped and listed in *skipped when given).
 LoraAdapter read_lora(const std::string& path, bool allow_unmatched = false, std::vector<std::string>* skipped = nullptr);
 LoraAdapter read_lora(const SafetensorsFile& file, const std::string& adapter_config_path, bool allow_unmatched,
                       std::vector<std::string>* skipped);
 
 // Writes an adapter atomically. PEFT files carry lora_adapter_metadata (most common r and alpha, with
-// rank_pattern/alpha_pattern for modules that differ); kohya files carry an .alpha per module.
+// rank_pattern/alpha_pattern for modules that differ); kohya files carry an .alpha per module; HDF5 files hold
+// /lora/<module>/A and /B with an alpha attribute on the module's group (dtype is float32 there).
 void write_lora(const std::string& path, const LoraAdapter& adapter, LoraFormat format, DType dtype = DType::kF32);
 
 // "down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0" → "down_blocks.0.attentions.0.

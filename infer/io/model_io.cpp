@@ -1,6 +1,7 @@
 // Strict state-dict loading and diffusers-layout model directories.
 #include "infer/io/model_io.h"
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -72,6 +73,23 @@ void save_module(const Module& module, const nlohmann::json& config, const std::
   for (const auto& [name, t] : module.named_parameters()) tensors.push_back({name, *t, dtype});
   write_safetensors((fs::path(dir) / kWeightsFile).string(), tensors, {{"format", "pt"}});
   write_file_atomically((fs::path(dir) / "config.json").string(), config.dump(2) + "\n");
+}
+
+std::string weights_hash(const Module& module) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](const void* data, size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  for (const auto& [name, t] : module.named_parameters()) {
+    mix(name.data(), name.size());
+    const auto dims = t->shape().to_vector();
+    mix(dims.data(), dims.size() * sizeof(int64_t));
+    mix(t->data(), sizeof(float) * t->numel());
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
 }
 
 Tensor load_cond_embeddings(const std::string& model_dir) {

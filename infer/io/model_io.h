@@ -20,6 +20,10 @@ std::unique_ptr<AutoencoderKL> load_autoencoder(const std::string& dir);
 // Writes config.json and the weights (F32 unless dtype says otherwise), each atomically.
 void save_module(const Module& module, const nlohmann::json& config, const std::string& dir, DType dtype = DType::kF32);
 
+// A content hash of a module's parameters (names, shapes and float32 bytes; FNV-1a 64, hex), e.g. to tie a
+// latent cache to the autoencoder that made it.
+std::string weights_hash(const Module& module);
+
 // The condition table of an lcdkit model directory: tensor cond_embeddings (classes+1, L, D), last row unconditional.
 Tensor load_cond_embeddings(const std::string& model_dir);
 

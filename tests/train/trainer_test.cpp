@@ -1,0 +1,160 @@
+// lcd-train's loop on a tiny model: a resumed run equals an uninterrupted one bit for bit, a NaN stops the run
+// with an emergency checkpoint and keeps the last good one, an existing run is never overwritten, and config
+// errors name the key and the value.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "autograd/errors.h"
+#include "infer/io/lora_io.h"
+#include "tests/train/tiny_model.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+#include "train/trainer.h"
+
+namespace lcd::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("lcdkit_trainer_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    model_ = write_tiny_model_and_images(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  nlohmann::json config(const std::string& run, int steps, const std::string& objective = "lcd") const {
+    return {{"objective", objective},
+            {"model", model_},
+            {"output_dir", (dir_ / run).string()},
+            {"seed", 5},
+            {"data", {{"source", "folder"}, {"path", (dir_ / "images").string()}, {"latent_cache", (dir_ / "lat.h5").string()}}},
+            {"lora", {{"rank", 2}, {"alpha", 4}}},
+            {"lcd", {{"guidance_min", 1.5}, {"guidance_max", 3.0}, {"ema_decay", 0.9}}},
+            {"train", {{"steps", steps}, {"batch_size", 4}}},
+            {"checkpoint", {{"every", 3}, {"keep", 2}}},
+            {"log", {{"every", 100}}},
+            {"samples", {{"every", 0}, {"labels", {0, 1}}, {"per_label", 1}, {"lcm_steps", {1}}, {"teacher_steps", 2}}}};
+  }
+  static std::vector<std::string> metric_lines(const fs::path& run) {
+    std::ifstream in(run / "metrics.jsonl");
+    std::vector<std::string> lines;
+    for (std::string l; std::getline(in, l);) {
+      auto j = nlohmann::json::parse(l);
+      j.erase("step_time");  // wall time differs between runs
+      lines.push_back(j.dump());
+    }
+    return lines;
+  }
+  fs::path dir_;
+  std::string model_;
+};
+
+void expect_same_adapter(const std::string& a, const std::string& b) {
+  LoraAdapter x = read_lora(a), y = read_lora(b);
+  ASSERT_EQ(x.modules.size(), y.modules.size());
+  for (const auto& [name, f] : x.modules) {
+    const LoraFactors& g = y.modules.at(name);
+    for (int64_t i = 0; i < f.down.numel(); ++i) ASSERT_EQ(f.down.data()[i], g.down.data()[i]) << name;
+    for (int64_t i = 0; i < f.up.numel(); ++i) ASSERT_EQ(f.up.data()[i], g.up.data()[i]) << name;
+  }
+}
+
+TEST_F(TrainerTest, ResumeContinuesBitForBit) {
+  for (const char* objective : {"lcd", "diffusion"}) {
+    SCOPED_TRACE(objective);
+    const std::string a = std::string("straight-") + objective, b = std::string("resumed-") + objective;
+    Trainer(parse_train_config(config(a, 6, objective), "a"), "").run();
+    EXPECT_EQ(Trainer(parse_train_config(config(b, 4, objective), "b"), "").run(), 4);
+    // Resume at the checkpoint of step 4 (written at the end) and go on to 6.
+    EXPECT_EQ(Trainer(parse_train_config(config(b, 6, objective), "b"), (dir_ / b).string()).run(), 6);
+    EXPECT_EQ(metric_lines(dir_ / a), metric_lines(dir_ / b));
+    EXPECT_EQ(metric_lines(dir_ / a).size(), 6u);
+    expect_same_adapter((dir_ / a / "adapter/pytorch_lora_weights.safetensors").string(),
+                        (dir_ / b / "adapter/pytorch_lora_weights.safetensors").string());
+    if (std::string(objective) == "lcd")
+      expect_same_adapter((dir_ / a / "adapter_ema/adapter.h5").string(), (dir_ / b / "adapter_ema/adapter.h5").string());
+    for (const char* f : {"adapter_kohya.safetensors", "adapter.h5", "adapter_config.json"})
+      EXPECT_TRUE(fs::exists(dir_ / a / "adapter" / f)) << f;
+  }
+  EXPECT_TRUE(fs::exists(dir_ / "straight-lcd/samples/final-lcm1.png"));
+  EXPECT_TRUE(fs::exists(dir_ / "straight-diffusion/samples/final-ddim2.png"));
+}
+
+TEST_F(TrainerTest, ResumeRefusesAChangedComputation) {
+  Trainer(parse_train_config(config("r", 3), "a"), "").run();
+  auto changed = config("r", 6);
+  changed["lcd"]["huber_c"] = 0.01;
+  try {
+    Trainer(parse_train_config(changed, "b"), (dir_ / "r").string());
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("lcd.huber_c"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(Trainer(parse_train_config(config("r", 6), "c"), ""), ConfigError) << "an existing run must not be overwritten";
+}
+
+TEST_F(TrainerTest, NanLossStopsWithAnEmergencyCheckpointAndKeepsTheLastGoodOne) {
+  auto cfg = config("nan", 10);
+  cfg["optim"] = {{"lr", 1e30}, {"max_grad_norm", 0.0}};
+  cfg["checkpoint"]["every"] = 1;
+  try {
+    Trainer(parse_train_config(cfg, "nan"), "").run();
+    FAIL() << "training went on through a NaN";
+  } catch (const TrainingError& e) {
+    const std::string m = e.what();
+    EXPECT_TRUE(m.find("nan") != std::string::npos || m.find("inf") != std::string::npos) << m;
+    EXPECT_NE(m.find("emergency"), std::string::npos) << m;
+  }
+  std::string emergency_path;
+  for (const auto& e : fs::directory_iterator(dir_ / "nan/checkpoints"))
+    if (e.path().filename().string().find("-emergency") != std::string::npos) emergency_path = e.path().string();
+  ASSERT_FALSE(emergency_path.empty()) << "no emergency checkpoint";
+  const TrainingState emergency = load_checkpoint(emergency_path);
+  for (float v : emergency.params) ASSERT_TRUE(std::isfinite(v)) << "the emergency checkpoint must hold the last good weights";
+  char regular[64];
+  std::snprintf(regular, sizeof regular, "checkpoint-%06lld.h5", static_cast<long long>(emergency.step));
+  EXPECT_TRUE(fs::exists(dir_ / "nan/checkpoints" / regular)) << "the last good regular checkpoint must remain";
+}
+
+TEST(TrainConfigTest, ErrorsNameTheKeyAndTheValue) {
+  const std::string model = "models/fmnist-ldm-v1";
+  auto expect_error = [&](nlohmann::json user, const std::string& key) {
+    user["model"] = std::string(LCDKIT_SOURCE_DIR) + "/models/fmnist-ldm-v1";
+    user["data"]["path"] = "/";
+    try {
+      parse_train_config(user, "cfg.json");
+      ADD_FAILURE() << "accepted: " << user.dump();
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("cfg.json"), std::string::npos) << e.what();
+    }
+  };
+  expect_error({{"lcd", {{"guidance_mn", 2}}}}, "lcd.guidance_mn");
+  expect_error({{"lora", {{"rank", 0}}}}, "lora.rank");
+  expect_error({{"lora", {{"rank", "16"}}}}, "lora.rank");
+  expect_error({{"train", {{"batch_size", 0}}}}, "train.batch_size");
+  expect_error({{"lcd", {{"num_ddim_timesteps", 30}}}}, "lcd.num_ddim_timesteps");
+  expect_error({{"lcd", {{"guidance_min", 5}, {"guidance_max", 2}}}}, "lcd.guidance_max");
+  expect_error({{"lcd", {{"loss", "l1"}}}}, "lcd.loss");
+  expect_error({{"optim", {{"schedule", "linear"}}}}, "optim.schedule");
+  expect_error({{"lora", {{"init_adapter", "/nonexistent.safetensors"}}}}, "lora.init_adapter");
+  expect_error({{"objective", "gan"}}, "objective");
+  nlohmann::json bad_model = {{"model", "/nonexistent"}};
+  try {
+    parse_train_config(bad_model, "cfg.json");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("\"model\""), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace lcd::testing

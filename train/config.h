@@ -1,0 +1,59 @@
+// lcd-train's configuration: every key, its default and its meaning live in one table (config.cpp,
+// kDefaultConfig / kConfigDocs). A config file overrides any subset; an unknown key, a wrong type or an
+// impossible value is a ConfigError naming the key and the value. The resolved config (defaults filled in) is
+// written into the run directory.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "train/lcd_objective.h"
+#include "train/trainable_lora.h"
+
+namespace lcd {
+
+struct TrainConfig {
+  nlohmann::json resolved;  // the full config, defaults filled in
+
+  std::string objective;  // "lcd" or "diffusion"
+  std::string model_dir, output_dir;
+  uint64_t seed;
+  int threads;
+  // data
+  std::string data_source, data_path, data_split, labels_file, latent_cache;
+  int64_t data_limit, encode_batch;
+  bool sample_posterior;
+  // lora
+  bool lora_enabled;
+  LoraSettings lora;
+  std::string init_adapter;  // continue from an adapter file (optional)
+  // lcd
+  LcdSettings lcd;
+  double guidance_min, guidance_max, ema_decay;
+  // diffusion
+  double cond_dropout;
+  // optimiser and schedule
+  double lr, beta1, beta2, adam_eps, weight_decay, max_grad_norm, min_lr;
+  std::string lr_schedule;
+  int64_t warmup_steps;
+  // loop
+  int64_t steps, batch_size;
+  double time_limit_minutes;
+  int64_t checkpoint_every, checkpoint_keep, log_every;
+  // sample grids
+  int64_t samples_every, samples_per_label;
+  uint64_t samples_seed;
+  std::vector<int64_t> samples_labels;
+  std::vector<int> samples_lcm_steps;
+  int samples_teacher_steps;
+  double samples_guidance;
+};
+
+// Parses and validates; `origin` names the file in errors; relative paths are kept as given.
+TrainConfig parse_train_config(const nlohmann::json& user, const std::string& origin);
+TrainConfig load_train_config(const std::string& path);
+
+// "key: default — meaning" lines for every key (lcd-train --help-config).
+std::string describe_config();
+
+}  // namespace lcd
