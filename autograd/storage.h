@@ -9,7 +9,8 @@ namespace lcd {
 
 constexpr size_t kStorageAlignment = 64;  // one cache line; enough for AVX-512 loads
 
-// A new buffer of n elements, 64-byte aligned; zero-filled when `zero` is set.
+// A new buffer of n elements, 64-byte aligned; zero-filled when `zero` is set. Blocks of 1 MB or more are
+// recycled through a cache (storage.cpp).
 template <typename T>
 std::shared_ptr<T> allocate_storage(int64_t n, bool zero);
 

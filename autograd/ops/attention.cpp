@@ -4,6 +4,7 @@
 // Backward: ∂V_h = Pᵀ G_h, ∂P = G_h V_hᵀ, ∂S = P ⊙ (∂P − rowsum(∂P ⊙ P)), ∂Q_h = scale ∂S K_h,
 // ∂K_h = scale ∂Sᵀ Q_h. P is saved (B·heads·Lq·Lk values); Q, K, V are kept by reference.
 #include <cmath>
+#include <vector>
 
 #include "autograd/errors.h"
 #include "autograd/flop_counter.h"
@@ -35,24 +36,29 @@ static TensorT<T> attention_forward(const TensorT<T>& q, const TensorT<T>& k, co
                                     const AttentionDims& a, TensorT<T>* probs_out) {
   auto out = TensorT<T>::empty({a.batch, a.lq, a.cv});
   FlopCounter::add(2 * a.batch * a.heads * a.lq * a.lk * (a.d + a.dv));
-  auto probs = TensorT<T>::empty({a.batch, a.heads, a.lq, a.lk});
+  // P is kept only for backward; without a tape each (b, h) uses a per-thread scratch matrix instead.
+  TensorT<T> probs = probs_out ? TensorT<T>::empty({a.batch, a.heads, a.lq, a.lk}) : TensorT<T>();
   const T* qp = q.data();
   const T* kp = k.data();
   const T* vp = v.data();
   T* op = out.data();
-  T* pp = probs.data();
+  T* pp = probs_out ? probs.data() : nullptr;
   const T scale = static_cast<T>(a.scale);
-#pragma omp parallel for schedule(static) if (a.batch * a.heads > 1)
+#pragma omp parallel if (a.batch * a.heads > 1)
+  {
+  std::vector<T> scratch(pp ? 0 : a.lq * a.lk);
+#pragma omp for schedule(static)
   for (int64_t bh = 0; bh < a.batch * a.heads; ++bh) {
     const int64_t b = bh / a.heads, h = bh % a.heads;
     ConstHeadMap<T> qh(qp + b * a.lq * a.c + h * a.d, a.lq, a.d, Eigen::OuterStride<>(a.c));
     ConstHeadMap<T> kh(kp + b * a.lk * a.c + h * a.d, a.lk, a.d, Eigen::OuterStride<>(a.c));
     ConstHeadMap<T> vh(vp + b * a.lk * a.cv + h * a.dv, a.lk, a.dv, Eigen::OuterStride<>(a.cv));
-    T* p = pp + bh * a.lq * a.lk;
+    T* p = pp ? pp + bh * a.lq * a.lk : scratch.data();
     MatrixMap<T> pm(p, a.lq, a.lk);
     pm.noalias() = scale * (qh * kh.transpose());
     softmax_rows(p, p, a.lq, a.lk);
     HeadMap<T>(op + b * a.lq * a.cv + h * a.dv, a.lq, a.dv, Eigen::OuterStride<>(a.cv)).noalias() = pm * vh;
+  }
   }
   if (probs_out) *probs_out = probs;
   return out;

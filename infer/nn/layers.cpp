@@ -10,7 +10,8 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias) : in_features(in), out_f
 
 Tensor Linear::forward(const Tensor& x) const {
   Tensor y = linear(x, weight, bias);
-  for (const LoraBranch& b : lora) y = add(y, scale(linear(linear(x, b.down, Tensor()), b.up, Tensor()), b.scale));
+  // The scale goes on the small up-weight (out × r) rather than on the activation.
+  for (const LoraBranch& b : lora) y = add(y, linear(linear(x, b.down, Tensor()), scale(b.up, b.scale), Tensor()));
   return y;
 }
 
@@ -23,7 +24,7 @@ Conv2d::Conv2d(int64_t in, int64_t out, int k, int stride, int padding, bool wit
 Tensor Conv2d::forward(const Tensor& x) const {
   Tensor y = conv2d(x, weight, bias, options);
   for (const LoraBranch& b : lora)
-    y = add(y, scale(conv2d(conv2d(x, b.down, Tensor(), options), b.up, Tensor()), b.scale));
+    y = add(y, conv2d(conv2d(x, b.down, Tensor(), options), scale(b.up, b.scale), Tensor()));
   return y;
 }
 
