@@ -25,6 +25,8 @@ struct LoraFactors {
 struct LoraAdapter {
   std::map<std::string, LoraFactors> modules;  // "down_blocks.0.resnets.0.conv1" → factors
   std::map<std::string, std::string> metadata;  // carried over from the file
+  std::string source_style = "peft";            // key style it was read in: "peft", "kohya" or "hdf5"
+  std::string source_dtype = "F32";             // dtype of its factors in the file
 };
 
 // scale = weight · alpha / r: the one place where the LoRA scale is computed.

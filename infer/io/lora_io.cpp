@@ -82,6 +82,7 @@ static LoraAdapter read_lora_hdf5(const std::string& path) {
   Hdf5File f = Hdf5File::open(path);
   if (!f.exists("/lora")) throw FormatError(path + ": no /lora group (not an lcdkit adapter export)");
   LoraAdapter a;
+  a.source_style = "hdf5";
   for (const std::string& module : f.members("/lora")) {
     const std::string g = "/lora/" + module;
     if (!f.exists(g + "/A") || !f.exists(g + "/B") || !f.has_attribute(g, "alpha"))
@@ -175,6 +176,8 @@ LoraAdapter read_lora(const SafetensorsFile& file, const std::string& adapter_co
     }
     Pending& p = found[module];
     p.origin = key;
+    adapter.source_style = role == ".lora_A.weight" || role == ".lora_B.weight" ? "peft" : "kohya";
+    if (role != ".alpha") adapter.source_dtype = dtype_name(file.entry(key).dtype);
     if (role == ".lora_down.weight" || role == ".lora_A.weight") p.down = file.tensor(key);
     if (role == ".lora_up.weight" || role == ".lora_B.weight") p.up = file.tensor(key);
     if (role == ".alpha") p.alpha = file.scalar(key);

@@ -1,0 +1,56 @@
+// The Fashion-MNIST classifier of the quality metric (see classifier.h).
+#include "bench/metrics/classifier.h"
+
+#include <cmath>
+
+#include "autograd/random.h"
+#include "infer/io/model_io.h"
+
+namespace lcd {
+
+FmnistClassifier::FmnistClassifier()
+    : c1(1, 32, 3, 1, 1), c2(32, 64, 3, 2, 1), c3(64, 64, 3, 2, 1), c4(64, 128, 3, 2, 1),
+      n1(8, 32, 1e-5), n2(8, 64, 1e-5), n3(8, 64, 1e-5), n4(8, 128, 1e-5), fc1(128 * 4 * 4, 128), fc2(128, 10) {
+  register_module("c1", &c1);
+  register_module("n1", &n1);
+  register_module("c2", &c2);
+  register_module("n2", &n2);
+  register_module("c3", &c3);
+  register_module("n3", &n3);
+  register_module("c4", &c4);
+  register_module("n4", &n4);
+  register_module("fc1", &fc1);
+  register_module("fc2", &fc2);
+}
+
+Tensor FmnistClassifier::forward(const Tensor& x, Tensor* features) const {
+  Tensor h = silu(n1.forward(c1.forward(x)));   // (N, 32, 32, 32)
+  h = silu(n2.forward(c2.forward(h)));          // (N, 64, 16, 16)
+  h = silu(n3.forward(c3.forward(h)));          // (N, 64, 8, 8)
+  h = silu(n4.forward(c4.forward(h)));          // (N, 128, 4, 4)
+  Tensor f = silu(fc1.forward(reshape(h, std::vector<int64_t>{x.size(0), -1})));  // (N, 128)
+  if (features) *features = f;
+  return fc2.forward(f);
+}
+
+void FmnistClassifier::randomize(uint64_t seed) {
+  Rng rng(seed);
+  auto fill = [&](Tensor& t, int64_t fan_in) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+    for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = static_cast<float>((2 * rng.uniform() - 1) * bound);
+  };
+  for (Conv2d* c : {&c1, &c2, &c3, &c4}) {
+    fill(c->weight, c->weight.numel() / c->out_channels);
+    fill(c->bias, c->weight.numel() / c->out_channels);
+  }
+  for (Linear* l : {&fc1, &fc2}) {
+    fill(l->weight, l->in_features);
+    fill(l->bias, l->in_features);
+  }
+}
+
+std::string default_classifier_path() { return std::string(LCDKIT_SOURCE_DIR) + "/bench/classifier/fmnist_classifier.safetensors"; }
+
+void load_classifier(FmnistClassifier& net, const std::string& path) { load_state_dict(net, SafetensorsFile::read(path)); }
+
+}  // namespace lcd

@@ -1,0 +1,151 @@
+// bench/quality: the LCM paper's table at small scale. Samples a model (+ adapters) with each requested sampler
+// and step count, N samples per class, decodes them, and reports the FID of the classifier's penultimate
+// features against the 10,000 Fashion-MNIST test images, the class accuracy of the samples, and the time.
+// Usage: quality --model DIR [--lora FILE[:W]]... [--eval SPEC,...] [--per-class N] [--guidance S] [--threads N]
+//   SPEC = sampler:steps[:guidance], e.g. ddim:50:3,dpmpp-2m:4:3,lcm:4 (lcm defaults to guidance 1).
+//   Default: teacher DDIM and DPM-Solver++(2M) at 1, 2, 4, 8, 50 steps with CFG, and, when --lora is given,
+//   LCM at 1, 2, 4, 8 steps.
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+
+#include "autograd/errors.h"
+#include "autograd/threads.h"
+#include "bench/metrics/classifier.h"
+#include "bench/metrics/fid.h"
+#include "datasets/fashion_mnist.h"
+#include "infer/io/lora_io.h"
+#include "infer/io/model_io.h"
+#include "infer/nn/config_check.h"
+#include "infer/samplers.h"
+#include "infer/tools/cli.h"
+
+using namespace lcd;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Eval {
+  std::string sampler;
+  int steps;
+  double guidance;
+};
+
+std::vector<Eval> parse_evals(const std::string& text) {
+  std::vector<Eval> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    std::stringstream parts(item);
+    std::string sampler, steps, guidance;
+    std::getline(parts, sampler, ':');
+    std::getline(parts, steps, ':');
+    std::getline(parts, guidance, ':');
+    if (sampler.empty() || steps.empty()) throw UsageError("--eval: \"" + item + "\" is not sampler:steps[:guidance]");
+    out.push_back({sampler, parse_int("--eval", steps), guidance.empty() ? (sampler == "lcm" ? 1.0 : -1.0) : parse_double("--eval", guidance)});
+  }
+  return out;
+}
+
+// Classifier features and predictions of images (N, 1, 32, 32).
+void classify(const FmnistClassifier& net, const Tensor& images, Tensor* features, std::vector<int64_t>* predicted) {
+  NoGradGuard g;
+  std::vector<Tensor> feats;
+  for (int64_t start = 0; start < images.size(0); start += 500) {
+    const int64_t m = std::min<int64_t>(500, images.size(0) - start);
+    Tensor f;
+    Tensor logits = net.forward(slice(images, 0, start, m), &f);
+    feats.push_back(f);
+    for (int64_t i = 0; i < m; ++i) {
+      const float* row = logits.data() + i * 10;
+      if (predicted) predicted->push_back(std::max_element(row, row + 10) - row);
+    }
+  }
+  *features = concat(feats, 0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return run_tool("quality", [&] {
+    std::string model, evals, per_class = "100", guidance = "3", threads = "2", seed = "0", batch = "128", classifier,
+                                 data = kDefaultFashionMnistDir;
+    std::vector<std::string> loras;
+    ArgParser p("quality", "--model DIR [--lora FILE[:W]]... [options]",
+                "FID (classifier features vs the Fashion-MNIST test set) and class accuracy per sampler and step count.");
+    p.option("--model", "DIR", "model directory", &model);
+    p.repeated("--lora", "FILE[:W]", "adapter merged into the UNet for the lcm rows (repeatable)", &loras);
+    p.option("--eval", "SPEC,...", "rows as sampler:steps[:guidance] (default: the full table)", &evals);
+    p.option("--per-class", "N", "samples per class", &per_class);
+    p.option("--guidance", "S", "guidance of the teacher rows", &guidance);
+    p.option("--threads", "N", "threads", &threads);
+    p.option("--seed", "N", "seed of the samples' noise", &seed);
+    p.option("--batch", "N", "samples per forward pass", &batch);
+    p.option("--classifier", "FILE", "classifier weights (default: bench/classifier/fmnist_classifier.safetensors)", &classifier);
+    p.option("--data", "DIR", "Fashion-MNIST idx folder (test split)", &data);
+    if (!p.parse(argc, argv)) return 0;
+    if (model.empty()) throw UsageError("give --model DIR");
+    set_num_threads(parse_int("--threads", threads));
+    const double teacher_guidance = parse_double("--guidance", guidance);
+    std::vector<Eval> rows;
+    if (evals.empty()) {
+      for (const char* s : {"ddim", "dpmpp-2m"})
+        for (int n : {1, 2, 4, 8, 50}) rows.push_back({s, n, teacher_guidance});
+      if (!loras.empty())
+        for (int n : {1, 2, 4, 8}) rows.push_back({"lcm", n, 1.0});
+    } else {
+      rows = parse_evals(evals);
+      for (auto& r : rows)
+        if (r.guidance < 0) r.guidance = teacher_guidance;
+    }
+
+    FmnistClassifier net;
+    load_classifier(net, classifier.empty() ? default_classifier_path() : classifier);
+    Tensor test_features;
+    classify(net, load_fashion_mnist(data, Split::kTest).images, &test_features, nullptr);
+    const FeatureStats reference = feature_stats(test_features);
+
+    auto teacher = load_unet((fs::path(model) / "unet").string());
+    auto student = load_unet((fs::path(model) / "unet").string());
+    for (const auto& spec : loras) {
+      auto [path, w] = parse_weighted_path("--lora", spec);
+      merge_lora(*student, read_lora(path), w);
+    }
+    auto vae = load_autoencoder((fs::path(model) / "vae").string());
+    const std::string sched = (fs::path(model) / "scheduler/scheduler_config.json").string();
+    const NoiseSchedule schedule = fs::exists(sched) ? NoiseSchedule::from_config(read_json_file(sched), sched) : NoiseSchedule::scaled_linear();
+    Tensor table = load_cond_embeddings(model);
+    const int64_t per = parse_int("--per-class", per_class), n = 10 * per, b = parse_int("--batch", batch);
+    std::vector<int64_t> labels;
+    for (int64_t k = 0; k < 10; ++k)
+      for (int64_t i = 0; i < per; ++i) labels.push_back(k);
+
+    std::printf("%-10s %6s %9s %9s %10s %10s   (%lld samples, %lld per class)\n", "sampler", "steps", "guidance", "FID",
+                "class acc", "seconds", static_cast<long long>(n), static_cast<long long>(per));
+    for (const Eval& e : rows) {
+      const UNet2DConditionModel& unet = e.sampler == "lcm" ? *student : *teacher;
+      const auto t0 = std::chrono::steady_clock::now();
+      std::vector<Tensor> images;
+      NoGradGuard g;
+      for (int64_t start = 0; start < n; start += b) {
+        const int64_t m = std::min(b, n - start);
+        std::vector<int64_t> rows_m(labels.begin() + start, labels.begin() + start + m);
+        BatchNoise noise(static_cast<uint64_t>(parse_int("--seed", seed)), start, m);
+        const int64_t size = unet.config.raw.value("sample_size", 8);
+        Tensor z = noise.draw(Shape{m, unet.config.in_channels, size, size});
+        Conditioning c{embedding(table, rows_m), embedding(table, {table.size(0) - 1}), e.guidance};
+        Tensor lat = run_sampler(e.sampler, schedule, unet_denoiser(unet, c), z, e.steps, noise);
+        images.push_back(vae->decode(scale(lat, 1.0 / vae->config.scaling_factor)));
+      }
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      Tensor features;
+      std::vector<int64_t> predicted;
+      classify(net, concat(images, 0), &features, &predicted);
+      int64_t correct = 0;
+      for (int64_t i = 0; i < n; ++i) correct += predicted[i] == labels[i];
+      std::printf("%-10s %6d %9.2f %9.2f %9.1f%% %10.1f\n", e.sampler.c_str(), e.steps, e.guidance,
+                  frechet_distance(feature_stats(features), reference), 100.0 * correct / n, secs);
+      std::fflush(stdout);
+    }
+    return 0;
+  });
+}
