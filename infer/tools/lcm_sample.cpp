@@ -175,8 +175,10 @@ int lcm_sample_command(int argc, char** argv) {
   }
   Tensor images = concat(decoded, 0);
   if (!o.out.empty()) {
-    const int columns = !o.labels.empty() ? (per_label > 1 ? per_label : static_cast<int>(std::ceil(std::sqrt(double(n)))))
-                                          : static_cast<int>(std::ceil(std::sqrt(double(n))));
+    // With labels: one row per label (per_label columns), or all labels in one row of up to 10 when per_label is 1.
+    const int columns = o.labels.empty() ? static_cast<int>(std::ceil(std::sqrt(double(n))))
+                        : per_label > 1 ? per_label
+                                        : static_cast<int>(std::min<int64_t>(n, 10));
     write_png(o.out, image_grid(images, columns));
   }
   if (!o.out_dir.empty()) {
