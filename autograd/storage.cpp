@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <new>
@@ -61,18 +62,26 @@ BlockCache& cache() {
   return *c;
 }
 
+const bool kPoisonUninitialised = std::getenv("LCDKIT_POISON") != nullptr;
+const bool kCacheDisabled = std::getenv("LCDKIT_NO_BLOCK_CACHE") != nullptr;  // for debugging memory issues
+
 }  // namespace
 
 template <typename T>
 std::shared_ptr<T> allocate_storage(int64_t n, bool zero) {
   size_t bytes = static_cast<size_t>(n > 0 ? n : 1) * sizeof(T);
   bytes = (bytes + kStorageAlignment - 1) / kStorageAlignment * kStorageAlignment;
-  const bool cached = bytes >= kCacheMinBytes;
+  const bool cached = bytes >= kCacheMinBytes && !kCacheDisabled;
   if (cached) bytes = size_class(bytes);
   void* p = cached ? cache().take(bytes) : nullptr;
   if (!p) p = std::aligned_alloc(kStorageAlignment, bytes);
   if (!p) throw std::bad_alloc();
-  if (zero) std::memset(p, 0, bytes);
+  if (zero) {
+    std::memset(p, 0, bytes);
+  } else if (kPoisonUninitialised) {  // LCDKIT_POISON=1: uninitialised buffers hold NaN, so reading one shows
+    float* f = static_cast<float*>(p);
+    for (size_t i = 0; i < bytes / sizeof(float); ++i) f[i] = std::numeric_limits<float>::quiet_NaN();
+  }
   if (!cached) return std::shared_ptr<T>(static_cast<T*>(p), [](T* q) { std::free(q); });
   return std::shared_ptr<T>(static_cast<T*>(p), [bytes](T* q) { cache().give(q, bytes); });
 }

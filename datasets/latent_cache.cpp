@@ -1,6 +1,8 @@
 // Latent caches (see latent_cache.h).
 #include "datasets/latent_cache.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -90,10 +92,14 @@ LatentCache encode_latents(const LabeledImages& data, const EncodeFn& encode, co
     for (int64_t i = 0; i < m * lat; ++i) c.latents.data()[start * lat + i] = mean.data()[i] * float(info.scaling_factor);
     std::copy_n(logvar.data(), m * lat, c.logvar.data() + start * lat);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::fprintf(stderr, "\rencoding latents: %lld/%lld images, %.1f s", static_cast<long long>(start + m),
-                 static_cast<long long>(n), elapsed);
+    // A live line on a terminal; in a log file, a line per tenth of the data.
+    const bool tty = isatty(STDERR_FILENO);
+    const int64_t tenth = std::max<int64_t>(n / 10, 1);
+    if (tty || (start + m) / tenth != start / tenth || start + m == n)
+      std::fprintf(stderr, "%sencoding latents: %lld/%lld images, %.1f s%s", tty ? "\r" : "",
+                   static_cast<long long>(start + m), static_cast<long long>(n), elapsed, tty ? "" : "\n");
   }
-  std::fprintf(stderr, "\n");
+  if (isatty(STDERR_FILENO)) std::fprintf(stderr, "\n");
   return c;
 }
 

@@ -46,7 +46,9 @@ static TensorT<T> attention_forward(const TensorT<T>& q, const TensorT<T>& k, co
   const T scale = static_cast<T>(a.scale);
 #pragma omp parallel if (a.batch * a.heads > 1)
   {
-  std::vector<T> scratch(pp ? 0 : a.lq * a.lk);
+  // 64-byte aligned like every tensor buffer: Eigen's vectorised exp treats unaligned leading elements
+  // differently, so an unaligned scratch would make results depend on heap history.
+  std::vector<T, Eigen::aligned_allocator<T>> scratch(pp ? 0 : a.lq * a.lk);
 #pragma omp for schedule(static)
   for (int64_t bh = 0; bh < a.batch * a.heads; ++bh) {
     const int64_t b = bh / a.heads, h = bh % a.heads;

@@ -17,10 +17,15 @@ void softmax_rows(const T* src, T* dst, int64_t rows, int64_t n) {
   for (int64_t r = 0; r < rows; ++r) {
     const T* s = src + r * n;
     T* d = dst + r * n;
+    T m = s[0];
+    for (int64_t i = 1; i < n; ++i) m = std::max(m, s[i]);
     ArrayMap<T> out(d, n);
-    out = ConstArrayMap<T>(s, n);  // src may alias dst
-    out = (out - out.maxCoeff()).exp();  // Eigen's SIMD exp
-    out *= T(1) / out.sum();
+    out = (ConstArrayMap<T>(s, n) - m).exp();  // Eigen's SIMD exp, elementwise (src may alias dst)
+    // A sequential sum: Eigen's vectorised reduction peels unaligned leading elements, so its summation order
+    // (and the rounding) would depend on where the row happens to sit in memory.
+    T z = 0;
+    for (int64_t i = 0; i < n; ++i) z += d[i];
+    out *= T(1) / z;
   }
 }
 

@@ -31,7 +31,7 @@ Tensor Conv2d::forward(const Tensor& x) const {
 GroupNorm::GroupNorm(int g, int64_t channels, double e) : groups(g), eps(e) {
   register_parameter("weight", &weight, {channels});
   register_parameter("bias", &bias, {channels});
-  std::fill(weight.data(), weight.data() + channels, 1.0f);
+  if (weight.data()) std::fill(weight.data(), weight.data() + channels, 1.0f);
 }
 
 Tensor GroupNorm::forward(const Tensor& x) const { return group_norm(x, groups, weight, bias, eps); }
@@ -39,7 +39,7 @@ Tensor GroupNorm::forward(const Tensor& x) const { return group_norm(x, groups, 
 LayerNorm::LayerNorm(int64_t dim, double e) : eps(e) {
   register_parameter("weight", &weight, {dim});
   register_parameter("bias", &bias, {dim});
-  std::fill(weight.data(), weight.data() + dim, 1.0f);
+  if (weight.data()) std::fill(weight.data(), weight.data() + dim, 1.0f);
 }
 
 Tensor LayerNorm::forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps); }

@@ -7,8 +7,15 @@ static std::string join(const std::string& prefix, const std::string& name) {
   return prefix.empty() ? name : prefix + "." + name;
 }
 
+namespace {
+thread_local bool g_shape_only = false;
+}
+
+ShapeOnlyGuard::ShapeOnlyGuard() : previous_(g_shape_only) { g_shape_only = true; }
+ShapeOnlyGuard::~ShapeOnlyGuard() { g_shape_only = previous_; }
+
 void Module::register_parameter(const std::string& name, Tensor* slot, const Shape& shape) {
-  *slot = Tensor::zeros(shape);
+  *slot = g_shape_only ? Tensor::from_storage(shape, nullptr) : Tensor::zeros(shape);
   parameters_.emplace_back(name, slot);
 }
 

@@ -35,6 +35,20 @@ class Module {
   std::vector<std::pair<std::string, Module*>> children_;
 };
 
+// While alive, modules built on this thread register their parameters with shapes only (no storage): for
+// tools that need an architecture's module names and shapes but not its weights (e.g. benchmarks on
+// Stable Diffusion-sized UNets).
+class ShapeOnlyGuard {
+ public:
+  ShapeOnlyGuard();
+  ~ShapeOnlyGuard();
+  ShapeOnlyGuard(const ShapeOnlyGuard&) = delete;
+  ShapeOnlyGuard& operator=(const ShapeOnlyGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // A list of child modules named "0", "1", … (diffusers' nn.ModuleList).
 template <typename M>
 class ModuleList : public Module {

@@ -6,26 +6,15 @@
 #include <filesystem>
 
 #include "tests/infer/golden.h"
+#include "tests/tool_runner.h"
 
 namespace lcd::testing {
 namespace {
 
 namespace fs = std::filesystem;
+using ToolRun = CmdResult;
 
-struct ToolRun {
-  int status;
-  std::string output;
-};
-
-ToolRun run(const std::string& args) {
-  const std::string cmd = std::string(LCDKIT_BINARY_DIR) + "/lcm-sample " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+ToolRun run(const std::string& args) { return run_tool("lcm-sample", args); }
 
 class LcmSampleCli : public ::testing::Test {
  protected:

@@ -11,27 +11,13 @@
 #include "infer/io/model_io.h"
 #include "infer/lora_math.h"
 #include "tests/infer/golden.h"
+#include "tests/tool_runner.h"
 
 namespace lcd::testing {
 namespace {
 
 namespace fs = std::filesystem;
 using MatD = Eigen::MatrixXd;
-
-struct CmdResult {
-  int status;
-  std::string output;
-};
-
-CmdResult run_tool(const std::string& tool, const std::string& args) {
-  const std::string cmd = std::string(LCDKIT_BINARY_DIR) + "/" + tool + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
 
 // ΔW = scale · B A in float64, independently of lora_delta.
 MatD delta(const LoraFactors& f, double weight) {

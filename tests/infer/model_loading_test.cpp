@@ -7,23 +7,12 @@
 #include "infer/io/model_io.h"
 #include "infer/nn/config_check.h"
 #include "tests/infer/golden.h"
+#include "tests/tiny_unet_config.h"
 
 namespace lcd::testing {
 namespace {
 
 namespace fs = std::filesystem;
-
-nlohmann::json tiny_unet_config() {
-  return {{"down_block_types", {"CrossAttnDownBlock2D", "DownBlock2D"}},
-          {"up_block_types", {"UpBlock2D", "CrossAttnUpBlock2D"}},
-          {"block_out_channels", {8, 16}},
-          {"layers_per_block", 1},
-          {"attention_head_dim", 2},
-          {"cross_attention_dim", 6},
-          {"norm_num_groups", 4},
-          {"in_channels", 2},
-          {"out_channels", 2}};
-}
 
 TEST(ModelLoading, UnsupportedConfigFieldsAreNamedWithTheirValue) {
   auto cfg = tiny_unet_config();

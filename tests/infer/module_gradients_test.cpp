@@ -8,6 +8,7 @@
 
 #include "infer/nn/autoencoder.h"
 #include "infer/nn/unet.h"
+#include "tests/tiny_unet_config.h"
 
 namespace lcd {
 namespace {
@@ -72,15 +73,7 @@ void check_module_gradients(Module& m, const std::function<Tensor()>& f, uint64_
 }
 
 TEST(ModuleGradients, TinyUNetPassesGradientsToEveryParameter) {
-  nlohmann::json cfg = {{"down_block_types", {"CrossAttnDownBlock2D", "DownBlock2D"}},
-                        {"up_block_types", {"UpBlock2D", "CrossAttnUpBlock2D"}},
-                        {"block_out_channels", {8, 16}},
-                        {"layers_per_block", 1},
-                        {"attention_head_dim", 2},
-                        {"cross_attention_dim", 6},
-                        {"norm_num_groups", 4},
-                        {"in_channels", 2},
-                        {"out_channels", 2}};
+  const nlohmann::json cfg = testing::tiny_unet_config();
   UNet2DConditionModel unet(UNetConfig::from_json(cfg, "tiny"));
   randomize(unet, 1);
   Tensor x = random_input({2, 2, 4, 4}, 2), ctx = random_input({2, 3, 6}, 3);

@@ -7,6 +7,7 @@
 
 #include "datasets/png.h"
 #include "infer/io/model_io.h"
+#include "tests/tiny_unet_config.h"
 
 namespace lcd::testing {
 
@@ -24,16 +25,8 @@ inline void randomize_module(Module& m, uint64_t seed, float stddev) {
 inline std::string write_tiny_model_and_images(const std::filesystem::path& dir, int per_class = 4) {
   namespace fs = std::filesystem;
   const fs::path model = dir / "model";
-  nlohmann::json unet_cfg = {{"down_block_types", {"CrossAttnDownBlock2D", "DownBlock2D"}},
-                             {"up_block_types", {"UpBlock2D", "CrossAttnUpBlock2D"}},
-                             {"block_out_channels", {8, 16}},
-                             {"layers_per_block", 1},
-                             {"attention_head_dim", 2},
-                             {"cross_attention_dim", 8},
-                             {"norm_num_groups", 4},
-                             {"in_channels", 2},
-                             {"out_channels", 2},
-                             {"sample_size", 8}};
+  nlohmann::json unet_cfg = tiny_unet_config(8);
+  unet_cfg["sample_size"] = 8;
   UNet2DConditionModel unet(UNetConfig::from_json(unet_cfg, "tiny"));
   randomize_module(unet, 1, 0.1f);
   save_module(unet, unet_cfg, (model / "unet").string());
