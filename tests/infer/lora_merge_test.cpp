@@ -105,6 +105,21 @@ TEST_F(LoraMergeTest, FoldThenLcmSampleReproducesTheGoldenLoraOutput) {
                             g.tensor("lora.unet.out"), 1e-4, "folded UNet");
 }
 
+TEST_F(LoraMergeTest, ExtractRecoversAFoldedAdapter) {
+  // tuned = base + ΔW of a rank-4 adapter, so a rank-4 extraction recovers ΔW up to float32 rounding.
+  ASSERT_EQ(run_tool("lora-merge", "fold --unet " + golden_dir("diffusers-A/unet") + " --out " + path("tuned") + " " + peft_).status, 0);
+  const CmdResult r = run_tool("lora-merge", "extract --base " + golden_dir("diffusers-A/unet") + " --tuned " + path("tuned") +
+                                                 " --rank 4 " + path("x.safetensors"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const LoraAdapter x = read_lora(path("x.safetensors")), ref = read_lora(peft_);
+  ASSERT_EQ(x.modules.size(), ref.modules.size());
+  for (const auto& [name, f] : ref.modules) {
+    const MatD want = delta(f, 1.0), got = delta(x.modules.at(name), 1.0);
+    EXPECT_LE((got - want).norm(), 1e-4 * want.norm()) << name;  // float32 weights: W + ΔW − W loses ~1e-7·|W|
+  }
+  EXPECT_NE(r.output.find("overall relative Frobenius error"), std::string::npos);
+}
+
 TEST_F(LoraMergeTest, ConvertRoundTripsAreLosslessForF32) {
   ASSERT_EQ(run_tool("lora-merge", "convert " + peft_ + " " + path("k.safetensors") + " --format kohya").status, 0);
   ASSERT_EQ(run_tool("lora-merge", "convert " + path("k.safetensors") + " " + path("h.h5") + " --format hdf5").status, 0);
