@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "autograd/errors.h"
+#include "datasets/style.h"
 #include "infer/nn/config_check.h"
 
 namespace lcd {
@@ -23,7 +24,7 @@ const json& default_config() {
     "seed": 0,
     "threads": 0,
     "data": {"source": "fashion-mnist", "path": "/usr/share/datasets/fashion-mnist", "split": "train",
-             "labels_file": "", "limit": -1, "latent_cache": "", "encode_batch": 256, "sample_posterior": false},
+             "labels_file": "", "limit": -1, "style": "", "latent_cache": "", "encode_batch": 256, "sample_posterior": false},
     "lora": {"enabled": true, "rank": 16, "alpha": 16, "targets": [], "init_adapter": ""},
     "lcd": {"num_ddim_timesteps": 50, "guidance_min": 3.0, "guidance_max": 3.0, "solver": "ddim",
             "ema_decay": 0.0, "loss": "huber", "huber_c": 0.001},
@@ -51,6 +52,7 @@ const std::map<std::string, std::string>& config_docs() {
       {"data.split", "\"train\" or \"test\" (fashion-mnist)"},
       {"data.labels_file", "folder source: labels file instead of class sub-folders"},
       {"data.limit", "use only the first N images (-1: all)"},
+      {"data.style", "restyle the images before encoding: \"\" (none), \"invert\" or \"thicken\" (datasets/style.h)"},
       {"data.latent_cache", "HDF5 latent cache (default: <output_dir>/../latents-<source>-<split>.h5); rebuilt when stale"},
       {"data.encode_batch", "images per autoencoder pass when building the cache"},
       {"data.sample_posterior", "train on z ~ N(mean, exp(logvar)) instead of the posterior mean"},
@@ -180,6 +182,8 @@ TrainConfig parse_train_config(const json& user, const std::string& origin) {
   c.data_split = d["split"];
   c.labels_file = d["labels_file"];
   c.data_limit = d["limit"];
+  c.data_style = d["style"];
+  if (!is_known_style(c.data_style)) throw fail("data.style", d["style"], "must be \"\", \"invert\" or \"thicken\"");
   c.latent_cache = d["latent_cache"];
   c.encode_batch = d["encode_batch"];
   c.sample_posterior = d["sample_posterior"];
@@ -276,7 +280,7 @@ TrainConfig parse_train_config(const json& user, const std::string& origin) {
   if (!c.labels_file.empty() && !fs::exists(c.labels_file)) throw fail("data.labels_file", d["labels_file"], "file not found");
   if (c.latent_cache.empty()) {
     c.latent_cache = (fs::path(c.output_dir).parent_path() /
-                      ("latents-" + c.data_source + "-" + c.data_split + (c.data_limit > 0 ? "-" + std::to_string(c.data_limit) : "") + ".h5"))
+                      ("latents-" + c.data_source + "-" + c.data_split + (c.data_style.empty() ? "" : "-" + c.data_style) + (c.data_limit > 0 ? "-" + std::to_string(c.data_limit) : "") + ".h5"))
                          .string();
     c.resolved["data"]["latent_cache"] = c.latent_cache;
   }

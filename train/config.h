@@ -20,7 +20,7 @@ struct TrainConfig {
   uint64_t seed;
   int threads;
   // data
-  std::string data_source, data_path, data_split, labels_file, latent_cache;
+  std::string data_source, data_path, data_split, labels_file, latent_cache, data_style;
   int64_t data_limit, encode_batch;
   bool sample_posterior;
   // lora

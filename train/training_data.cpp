@@ -6,6 +6,7 @@
 
 #include "autograd/errors.h"
 #include "datasets/image_folder.h"
+#include "datasets/style.h"
 #include "infer/io/model_io.h"
 
 namespace lcd {
@@ -15,13 +16,17 @@ TrainingData load_training_data(const TrainConfig& c, const AutoencoderKL& vae) 
   d.cond_table = load_cond_embeddings(c.model_dir);
   const int size = static_cast<int>(vae.config.raw.value("sample_size", 32));
   auto load_images = [&]() -> LabeledImages {
-    if (c.data_source == "fashion-mnist")
-      return load_fashion_mnist(c.data_path, c.data_split == "train" ? Split::kTrain : Split::kTest, c.data_limit);
+    if (c.data_source == "fashion-mnist") {
+      LabeledImages d = load_fashion_mnist(c.data_path, c.data_split == "train" ? Split::kTrain : Split::kTest, c.data_limit);
+      d.images = apply_style(d.images, c.data_style);
+      return d;
+    }
     ImageFolder f = load_image_folder(c.data_path, {static_cast<int>(vae.config.in_channels), size, c.labels_file});
     if (c.data_limit > 0 && f.data.images.size(0) > c.data_limit) {
       f.data.images = slice(f.data.images, 0, 0, c.data_limit);
       f.data.labels.resize(c.data_limit);
     }
+    f.data.images = apply_style(f.data.images, c.data_style);
     return f.data;
   };
   LatentCacheInfo expected;
@@ -29,6 +34,7 @@ TrainingData load_training_data(const TrainConfig& c, const AutoencoderKL& vae) 
   expected.source = c.data_source == "fashion-mnist"
                         ? "fashion-mnist:" + c.data_split
                         : "folder:" + std::filesystem::absolute(c.data_path).string() + ":" + c.labels_file;
+  if (!c.data_style.empty()) expected.source += ":style=" + c.data_style;
   expected.autoencoder_hash = weights_hash(vae);
   // The source size is only known after reading; count the images once (cheap next to encoding).
   LabeledImages images;

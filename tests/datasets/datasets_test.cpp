@@ -12,6 +12,7 @@
 #include "datasets/image_folder.h"
 #include "datasets/latent_cache.h"
 #include "datasets/png.h"
+#include "datasets/style.h"
 
 namespace lcd {
 namespace {
@@ -163,6 +164,26 @@ TEST_F(DatasetsTest, ImageFoldersFromSubfoldersAndLabelFilesWithTheFittingRule) 
   EXPECT_THROW(load_image_folder(dir_.string(), {1, 32, path("labels2.txt")}), FormatError);
   std::ofstream(path("labels3.txt")) << "odd.png\n";
   EXPECT_THROW(load_image_folder(dir_.string(), {1, 32, path("labels3.txt")}), FormatError);
+}
+
+}  // namespace
+}  // namespace lcd
+
+namespace lcd {
+namespace {
+
+TEST(Style, InvertAndThickenDoWhatTheySay) {
+  Tensor x = Tensor::full({1, 1, 5, 5}, -1.0f);
+  x.data()[12] = 1.0f;  // one white pixel in the middle
+  Tensor inv = apply_style(x, "invert");
+  EXPECT_FLOAT_EQ(inv.data()[0], 1.0f);
+  EXPECT_FLOAT_EQ(inv.data()[12], -1.0f);
+  Tensor thick = apply_style(x, "thicken");
+  int white = 0;
+  for (int64_t i = 0; i < 25; ++i) white += thick.data()[i] == 1.0f;
+  EXPECT_EQ(white, 9);  // the 3×3 neighbourhood
+  EXPECT_FLOAT_EQ(thick.data()[0], -1.0f);
+  EXPECT_THROW(apply_style(x, "sepia"), ValueError);
 }
 
 }  // namespace

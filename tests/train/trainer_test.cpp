@@ -147,6 +147,7 @@ TEST(TrainConfigTest, ErrorsNameTheKeyAndTheValue) {
   expect_error({{"optim", {{"schedule", "linear"}}}}, "optim.schedule");
   expect_error({{"lora", {{"init_adapter", "/nonexistent.safetensors"}}}}, "lora.init_adapter");
   expect_error({{"objective", "gan"}}, "objective");
+  expect_error({{"data", {{"style", "sepia"}}}}, "data.style");
   nlohmann::json bad_model = {{"model", "/nonexistent"}};
   try {
     parse_train_config(bad_model, "cfg.json");
