@@ -331,7 +331,9 @@ int64_t Trainer::run() {
       }
       const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
       if (c.time_limit_minutes > 0 && elapsed > 60.0 * c.time_limit_minutes) {
-        stop_reason = "time limit of " + std::to_string(c.time_limit_minutes) + " min reached";
+        char reason[64];
+        std::snprintf(reason, sizeof reason, "time limit of %g min reached", c.time_limit_minutes);
+        stop_reason = reason;
         break;
       }
       const auto t0 = Clock::now();
