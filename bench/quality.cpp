@@ -46,23 +46,6 @@ std::vector<Eval> parse_evals(const std::string& text) {
   return out;
 }
 
-// Classifier features and predictions of images (N, 1, 32, 32).
-void classify(const FmnistClassifier& net, const Tensor& images, Tensor* features, std::vector<int64_t>* predicted) {
-  NoGradGuard g;
-  std::vector<Tensor> feats;
-  for (int64_t start = 0; start < images.size(0); start += 500) {
-    const int64_t m = std::min<int64_t>(500, images.size(0) - start);
-    Tensor f;
-    Tensor logits = net.forward(slice(images, 0, start, m), &f);
-    feats.push_back(f);
-    for (int64_t i = 0; i < m; ++i) {
-      const float* row = logits.data() + i * 10;
-      if (predicted) predicted->push_back(std::max_element(row, row + 10) - row);
-    }
-  }
-  *features = concat(feats, 0);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -101,7 +84,7 @@ int main(int argc, char** argv) {
     FmnistClassifier net;
     load_classifier(net, classifier.empty() ? default_classifier_path() : classifier);
     Tensor test_features;
-    classify(net, load_fashion_mnist(data, Split::kTest).images, &test_features, nullptr);
+    classify(net, load_fashion_mnist(data, Split::kTest).images, &test_features);
     const FeatureStats reference = feature_stats(test_features);
 
     auto teacher = load_unet((fs::path(model) / "unet").string());
@@ -138,8 +121,7 @@ int main(int argc, char** argv) {
       }
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       Tensor features;
-      std::vector<int64_t> predicted;
-      classify(net, concat(images, 0), &features, &predicted);
+      const std::vector<int64_t> predicted = classify(net, concat(images, 0), &features);
       int64_t correct = 0;
       for (int64_t i = 0; i < n; ++i) correct += predicted[i] == labels[i];
       std::printf("%-10s %6d %9.2f %9.2f %9.1f%% %10.1f\n", e.sampler.c_str(), e.steps, e.guidance,

@@ -19,16 +19,9 @@
 using namespace lcd;
 
 static double accuracy(const FmnistClassifier& net, const LabeledImages& data) {
-  NoGradGuard g;
+  const std::vector<int64_t> predicted = classify(net, data.images);
   int64_t correct = 0;
-  for (int64_t start = 0; start < data.images.size(0); start += 500) {
-    const int64_t m = std::min<int64_t>(500, data.images.size(0) - start);
-    Tensor logits = net.forward(slice(data.images, 0, start, m));
-    for (int64_t i = 0; i < m; ++i) {
-      const float* row = logits.data() + i * 10;
-      correct += (std::max_element(row, row + 10) - row) == data.labels[start + i];
-    }
-  }
+  for (size_t i = 0; i < predicted.size(); ++i) correct += predicted[i] == data.labels[i];
   return double(correct) / data.images.size(0);
 }
 

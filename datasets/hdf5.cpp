@@ -69,8 +69,8 @@ void Hdf5File::create_group(const std::string& name) {
 
 static void write_raw(hid_t file, const std::string& path, const std::string& name, hid_t type,
                       const std::vector<hsize_t>& dims, const void* data) {
-  Handle space{H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose};
-  if (dims.empty()) space.id = H5Screate(H5S_SCALAR);
+  Handle space{dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+               H5Sclose};
   Handle set{H5Dcreate2(file, name.c_str(), type, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
   if (set.id < 0 || H5Dwrite(set.id, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
     throw IoError(path + ": cannot write dataset " + name);
@@ -117,26 +117,27 @@ Tensor Hdf5File::read_tensor(const std::string& name) const {
   return t;
 }
 
-std::vector<double> Hdf5File::read_doubles(const std::string& name) const {
+// Elements of a dataset (the product of its dimensions).
+static int64_t element_count(const std::vector<int64_t>& dims) {
   int64_t n = 1;
-  for (int64_t d : shape(name)) n *= d;
-  std::vector<double> v(n);
+  for (int64_t d : dims) n *= d;
+  return n;
+}
+
+std::vector<double> Hdf5File::read_doubles(const std::string& name) const {
+  std::vector<double> v(element_count(shape(name)));
   read_raw(id_, path_, name, H5T_NATIVE_DOUBLE, v.data());
   return v;
 }
 
 std::vector<int64_t> Hdf5File::read_int64(const std::string& name) const {
-  int64_t n = 1;
-  for (int64_t d : shape(name)) n *= d;
-  std::vector<int64_t> v(n);
+  std::vector<int64_t> v(element_count(shape(name)));
   read_raw(id_, path_, name, H5T_NATIVE_INT64, v.data());
   return v;
 }
 
 std::string Hdf5File::read_bytes(const std::string& name) const {
-  int64_t n = 1;
-  for (int64_t d : shape(name)) n *= d;
-  std::string s(static_cast<size_t>(n), '\0');
+  std::string s(static_cast<size_t>(element_count(shape(name))), '\0');
   read_raw(id_, path_, name, H5T_NATIVE_UINT8, s.data());
   return s;
 }

@@ -34,6 +34,7 @@ class TrainableLora {
   // θ⁻ ← μ θ⁻ + (1 − μ) θ over the flat buffers.
   void update_ema(double decay);
   float* ema_values() { return ema_.get(); }
+  const float* ema_values() const { return ema_.get(); }
   void set_ema(const LoraAdapter& adapter);  // load θ⁻ from an adapter with the same modules
 
   // The online (or EMA) factors as an adapter for export, keyed by module name.

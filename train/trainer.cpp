@@ -175,7 +175,7 @@ TrainingState Trainer::State::snapshot(bool last_good) const {
   t.layout = layout_of(*params);
   const int64_t n = params->size();
   t.params.assign(params->values(), params->values() + n);
-  if (lora) t.ema.assign(const_cast<TrainableLora&>(*lora).ema_values(), const_cast<TrainableLora&>(*lora).ema_values() + n);
+  if (lora) t.ema.assign(lora->ema_values(), lora->ema_values() + n);
   else t.ema = t.params;
   t.adam_m.assign(optimizer->first_moment(), optimizer->first_moment() + n);
   t.adam_v.assign(optimizer->second_moment(), optimizer->second_moment() + n);

@@ -1,6 +1,7 @@
 // The Fashion-MNIST classifier of the quality metric (see classifier.h).
 #include "bench/metrics/classifier.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/random.h"
@@ -47,6 +48,24 @@ void FmnistClassifier::randomize(uint64_t seed) {
     fill(l->weight, l->in_features);
     fill(l->bias, l->in_features);
   }
+}
+
+std::vector<int64_t> classify(const FmnistClassifier& net, const Tensor& images, Tensor* features) {
+  NoGradGuard no_grad;
+  std::vector<int64_t> predicted;
+  std::vector<Tensor> feats;
+  for (int64_t start = 0; start < images.size(0); start += 500) {
+    const int64_t m = std::min<int64_t>(500, images.size(0) - start);
+    Tensor f;
+    Tensor logits = net.forward(slice(images, 0, start, m), features ? &f : nullptr);
+    if (features) feats.push_back(f);
+    for (int64_t i = 0; i < m; ++i) {
+      const float* row = logits.data() + i * 10;
+      predicted.push_back(std::max_element(row, row + 10) - row);
+    }
+  }
+  if (features) *features = concat(feats, 0);
+  return predicted;
 }
 
 std::string default_classifier_path() { return std::string(LCDKIT_SOURCE_DIR) + "/bench/classifier/fmnist_classifier.safetensors"; }

@@ -3,6 +3,7 @@
 // against the test images, and its argmax the class accuracy of conditional samples.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "infer/nn/layers.h"
 
@@ -19,6 +20,10 @@ class FmnistClassifier : public Module {
   GroupNorm n1, n2, n3, n4;
   Linear fc1, fc2;
 };
+
+// Runs the classifier over images (N, 1, 32, 32) in chunks of 500, without a tape: the predicted class of each
+// image, and its penultimate features (N, 128) when `features` is given.
+std::vector<int64_t> classify(const FmnistClassifier& net, const Tensor& images, Tensor* features = nullptr);
 
 // Loads bench/classifier/fmnist_classifier.safetensors (or the given file), strictly.
 void load_classifier(FmnistClassifier& net, const std::string& path);

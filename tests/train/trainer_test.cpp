@@ -125,7 +125,6 @@ TEST_F(TrainerTest, NanLossStopsWithAnEmergencyCheckpointAndKeepsTheLastGoodOne)
 }
 
 TEST(TrainConfigTest, ErrorsNameTheKeyAndTheValue) {
-  const std::string model = "models/fmnist-ldm-v1";
   auto expect_error = [&](nlohmann::json user, const std::string& key) {
     user["model"] = std::string(LCDKIT_SOURCE_DIR) + "/models/fmnist-ldm-v1";
     user["data"]["path"] = "/";
