@@ -4,7 +4,9 @@
 // Usage: quality --model DIR [--lora FILE[:W]]... [--eval SPEC,...] [--per-class N] [--guidance S] [--threads N]
 //   SPEC = sampler:steps[:guidance], e.g. ddim:50:3,dpmpp-2m:4:3,lcm:4 (lcm defaults to guidance 1).
 //   Default: teacher DDIM and DPM-Solver++(2M) at 1, 2, 4, 8, 50 steps with CFG, and, when --lora is given,
-//   LCM at 1, 2, 4, 8 steps.
+//   LCM at 1, 2, 4, 8 steps. --lora adapters go into the lcm rows' UNet, --teacher-lora ones into the other
+//   rows' (a style adapter sampled with DDIM); --unet replaces the model's UNet (a `lora-merge fold` output).
+//   --style invert measures against the restyled test set and adds the style score (bench/metrics/style_metric.h).
 #include <chrono>
 #include <cstdio>
 #include <sstream>
@@ -13,6 +15,9 @@
 #include "autograd/threads.h"
 #include "bench/metrics/classifier.h"
 #include "bench/metrics/fid.h"
+#include "bench/metrics/style_metric.h"
+#include "datasets/png.h"
+#include "datasets/style.h"
 #include "datasets/fashion_mnist.h"
 #include "infer/io/lora_io.h"
 #include "infer/io/model_io.h"
@@ -51,12 +56,18 @@ std::vector<Eval> parse_evals(const std::string& text) {
 int main(int argc, char** argv) {
   return run_tool("quality", [&] {
     std::string model, evals, per_class = "100", guidance = "3", threads = "2", seed = "0", batch = "128", classifier,
-                                 data = kDefaultFashionMnistDir;
-    std::vector<std::string> loras;
+                                 data = kDefaultFashionMnistDir, unet_dir, style, grid_dir, grid_per_class = "8";
+    std::vector<std::string> loras, teacher_loras;
     ArgParser p("quality", "--model DIR [--lora FILE[:W]]... [options]",
                 "FID (classifier features vs the Fashion-MNIST test set) and class accuracy per sampler and step count.");
     p.option("--model", "DIR", "model directory", &model);
     p.repeated("--lora", "FILE[:W]", "adapter merged into the UNet for the lcm rows (repeatable)", &loras);
+    p.repeated("--teacher-lora", "FILE[:W]", "adapter merged into the UNet for the ddim/dpmpp-2m rows (repeatable)",
+               &teacher_loras);
+    p.option("--unet", "DIR", "UNet directory instead of the model's unet/ (e.g. from lora-merge fold)", &unet_dir);
+    p.option("--style", "NAME", "compare with the restyled test set (invert) and report the style score", &style);
+    p.option("--grid-dir", "DIR", "write <sampler>-<steps>.png per row: the first samples of each class", &grid_dir);
+    p.option("--grid-per-class", "N", "columns of those grids (default 8)", &grid_per_class);
     p.option("--eval", "SPEC,...", "rows as sampler:steps[:guidance] (default: the full table)", &evals);
     p.option("--per-class", "N", "samples per class", &per_class);
     p.option("--guidance", "S", "guidance of the teacher rows", &guidance);
@@ -67,6 +78,7 @@ int main(int argc, char** argv) {
     p.option("--data", "DIR", "Fashion-MNIST idx folder (test split)", &data);
     if (!p.parse(argc, argv)) return 0;
     if (model.empty()) throw UsageError("give --model DIR");
+    check_style_has_metric(style);
     set_num_threads(parse_int("--threads", threads));
     const double teacher_guidance = parse_double("--guidance", guidance);
     std::vector<Eval> rows;
@@ -84,15 +96,27 @@ int main(int argc, char** argv) {
     FmnistClassifier net;
     load_classifier(net, classifier.empty() ? default_classifier_path() : classifier);
     Tensor test_features;
-    classify(net, load_fashion_mnist(data, Split::kTest).images, &test_features);
+    const Tensor test_images = load_fashion_mnist(data, Split::kTest).images;
+    const Tensor styled_test = apply_style(test_images, style);
+    classify(net, undo_style(styled_test, style), &test_features);
     const FeatureStats reference = feature_stats(test_features);
+    if (!style.empty())
+      std::printf("style score on real test images: plain %.1f%%, styled (%s) %.1f%%\n", 100 * style_score(test_images),
+                  style.c_str(), 100 * style_score(styled_test));
 
-    auto teacher = load_unet((fs::path(model) / "unet").string());
-    auto student = load_unet((fs::path(model) / "unet").string());
-    for (const auto& spec : loras) {
-      auto [path, w] = parse_weighted_path("--lora", spec);
-      merge_lora(*student, read_lora(path), w);
-    }
+    const std::string unet_path = unet_dir.empty() ? (fs::path(model) / "unet").string() : unet_dir;
+    auto teacher = load_unet(unet_path);
+    auto student = load_unet(unet_path);
+    auto merge_all = [](UNet2DConditionModel& unet, const std::vector<std::string>& specs, const char* flag) {
+      for (const auto& spec : specs) {
+        auto [path, w] = parse_weighted_path(flag, spec);
+        merge_lora(unet, read_lora(path), w);
+      }
+    };
+    merge_all(*student, loras, "--lora");
+    merge_all(*teacher, teacher_loras, "--teacher-lora");
+    const int64_t grid_columns = parse_int("--grid-per-class", grid_per_class);
+    if (!grid_dir.empty()) fs::create_directories(grid_dir);
     auto vae = load_autoencoder((fs::path(model) / "vae").string());
     const std::string sched = (fs::path(model) / "scheduler/scheduler_config.json").string();
     const NoiseSchedule schedule = fs::exists(sched) ? NoiseSchedule::from_config(read_json_file(sched), sched) : NoiseSchedule::scaled_linear();
@@ -102,8 +126,9 @@ int main(int argc, char** argv) {
     for (int64_t k = 0; k < 10; ++k)
       for (int64_t i = 0; i < per; ++i) labels.push_back(k);
 
-    std::printf("%-10s %6s %9s %9s %10s %10s   (%lld samples, %lld per class)\n", "sampler", "steps", "guidance", "FID",
-                "class acc", "seconds", static_cast<long long>(n), static_cast<long long>(per));
+    std::printf("%-10s %6s %9s %9s %10s%s %10s   (%lld samples, %lld per class)\n", "sampler", "steps", "guidance",
+                "FID", "class acc", style.empty() ? "" : "      style", "seconds", static_cast<long long>(n),
+                static_cast<long long>(per));
     for (const Eval& e : rows) {
       const UNet2DConditionModel& unet = e.sampler == "lcm" ? *student : *teacher;
       const auto t0 = std::chrono::steady_clock::now();
@@ -120,12 +145,21 @@ int main(int argc, char** argv) {
         images.push_back(vae->decode(scale(lat, 1.0 / vae->config.scaling_factor)));
       }
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const Tensor all = concat(images, 0);
       Tensor features;
-      const std::vector<int64_t> predicted = classify(net, concat(images, 0), &features);
+      const std::vector<int64_t> predicted = classify(net, undo_style(all, style), &features);
       int64_t correct = 0;
       for (int64_t i = 0; i < n; ++i) correct += predicted[i] == labels[i];
-      std::printf("%-10s %6d %9.2f %9.2f %9.1f%% %10.1f\n", e.sampler.c_str(), e.steps, e.guidance,
-                  frechet_distance(feature_stats(features), reference), 100.0 * correct / n, secs);
+      char style_column[32] = "";
+      if (!style.empty()) std::snprintf(style_column, sizeof style_column, " %9.1f%%", 100 * style_score(all));
+      std::printf("%-10s %6d %9.2f %9.2f %9.1f%%%s %10.1f\n", e.sampler.c_str(), e.steps, e.guidance,
+                  frechet_distance(feature_stats(features), reference), 100.0 * correct / n, style_column, secs);
+      if (!grid_dir.empty()) {
+        std::vector<Tensor> firsts;  // rows = classes, columns = the first samples of each
+        for (int64_t k = 0; k < 10; ++k) firsts.push_back(slice(all, 0, k * per, std::min(grid_columns, per)));
+        write_png((fs::path(grid_dir) / (e.sampler + "-" + std::to_string(e.steps) + ".png")).string(),
+                  image_grid(concat(firsts, 0), static_cast<int>(std::min(grid_columns, per))));
+      }
       std::fflush(stdout);
     }
     return 0;
