@@ -48,6 +48,11 @@ struct Conv2dOptions {
 // x (N,Cin,H,W), weight (Cout,Cin,kh,kw), optional bias (Cout) → (N,Cout,Ho,Wo); im2col + one GEMM
 template <typename T>
 TensorT<T> conv2d(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T>& bias, Conv2dOptions options = {});
+// conv2d plus one LoRA branch, y = conv2d(x, W, b) + scale · conv2d(conv2d(x, down), up), with down (r,Cin,kh,kw)
+// and up (Cout,r,1,1); one im2col serves both (ops/conv2d_lora.cpp)
+template <typename T>
+TensorT<T> conv2d_lora(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T>& bias, const TensorT<T>& down,
+                       const TensorT<T>& up, double scale, Conv2dOptions options = {});
 // Multi-head scaled-dot-product attention. q (B,Lq,C), k (B,Lk,C), v (B,Lk,Cv); head h uses channels
 // [h·C/heads, (h+1)·C/heads) as diffusers splits them; scale defaults to 1/√(C/heads). → (B,Lq,Cv)
 template <typename T>

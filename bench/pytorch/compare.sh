@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # lcdkit against PyTorch on the same CPU and thread count (issue 8): each workload of bench/step_bench.cpp and
 # bench/pytorch/bench_torch.py in its own process, median seconds and peak resident memory, and the ratio
-# lcdkit/PyTorch (below 1 = lcdkit faster). The PyTorch side needs Debian's python3-torch (bench only):
-#   apt-get install python3-torch
+# lcdkit/PyTorch (below 1 = lcdkit faster). The PyTorch side needs Debian's python3-torch (bench only) and a
+# real BLAS for its linear layers: without OpenBLAS, Debian's libblas.so.3 is the slow reference BLAS.
+#   apt-get install python3-torch libopenblas0-openmp
 # Usage: bench/pytorch/compare.sh [THREADS=2] [BUILD_DIR=build]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,6 +18,10 @@ fi
 "$python" bench/pytorch/check_golden.py ../shared/golden > /dev/null 2>&1 && echo "PyTorch reference matches the diffusers golden vectors (bench/pytorch/check_golden.py)" \
   || echo "warning: bench/pytorch/check_golden.py did not pass (or ../shared/golden is absent)"
 "$python" -c "import torch; print(f'PyTorch {torch.__version__}, {torch.get_num_threads()} thread(s) by default; lcdkit and PyTorch both run with $threads')"
+
+blas=$(readlink -f "$(/sbin/ldconfig -p | awk '/libblas.so.3 .*x86-64/ { print $NF; exit }')")
+echo "BLAS behind PyTorch: $blas"
+case "$blas" in *openblas*|*mkl*|*blis*) ;; *) echo "warning: that is not an optimised BLAS; apt-get install libopenblas0-openmp" ;; esac
 
 declare -A reps=([unet-fwd]=10 [diffusion-step]=5 [lcd-step]=7 [lcm4]=5 [ddim50]=3)
 printf "%-16s %11s %11s %15s %12s %12s\n" "workload" "lcdkit s" "PyTorch s" "lcdkit/PyTorch" "lcdkit MiB" "PyTorch MiB"

@@ -22,9 +22,11 @@ Conv2d::Conv2d(int64_t in, int64_t out, int k, int stride, int padding, bool wit
 }
 
 Tensor Conv2d::forward(const Tensor& x) const {
-  Tensor y = conv2d(x, weight, bias, options);
-  for (const LoraBranch& b : lora)
-    y = add(y, conv2d(conv2d(x, b.down, Tensor(), options), scale(b.up, b.scale), Tensor()));
+  // The first LoRA branch shares the base convolution's columns (conv2d_lora); further ones run separately.
+  Tensor y = lora.empty() ? conv2d(x, weight, bias, options)
+                          : conv2d_lora(x, weight, bias, lora[0].down, lora[0].up, lora[0].scale, options);
+  for (size_t i = 1; i < lora.size(); ++i)
+    y = add(y, conv2d(conv2d(x, lora[i].down, Tensor(), options), scale(lora[i].up, lora[i].scale), Tensor()));
   return y;
 }
 

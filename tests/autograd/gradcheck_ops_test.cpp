@@ -119,6 +119,21 @@ GRADCHECK_TEST(conv2d) {
                                            random_tensor({2}, 77)}, "stride 2, bottom/right padding only");
 }
 
+GRADCHECK_TEST(conv2d_lora) {
+  auto lora = [](Conv2dOptions o, double s) {
+    return [o, s](const V& x) { return conv2d_lora(x[0], x[1], x[2], x[3], x[4], s, o); };
+  };
+  expect_gradients_match(lora({1, 1}, 0.7), {random_tensor({2, 3, 5, 5}, 80), random_tensor({4, 3, 3, 3}, 81),
+                                             random_tensor({4}, 82), random_tensor({2, 3, 3, 3}, 83),
+                                             random_tensor({4, 2, 1, 1}, 84)}, "3x3 pad 1, rank 2");
+  expect_gradients_match(lora({2, 1}, 1.5), {random_tensor({2, 2, 6, 5}, 85), random_tensor({3, 2, 3, 3}, 86),
+                                             random_tensor({3}, 87), random_tensor({1, 2, 3, 3}, 88),
+                                             random_tensor({3, 1, 1, 1}, 89)}, "3x3 stride 2, rank 1");
+  expect_gradients_match([](const V& x) { return conv2d_lora(x[0], x[1], TensorD(), x[2], x[3], 0.5, Conv2dOptions{}); },
+                         {random_tensor({2, 3, 3, 4}, 90), random_tensor({5, 3, 1, 1}, 91),
+                          random_tensor({2, 3, 1, 1}, 92), random_tensor({5, 2, 1, 1}, 93)}, "1x1 no bias");
+}
+
 GRADCHECK_TEST(attention) {
   expect_gradients_match([](const V& x) { return attention(x[0], x[1], x[2], 2); },
                          {random_tensor({2, 3, 4}, 49), random_tensor({2, 5, 4}, 50), random_tensor({2, 5, 6}, 51)},

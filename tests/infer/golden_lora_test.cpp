@@ -56,8 +56,11 @@ INSTANTIATE_TEST_SUITE_P(FilesAndModes, GoldenLora,
 TEST(LoraIo, KohyaNamesRoundTripForEveryUNetModule) {
   if (!golden_available()) GTEST_SKIP();
   auto unet = load_unet(golden_dir("diffusers-A/unet"));
-  for (auto& [name, m] : unet->named_modules())
-    if (!name.empty()) EXPECT_EQ(kohya_to_module_name(module_to_kohya_name(name)), name);
+  for (auto& [name, m] : unet->named_modules()) {
+    if (!name.empty()) {
+      EXPECT_EQ(kohya_to_module_name(module_to_kohya_name(name)), name);
+    }
+  }
 }
 
 TEST(LoraIo, WritesAndReadsBothStylesWithAlphaAndMixedRanks) {
