@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
     classify(net, undo_style(styled_test, style), &test_features);
     const FeatureStats reference = feature_stats(test_features);
     if (!style.empty())
-      std::printf("style score on real test images: plain %.1f%%, styled (%s) %.1f%%\n", 100 * style_score(test_images),
+      std::printf("style score on real test images: plain %.2f%%, styled (%s) %.2f%%\n", 100 * style_score(test_images),
                   style.c_str(), 100 * style_score(styled_test));
 
     const std::string unet_path = unet_dir.empty() ? (fs::path(model) / "unet").string() : unet_dir;

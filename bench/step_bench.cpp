@@ -7,6 +7,7 @@
 //                   backward, clip to 1, AdamW, EMA update (configs/fmnist-lcm-lora.json's settings)
 //   lcm4            LCM 4-step sampling of 64 latents, then VAE decode
 //   ddim50          DDIM 50-step sampling of 64 latents with CFG (s = 2), then VAE decode
+//   lcm4-latents, ddim50-latents   the same without the decode (the solver loops alone)
 // Prints one line: case, median seconds over --reps runs after --warmup runs, peak RSS in MiB.
 // Usage: bench_steps --case NAME [--model DIR] [--threads N] [--reps R] [--warmup W]
 #include <sys/resource.h>
@@ -48,7 +49,7 @@ int main(int argc, char** argv) {
     std::string which, model = "models/fmnist-ldm-v1", threads = "2", reps = "5", warmup = "1";
     ArgParser p("bench_steps", "--case NAME [options]",
                 "Times one lcdkit workload of the PyTorch comparison (see bench/pytorch/compare.sh).");
-    p.option("--case", "NAME", "unet-fwd, diffusion-step, lcd-step, lcm4 or ddim50", &which);
+    p.option("--case", "NAME", "unet-fwd, diffusion-step, lcd-step, lcm4, ddim50, lcm4-latents or ddim50-latents", &which);
     p.option("--model", "DIR", "model directory", &model);
     p.option("--threads", "N", "threads", &threads);
     p.option("--reps", "R", "timed runs", &reps);
@@ -130,19 +131,19 @@ int main(int argc, char** argv) {
         adam->step(1e-4);
         lora->update_ema(0.95);
       };
-    } else if (which == "lcm4" || which == "ddim50") {
+    } else if (which == "lcm4" || which == "ddim50" || which == "lcm4-latents" || which == "ddim50-latents") {
+      const bool decode = which.find("-latents") == std::string::npos, lcm = which.rfind("lcm", 0) == 0;
       vae = load_autoencoder((fs::path(model) / "vae").string());
-      run = [&] {
+      run = [&, decode, lcm] {
         NoGradGuard g;
         BatchNoise noise(1, 0, 64);
         Tensor z = noise.draw(latent_shape);
-        const bool lcm = which == "lcm4";
         Conditioning c{embedding(table, labels_of(64)), embedding(table, {uncond_row}), lcm ? 1.0 : 2.0};
         Tensor lat = run_sampler(lcm ? "lcm" : "ddim", schedule, unet_denoiser(*unet, c), z, lcm ? 4 : 50, noise);
-        vae->decode(scale(lat, 1.0 / vae->config.scaling_factor));
+        if (decode) vae->decode(scale(lat, 1.0 / vae->config.scaling_factor));
       };
     } else {
-      throw UsageError("--case: unknown \"" + which + "\" (unet-fwd, diffusion-step, lcd-step, lcm4, ddim50)");
+      throw UsageError("--case: unknown \"" + which + "\" (unet-fwd, diffusion-step, lcd-step, lcm4, ddim50, lcm4-latents, ddim50-latents)");
     }
 
     for (int i = 0; i < parse_int("--warmup", warmup); ++i) run();

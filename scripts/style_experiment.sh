@@ -9,14 +9,14 @@
 #   `lora-merge fold` of both at λ = (1, 1), which must match combine.
 # Output: runs/style-experiment/table.txt and runs/style-experiment/grids/<row>.png.
 # Env: LCDKIT_THREADS (default: all cores), LCDKIT_BUILD_DIR (build), PER_CLASS (samples per class, 100),
-#      LAMBDA_STYLE ("0.6 0.8 1.0"), LAMBDA_LCM ("0.8 1.0").
+#      LAMBDA_STYLE ("0.6 0.8 1.0 1.2"), LAMBDA_LCM ("0.8 1.0").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${LCDKIT_BUILD_DIR:-build}"
 [ -x "$build/bench/quality" ] && [ -x "$build/lcd-train" ] || scripts/setup.sh
 threads="${LCDKIT_THREADS:-$(nproc)}"
 per_class="${PER_CLASS:-100}"
-lambda_style="${LAMBDA_STYLE:-0.6 0.8 1.0}"
+lambda_style="${LAMBDA_STYLE:-0.6 0.8 1.0 1.2}"
 lambda_lcm="${LAMBDA_LCM:-0.8 1.0}"
 model=models/fmnist-ldm-v1
 out=runs/style-experiment

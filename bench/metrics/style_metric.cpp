@@ -11,10 +11,19 @@ void check_style_has_metric(const std::string& style) {
     throw UsageError("--style " + style + ": only \"invert\" has a style score and an inverse");
 }
 
-std::vector<double> border_frame_means(const Tensor& images, int frame) {
+std::vector<double> background_band_means(const Tensor& images, int inset, int width) {
   const int64_t n = images.size(0), h = images.size(2), w = images.size(3);
-  if (images.size(1) != 1 || h <= 2 * frame || w <= 2 * frame)
-    throw ShapeError("border_frame_means: expected (N, 1, H, W) images larger than the frame, got " + images.shape().str());
+  const int64_t outer = inset + width;
+  if (images.ndim() != 4 || images.size(1) != 1 || h <= 2 * outer || w <= 2 * outer)
+    throw ShapeError("background_band_means: expected (N, 1, H, W) images larger than the band, got " +
+                     images.shape().str());
+  // Pixel (i, j) is in the band when it lies in [inset, H − inset) × [inset, W − inset) but not in the interior
+  // [outer, H − outer) × [outer, W − outer).
+  auto in_band = [&](int64_t i, int64_t j) {
+    const bool inside_inset = i >= inset && i < h - inset && j >= inset && j < w - inset;
+    const bool interior = i >= outer && i < h - outer && j >= outer && j < w - outer;
+    return inside_inset && !interior;
+  };
   std::vector<double> means;
   for (int64_t k = 0; k < n; ++k) {
     const float* img = images.data() + k * h * w;
@@ -22,7 +31,7 @@ std::vector<double> border_frame_means(const Tensor& images, int frame) {
     int64_t count = 0;
     for (int64_t i = 0; i < h; ++i)
       for (int64_t j = 0; j < w; ++j)
-        if (i < frame || i >= h - frame || j < frame || j >= w - frame) {
+        if (in_band(i, j)) {
           sum += (img[i * w + j] + 1.0) / 2.0;  // [-1, 1] → [0, 1]
           ++count;
         }
@@ -32,7 +41,7 @@ std::vector<double> border_frame_means(const Tensor& images, int frame) {
 }
 
 double style_score(const Tensor& images) {
-  const std::vector<double> m = border_frame_means(images);
+  const std::vector<double> m = background_band_means(images);
   int64_t styled = 0;
   for (double v : m) styled += v > 0.5;
   return m.empty() ? 0.0 : static_cast<double>(styled) / m.size();

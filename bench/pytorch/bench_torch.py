@@ -12,7 +12,7 @@ import torch
 import ldm_torch as L
 
 ap = argparse.ArgumentParser()
-ap.add_argument("case", choices=["unet-fwd", "diffusion-step", "lcd-step", "lcm4", "ddim50"])
+ap.add_argument("case", choices=["unet-fwd", "diffusion-step", "lcd-step", "lcm4", "ddim50", "lcm4-latents", "ddim50-latents"])
 ap.add_argument("--model", default="models/fmnist-ldm-v1")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--reps", type=int, default=5)
@@ -72,11 +72,12 @@ else:
             g = torch.Generator().manual_seed(1)
             noise = torch.randn(shape, generator=g)
             cond = table[labels(64)]
-            if args.case == "lcm4":
+            if args.case.startswith("lcm4"):
                 z = L.lcm_sample(unet, acp, noise, cond, 4, g)
             else:
                 z = L.ddim_cfg_sample(unet, acp, noise, cond, table[uncond_row][None].expand(64, -1, -1), 50, 2.0)
-            vae(z / vae.scaling_factor)
+            if not args.case.endswith("-latents"):
+                vae(z / vae.scaling_factor)
 
 for _ in range(args.warmup):
     run()
