@@ -49,7 +49,14 @@ double style_score(const Tensor& images) {
 
 Tensor undo_style(const Tensor& images, const std::string& style) {
   check_style_has_metric(style);
-  return style == "invert" ? apply_style(images, "invert") : images;  // inversion is its own inverse
+  if (style.empty()) return images;
+  Tensor out = apply_style(images, "invert");  // inversion is its own inverse
+  const int64_t planes = out.size(0) * out.size(1), h = out.size(2), w = out.size(3), pad = 2;
+  for (int64_t p = 0; p < planes; ++p)
+    for (int64_t i = 0; i < h; ++i)
+      for (int64_t j = 0; j < w; ++j)
+        if (i < pad || i >= h - pad || j < pad || j >= w - pad) out.data()[(p * h + i) * w + j] = -1.0f;
+  return out;
 }
 
 }  // namespace lcd

@@ -9,8 +9,11 @@
 // decodes it dark for every latent, so it carries no style. The score of a set is the fraction counted as
 // styled.
 //
-// Class accuracy and FID of styled samples use the plain-data classifier after undoing the style (x → −x for
-// "invert"): FID against the styled test set in the features φ(x) = classifier(undo(x)).
+// Class accuracy and FID of styled samples use the plain-data classifier after undoing the style: FID against
+// the styled test set in the features φ(x) = classifier(undo(x)). For "invert", undo(x) = −x with the 2-pixel
+// padding set back to black: inverted real images then become exactly the plain ones, and generated ones are
+// not penalised for the dark padding the autoencoder always decodes (which −x would turn white, a frame the
+// classifier never saw).
 #pragma once
 #include <string>
 
@@ -25,7 +28,7 @@ void check_style_has_metric(const std::string& style);
 std::vector<double> background_band_means(const Tensor& images, int inset = 2, int width = 2);
 // Fraction of images whose band mean exceeds 0.5.
 double style_score(const Tensor& images);
-// The images with the style undone (the input itself for style "").
+// The images with the style undone (the input itself for style ""); see above for "invert".
 Tensor undo_style(const Tensor& images, const std::string& style);
 
 }  // namespace lcd

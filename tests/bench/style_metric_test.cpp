@@ -45,6 +45,13 @@ TEST(StyleScore, UndoInvertRestoresTheImagesAndOtherStylesAreRefused) {
   const Tensor plain = load_fashion_mnist(LCDKIT_FASHION_MNIST_DIR, Split::kTest).images;
   const Tensor back = undo_style(apply_style(plain, "invert"), "invert");
   for (int64_t i = 0; i < plain.numel(); ++i) ASSERT_EQ(back.data()[i], plain.data()[i]);
+  // A generated inverted image keeps the autoencoder's dark padding; undoing must not turn it white.
+  Tensor dark_padding = Tensor::empty({1, 1, 32, 32});
+  for (int64_t i = 0; i < 32 * 32; ++i) dark_padding.data()[i] = 0.5f;
+  for (int64_t j = 0; j < 32; ++j) dark_padding.data()[j] = -1.0f;  // first row: padding, dark
+  const Tensor undone = undo_style(dark_padding, "invert");
+  for (int64_t j = 0; j < 32; ++j) ASSERT_EQ(undone.data()[j], -1.0f);
+  EXPECT_EQ(undone.data()[5 * 32 + 5], -0.5f);
   EXPECT_THROW(check_style_has_metric("thicken"), UsageError);
   EXPECT_NO_THROW(check_style_has_metric(""));
 }
