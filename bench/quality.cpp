@@ -7,6 +7,7 @@
 //   LCM at 1, 2, 4, 8 steps. --lora adapters go into the lcm rows' UNet, --teacher-lora ones into the other
 //   rows' (a style adapter sampled with DDIM); --unet replaces the model's UNet (a `lora-merge fold` output).
 //   --style invert measures against the restyled test set and adds the style score (bench/metrics/style_metric.h).
+//   SPEC vae:0 is the autoencoder's ceiling: N test images per class (restyled), encoded and decoded, no sampling.
 #include <chrono>
 #include <cstdio>
 #include <sstream>
@@ -96,7 +97,8 @@ int main(int argc, char** argv) {
     FmnistClassifier net;
     load_classifier(net, classifier.empty() ? default_classifier_path() : classifier);
     Tensor test_features;
-    const Tensor test_images = load_fashion_mnist(data, Split::kTest).images;
+    const LabeledImages test_set = load_fashion_mnist(data, Split::kTest);
+    const Tensor& test_images = test_set.images;
     const Tensor styled_test = apply_style(test_images, style);
     classify(net, undo_style(styled_test, style), &test_features);
     const FeatureStats reference = feature_stats(test_features);
@@ -134,7 +136,22 @@ int main(int argc, char** argv) {
       const auto t0 = std::chrono::steady_clock::now();
       std::vector<Tensor> images;
       NoGradGuard g;
-      for (int64_t start = 0; start < n; start += b) {
+      if (e.sampler == "vae") {  // the first `per` test images of each class, through the autoencoder
+        std::vector<Tensor> originals;
+        for (int64_t k = 0; k < 10; ++k) {
+          int64_t taken = 0;
+          for (int64_t i = 0; i < test_images.size(0) && taken < per; ++i)
+            if (test_set.labels[i] == k) {
+              originals.push_back(slice(styled_test, 0, i, 1));
+              ++taken;
+            }
+          if (taken < per) throw UsageError("--per-class " + std::to_string(per) + ": the test set has fewer images of class " + std::to_string(k));
+        }
+        const Tensor all = concat(originals, 0);
+        for (int64_t start = 0; start < n; start += b)
+          images.push_back(vae->decode(vae->encode(slice(all, 0, start, std::min(b, n - start))).mean));
+      }
+      for (int64_t start = 0; start < n && e.sampler != "vae"; start += b) {
         const int64_t m = std::min(b, n - start);
         std::vector<int64_t> rows_m(labels.begin() + start, labels.begin() + start + m);
         BatchNoise noise(static_cast<uint64_t>(parse_int("--seed", seed)), start, m);

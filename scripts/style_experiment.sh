@@ -4,12 +4,12 @@
 # about 15-30 minutes on 2 cores; the LCM-LoRA, configs/fmnist-lcm-lora.json, about 45 minutes; interrupted
 # runs are resumed), then measures every row with bench/quality against the inverted test set: FID, class
 # accuracy and the style score (bench/metrics/style_metric.h), and writes one PNG grid per row.
-#   rows: the teacher and the style adapter alone with DDIM 50 (and 4) steps and CFG; the LCM-LoRA alone at 4
+#   rows: the autoencoder's ceiling (restyled test images encoded and decoded); the teacher and the style adapter alone with DDIM 50 (and 4) steps and CFG; the LCM-LoRA alone at 4
 #   steps; `lora-merge combine` of both for each (λ_style, λ_LCM) of the grid at 1, 2 and 4 LCM steps; and
 #   `lora-merge fold` of both at λ = (1, 1), which must match combine.
 # Output: runs/style-experiment/table.txt and runs/style-experiment/grids/<row>.png.
 # Env: LCDKIT_THREADS (default: all cores), LCDKIT_BUILD_DIR (build), PER_CLASS (samples per class, 100),
-#      LAMBDA_STYLE ("0.6 0.8 1.0 1.2"), LAMBDA_LCM ("0.8 1.0").
+#      LAMBDA_STYLE ("0.6 0.8 1.0 1.2"), LAMBDA_LCM ("0.6 0.8 1.0").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${LCDKIT_BUILD_DIR:-build}"
@@ -17,7 +17,7 @@ build="${LCDKIT_BUILD_DIR:-build}"
 threads="${LCDKIT_THREADS:-$(nproc)}"
 per_class="${PER_CLASS:-100}"
 lambda_style="${LAMBDA_STYLE:-0.6 0.8 1.0 1.2}"
-lambda_lcm="${LAMBDA_LCM:-0.8 1.0}"
+lambda_lcm="${LAMBDA_LCM:-0.6 0.8 1.0}"
 model=models/fmnist-ldm-v1
 out=runs/style-experiment
 guidance=3   # the teacher's CFG scale, the one the LCM-LoRA was distilled with
@@ -47,12 +47,13 @@ measure() {  # measure LABEL EVALS [quality flags...]: appends LABEL's rows to t
   "$build/bench/quality" --model "$model" --style invert --per-class "$per_class" --threads "$threads" \
     --guidance "$guidance" --eval "$evals" --grid-dir "$dir" "$@" > "$out/quality-$label.txt"
   # quality's rows: sampler steps guidance FID acc% style% seconds
-  awk -v label="$label" '$1 ~ /^(ddim|dpmpp-2m|lcm)$/ && NF == 7 {
+  awk -v label="$label" '$1 ~ /^(ddim|dpmpp-2m|lcm|vae)$/ && NF == 7 {
         printf "%-34s %-9s %5s %8s %10s %8s %9s\n", label, $1, $2, $4, $5, $6, $7 }' "$out/quality-$label.txt" | tee -a "$table"
   for f in "$dir"/*.png; do mv "$f" "$out/grids/$label-$(basename "$f")"; done
   rmdir "$dir"
 }
 
+measure autoencoder-ceiling "vae:0"   # restyled test images encoded and decoded: the best any latent model can do
 measure teacher "ddim:50:$guidance"
 measure style-lora "ddim:50:$guidance,ddim:4:$guidance" --teacher-lora "$style"
 measure lcm-lora "lcm:4" --lora "$lcm"
