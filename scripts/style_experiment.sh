@@ -7,7 +7,7 @@
 #   rows: the autoencoder's ceiling (restyled test images encoded and decoded); the teacher and the style adapter alone with DDIM 50 (and 4) steps and CFG; the LCM-LoRA alone at 4
 #   steps; `lora-merge combine` of both for each (λ_style, λ_LCM) of the grid at 1, 2 and 4 LCM steps; and
 #   `lora-merge fold` of both at λ = (1, 1), which must match combine.
-# Output: runs/style-experiment/table.txt and runs/style-experiment/grids/<row>.png.
+# Output: runs/style-experiment/table.txt, table.md (with links) and grids/<row>-<sampler>-<steps>.png.
 # Env: LCDKIT_THREADS (default: all cores), LCDKIT_BUILD_DIR (build), PER_CLASS (samples per class, 100),
 #      LAMBDA_STYLE ("0.6 0.8 1.0 1.2"), LAMBDA_LCM ("0.6 0.8 1.0").
 set -euo pipefail
@@ -67,6 +67,11 @@ done
 rm -rf "$out/folded"
 "$build/lora-merge" fold --unet "$model/unet" --out "$out/folded" "$style:1" "$lcm:1" > /dev/null
 measure "fold-style1-lcm1" "lcm:1,lcm:2,lcm:4" --unet "$out/folded"
+# The same table in markdown, each row linking its grid (grids/ beside table.md).
+awk 'NR == 1 { print "| row | sampler | steps | FID | class acc | style | seconds | grid |"
+               print "|---|---|---:|---:|---:|---:|---:|---|"; next }
+     { printf "| %s | %s | %s | %s | %s | %s | %s | [%s-%s-%s.png](grids/%s-%s-%s.png) |\n", $1, $2, $3, $4, $5, $6, $7,
+              $1, $2, $3, $1, $2, $3 }' "$table" > "$out/table.md"
 echo
-echo "style-experiment: table in $table, grids in $out/grids/"
+echo "style-experiment: table in $table (and table.md), grids in $out/grids/"
 cat "$table"
