@@ -52,6 +52,29 @@ std::vector<Eval> parse_evals(const std::string& text) {
   return out;
 }
 
+// The autoencoder's ceiling (SPEC vae:0): the first `per` test images of each class, encoded (posterior
+// mean) and decoded, in class order like the sampled rows.
+Tensor reconstructions(const AutoencoderKL& vae, const Tensor& images, const std::vector<int64_t>& labels,
+                       int64_t per, int64_t batch) {
+  std::vector<Tensor> originals;
+  for (int64_t k = 0; k < 10; ++k) {
+    int64_t taken = 0;
+    for (int64_t i = 0; i < images.size(0) && taken < per; ++i)
+      if (labels[i] == k) {
+        originals.push_back(slice(images, 0, i, 1));
+        ++taken;
+      }
+    if (taken < per)
+      throw UsageError("--per-class " + std::to_string(per) + ": the test set has fewer images of class " +
+                       std::to_string(k));
+  }
+  const Tensor all = concat(originals, 0);
+  std::vector<Tensor> decoded;
+  for (int64_t start = 0; start < all.size(0); start += batch)
+    decoded.push_back(vae.decode(vae.encode(slice(all, 0, start, std::min(batch, all.size(0) - start))).mean));
+  return concat(decoded, 0);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -136,21 +159,7 @@ int main(int argc, char** argv) {
       const auto t0 = std::chrono::steady_clock::now();
       std::vector<Tensor> images;
       NoGradGuard g;
-      if (e.sampler == "vae") {  // the first `per` test images of each class, through the autoencoder
-        std::vector<Tensor> originals;
-        for (int64_t k = 0; k < 10; ++k) {
-          int64_t taken = 0;
-          for (int64_t i = 0; i < test_images.size(0) && taken < per; ++i)
-            if (test_set.labels[i] == k) {
-              originals.push_back(slice(styled_test, 0, i, 1));
-              ++taken;
-            }
-          if (taken < per) throw UsageError("--per-class " + std::to_string(per) + ": the test set has fewer images of class " + std::to_string(k));
-        }
-        const Tensor all = concat(originals, 0);
-        for (int64_t start = 0; start < n; start += b)
-          images.push_back(vae->decode(vae->encode(slice(all, 0, start, std::min(b, n - start))).mean));
-      }
+      if (e.sampler == "vae") images.push_back(reconstructions(*vae, styled_test, test_set.labels, per, b));
       for (int64_t start = 0; start < n && e.sampler != "vae"; start += b) {
         const int64_t m = std::min(b, n - start);
         std::vector<int64_t> rows_m(labels.begin() + start, labels.begin() + start + m);
