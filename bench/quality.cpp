@@ -147,6 +147,7 @@ int main(int argc, char** argv) {
     const NoiseSchedule schedule = fs::exists(sched) ? NoiseSchedule::from_config(read_json_file(sched), sched) : NoiseSchedule::scaled_linear();
     Tensor table = load_cond_embeddings(model);
     const int64_t per = parse_int("--per-class", per_class), n = 10 * per, b = parse_int("--batch", batch);
+    const uint64_t noise_seed = static_cast<uint64_t>(parse_int("--seed", seed));
     std::vector<int64_t> labels;
     for (int64_t k = 0; k < 10; ++k)
       for (int64_t i = 0; i < per; ++i) labels.push_back(k);
@@ -160,10 +161,10 @@ int main(int argc, char** argv) {
       std::vector<Tensor> images;
       NoGradGuard g;
       if (e.sampler == "vae") images.push_back(reconstructions(*vae, styled_test, test_set.labels, per, b));
-      for (int64_t start = 0; start < n && e.sampler != "vae"; start += b) {
+      else for (int64_t start = 0; start < n; start += b) {
         const int64_t m = std::min(b, n - start);
         std::vector<int64_t> rows_m(labels.begin() + start, labels.begin() + start + m);
-        BatchNoise noise(static_cast<uint64_t>(parse_int("--seed", seed)), start, m);
+        BatchNoise noise(noise_seed, start, m);
         const int64_t size = unet.config.raw.value("sample_size", 8);
         Tensor z = noise.draw(Shape{m, unet.config.in_channels, size, size});
         Conditioning c{embedding(table, rows_m), embedding(table, {table.size(0) - 1}), e.guidance};

@@ -103,15 +103,7 @@ static void conv2d_backward(const TensorT<T>& grad, const TensorT<T>& x, const T
 
 template <typename T>
 TensorT<T> conv2d(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T>& bias, Conv2dOptions options) {
-  if (x.ndim() != 4 || weight.ndim() != 4 || x.size(1) != weight.size(1))
-    throw ShapeError("conv2d: input " + x.shape().str() + " does not fit weight " + weight.shape().str());
-  if (bias.defined() && (bias.ndim() != 1 || bias.size(0) != weight.size(0)))
-    throw ShapeError("conv2d: bias " + bias.shape().str() + " does not fit weight " + weight.shape().str());
-  if (options.stride < 1 || options.padding < 0 || options.extra_pad_end < 0)
-    throw ValueError("conv2d: stride must be ≥ 1 and padding ≥ 0");
-  const ConvGeometry g = conv_geometry(x.shape(), weight.shape(), options);
-  if (g.out_h < 1 || g.out_w < 1)
-    throw ShapeError("conv2d: kernel " + weight.shape().str() + " larger than padded input " + x.shape().str());
+  const ConvGeometry g = checked_conv_geometry("conv2d", x, weight, bias, options);
   TensorT<T> y = conv2d_forward(x, weight, bias, g);
   if (should_record<T>({&x, &weight, &bias}))
     record<T>(y, "conv2d", {&x, &weight, &bias},

@@ -130,10 +130,7 @@ void backward(const TensorT<T>& grad, const LoraConv<T>& c) {
 template <typename T>
 TensorT<T> conv2d_lora(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T>& bias, const TensorT<T>& down,
                        const TensorT<T>& up, double scale, Conv2dOptions options) {
-  if (x.ndim() != 4 || weight.ndim() != 4 || x.size(1) != weight.size(1))
-    throw ShapeError("conv2d_lora: input " + x.shape().str() + " does not fit weight " + weight.shape().str());
-  if (bias.defined() && (bias.ndim() != 1 || bias.size(0) != weight.size(0)))
-    throw ShapeError("conv2d_lora: bias " + bias.shape().str() + " does not fit weight " + weight.shape().str());
+  const ConvGeometry g = checked_conv_geometry("conv2d_lora", x, weight, bias, options);
   if (down.ndim() != 4 || down.size(1) != weight.size(1) || down.size(2) != weight.size(2) ||
       down.size(3) != weight.size(3))
     throw ShapeError("conv2d_lora: LoRA down " + down.shape().str() + " does not fit weight " + weight.shape().str());
@@ -141,11 +138,6 @@ TensorT<T> conv2d_lora(const TensorT<T>& x, const TensorT<T>& weight, const Tens
       up.size(3) != 1)
     throw ShapeError("conv2d_lora: LoRA up " + up.shape().str() + " does not fit down " + down.shape().str() +
                      " and weight " + weight.shape().str());
-  if (options.stride < 1 || options.padding < 0 || options.extra_pad_end < 0)
-    throw ValueError("conv2d_lora: stride must be ≥ 1 and padding ≥ 0");
-  const ConvGeometry g = conv_geometry(x.shape(), weight.shape(), options);
-  if (g.out_h < 1 || g.out_w < 1)
-    throw ShapeError("conv2d_lora: kernel " + weight.shape().str() + " larger than padded input " + x.shape().str());
   TensorT<T> y = forward(LoraConv<T>{x, weight, bias, down, up, scale, g});
   if (should_record<T>({&x, &weight, &bias, &down, &up}))
     record<T>(y, "conv2d_lora", {&x, &weight, &bias, &down, &up}, [x, weight, bias, down, up, scale, g](const TensorT<T>& grad) {

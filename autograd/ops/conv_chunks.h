@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "autograd/errors.h"
 #include "autograd/ops.h"
 #include "autograd/ops/kernels.h"
 
@@ -23,6 +24,24 @@ inline ConvGeometry conv_geometry(const Shape& x, const Shape& w, const Conv2dOp
   ConvGeometry g{x[0], x[1], x[2], x[3], w[2], w[3], o.stride, o.padding, 0, 0};
   g.out_h = (g.height + 2 * g.padding + o.extra_pad_end - g.kernel_h) / g.stride + 1;
   g.out_w = (g.width + 2 * g.padding + o.extra_pad_end - g.kernel_w) / g.stride + 1;
+  return g;
+}
+
+// The geometry of x (N,Cin,H,W) under weight (Cout,Cin,kh,kw) and an optional bias (Cout), after checking that
+// they fit; `op` names the caller in the error.
+template <typename T>
+ConvGeometry checked_conv_geometry(const char* op, const TensorT<T>& x, const TensorT<T>& weight,
+                                   const TensorT<T>& bias, const Conv2dOptions& options) {
+  const std::string name = op;
+  if (x.ndim() != 4 || weight.ndim() != 4 || x.size(1) != weight.size(1))
+    throw ShapeError(name + ": input " + x.shape().str() + " does not fit weight " + weight.shape().str());
+  if (bias.defined() && (bias.ndim() != 1 || bias.size(0) != weight.size(0)))
+    throw ShapeError(name + ": bias " + bias.shape().str() + " does not fit weight " + weight.shape().str());
+  if (options.stride < 1 || options.padding < 0 || options.extra_pad_end < 0)
+    throw ValueError(name + ": stride must be ≥ 1 and padding ≥ 0");
+  const ConvGeometry g = conv_geometry(x.shape(), weight.shape(), options);
+  if (g.out_h < 1 || g.out_w < 1)
+    throw ShapeError(name + ": kernel " + weight.shape().str() + " larger than padded input " + x.shape().str());
   return g;
 }
 

@@ -6,6 +6,10 @@
 
 namespace lcd {
 
+namespace {
+constexpr int64_t kPadding = 2;  // Fashion-MNIST's 28×28 images padded to 32×32 (datasets/fashion_mnist.h)
+}  // namespace
+
 void check_style_has_metric(const std::string& style) {
   if (!style.empty() && style != "invert")
     throw UsageError("--style " + style + ": only \"invert\" has a style score and an inverse");
@@ -41,7 +45,7 @@ std::vector<double> background_band_means(const Tensor& images, int inset, int w
 }
 
 double style_score(const Tensor& images) {
-  const std::vector<double> m = background_band_means(images);
+  const std::vector<double> m = background_band_means(images, kPadding, 2);
   int64_t styled = 0;
   for (double v : m) styled += v > 0.5;
   return m.empty() ? 0.0 : static_cast<double>(styled) / m.size();
@@ -51,7 +55,7 @@ Tensor undo_style(const Tensor& images, const std::string& style) {
   check_style_has_metric(style);
   if (style.empty()) return images;
   Tensor out = apply_style(images, "invert");  // inversion is its own inverse
-  const int64_t planes = out.size(0) * out.size(1), h = out.size(2), w = out.size(3), pad = 2;
+  const int64_t planes = out.size(0) * out.size(1), h = out.size(2), w = out.size(3), pad = kPadding;
   for (int64_t p = 0; p < planes; ++p)
     for (int64_t i = 0; i < h; ++i)
       for (int64_t j = 0; j < w; ++j)

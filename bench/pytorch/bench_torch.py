@@ -24,7 +24,6 @@ torch.manual_seed(0)
 unet = L.load_unet(f"{args.model}/unet")
 table = L.read_safetensors(f"{args.model}/cond_embeddings.safetensors")
 table = next(iter(table.values()))
-acp = L.scaled_linear_alphas_cumprod()
 with open(f"{args.model}/scheduler/scheduler_config.json") as f:
     sched = json.load(f)
 assert sched["beta_schedule"] == "scaled_linear" and sched["prediction_type"] == "epsilon"
