@@ -22,6 +22,8 @@ FlatParameters::FlatParameters(std::vector<std::pair<std::string, Tensor>> param
     impl.data = std::shared_ptr<float>(values_, values_.get() + e.offset);  // aliases the flat buffer
     impl.grad = std::shared_ptr<float>(grads_, grads_.get() + e.offset);
     impl.requires_grad = true;
+    impl.packable = false;  // written through the flat buffer from now on: no kernel-side copies
+    impl.kernel_cache.reset();
   }
 }
 

@@ -53,6 +53,18 @@ TensorT<T> conv2d(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T
 template <typename T>
 TensorT<T> conv2d_lora(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T>& bias, const TensorT<T>& down,
                        const TensorT<T>& up, double scale, Conv2dOptions options = {});
+// linear plus one LoRA branch fused in, y = x Wᵀ + b + scale · (x downᵀ) upᵀ, down (r, in), up (out, r)
+template <typename T>
+TensorT<T> linear_lora(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T>& bias, const TensorT<T>& down,
+                       const TensorT<T>& up, double scale);
+// Channels-last convolution: x (N,H,W,Cin), weight (Cout,Cin,kh,kw) as diffusers stores it, optional bias (Cout)
+// → (N,Ho,Wo,Cout); the layout the models run in (ops/conv2d_nhwc.cpp)
+template <typename T>
+TensorT<T> conv2d_nhwc(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T>& bias, Conv2dOptions options = {});
+// conv2d_nhwc plus one LoRA branch, as conv2d_lora (down (r,Cin,kh,kw), up (Cout,r,1,1))
+template <typename T>
+TensorT<T> conv2d_nhwc_lora(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T>& bias,
+                            const TensorT<T>& down, const TensorT<T>& up, double scale, Conv2dOptions options = {});
 // Multi-head scaled-dot-product attention. q (B,Lq,C), k (B,Lk,C), v (B,Lk,Cv); head h uses channels
 // [h·C/heads, (h+1)·C/heads) as diffusers splits them; scale defaults to 1/√(C/heads). → (B,Lq,Cv)
 template <typename T>

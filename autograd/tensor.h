@@ -23,6 +23,13 @@ struct TensorImpl {
   bool requires_grad = false;
   std::shared_ptr<T> grad;         // allocated on first accumulation (or bound to a flat buffer)
   std::shared_ptr<Node<T>> node;   // the op that produced this tensor; null for leaves
+  // Kernel-side copies of this tensor's values (packed GEMM weights, autograd/ops/row_gemm.cpp), kept only
+  // for `packable` tensors (module parameters: written through their own data() or not at all) and valid
+  // while `version` is unchanged: every non-const data() access counts as a write and bumps it. Tensors
+  // written through other aliases (flat optimiser buffers, EMA copies) are never packable.
+  bool packable = false;
+  uint64_t version = 0;
+  std::shared_ptr<void> kernel_cache;
   ~TensorImpl();                   // tears the graph down iteratively (autograd/tape.cpp)
 };
 
@@ -51,7 +58,10 @@ class TensorT {
   int ndim() const { return impl_->shape.rank(); }
   int64_t size(int axis) const { return impl_->shape.size(axis); }
   int64_t numel() const { return impl_->shape.numel(); }
-  T* data() { return impl_->data.get(); }
+  T* data() {  // counts as a write: invalidates kernel-side copies (TensorImpl::kernel_cache)
+    ++impl_->version;
+    return impl_->data.get();
+  }
   const T* data() const { return impl_->data.get(); }
   const std::shared_ptr<T>& storage() const { return impl_->data; }
   T item() const;  // the single value of a one-element tensor

@@ -16,6 +16,7 @@ ShapeOnlyGuard::~ShapeOnlyGuard() { g_shape_only = previous_; }
 
 void Module::register_parameter(const std::string& name, Tensor* slot, const Shape& shape) {
   *slot = g_shape_only ? Tensor::from_storage(shape, nullptr) : Tensor::zeros(shape);
+  slot->impl()->packable = !g_shape_only;  // frozen weights may be packed once for the GEMM kernels
   parameters_.emplace_back(name, slot);
 }
 

@@ -134,6 +134,44 @@ GRADCHECK_TEST(conv2d_lora) {
                           random_tensor({2, 3, 1, 1}, 92), random_tensor({5, 2, 1, 1}, 93)}, "1x1 no bias");
 }
 
+GRADCHECK_TEST(linear_lora) {
+  expect_gradients_match([](const V& x) { return linear_lora(x[0], x[1], x[2], x[3], x[4], 0.7); },
+                         {random_tensor({2, 3, 4}, 300), random_tensor({5, 4}, 301), random_tensor({5}, 302),
+                          random_tensor({2, 4}, 303), random_tensor({5, 2}, 304)}, "rank 2, bias");
+  expect_gradients_match([](const V& x) { return linear_lora(x[0], x[1], TensorD(), x[2], x[3], -1.5); },
+                         {random_tensor({3, 4}, 305), random_tensor({2, 4}, 306), random_tensor({1, 4}, 307),
+                          random_tensor({2, 1}, 308)}, "rank 1, no bias");
+}
+
+GRADCHECK_TEST(conv2d_nhwc) {
+  auto conv = [](Conv2dOptions o) {
+    return [o](const V& x) { return conv2d_nhwc(x[0], x[1], x[2], o); };
+  };
+  expect_gradients_match(conv({1, 1}), {random_tensor({2, 5, 5, 3}, 310), random_tensor({4, 3, 3, 3}, 311),
+                                        random_tensor({4}, 312)}, "3x3 pad 1");
+  expect_gradients_match(conv({2, 1}), {random_tensor({2, 6, 5, 2}, 313), random_tensor({3, 2, 3, 3}, 314),
+                                        random_tensor({3}, 315)}, "3x3 stride 2");
+  expect_gradients_match(conv({1, 0}), {random_tensor({2, 3, 4, 3}, 316), random_tensor({5, 3, 1, 1}, 317),
+                                        random_tensor({5}, 318)}, "1x1");
+  expect_gradients_match(conv({2, 0, 1}), {random_tensor({1, 5, 4, 2}, 319), random_tensor({2, 2, 3, 3}, 320),
+                                           random_tensor({2}, 321)}, "3x3 stride 2, padding on the end only");
+}
+
+GRADCHECK_TEST(conv2d_nhwc_lora) {
+  auto lora = [](Conv2dOptions o, double s) {
+    return [o, s](const V& x) { return conv2d_nhwc_lora(x[0], x[1], x[2], x[3], x[4], s, o); };
+  };
+  expect_gradients_match(lora({1, 1}, 0.7), {random_tensor({2, 5, 5, 3}, 330), random_tensor({4, 3, 3, 3}, 331),
+                                             random_tensor({4}, 332), random_tensor({2, 3, 3, 3}, 333),
+                                             random_tensor({4, 2, 1, 1}, 334)}, "3x3 pad 1, rank 2");
+  expect_gradients_match(lora({2, 1}, 1.5), {random_tensor({2, 6, 5, 2}, 335), random_tensor({3, 2, 3, 3}, 336),
+                                             random_tensor({3}, 337), random_tensor({1, 2, 3, 3}, 338),
+                                             random_tensor({3, 1, 1, 1}, 339)}, "3x3 stride 2, rank 1");
+  expect_gradients_match([](const V& x) { return conv2d_nhwc_lora(x[0], x[1], TensorD(), x[2], x[3], 0.5, Conv2dOptions{}); },
+                         {random_tensor({2, 3, 4, 3}, 340), random_tensor({5, 3, 1, 1}, 341),
+                          random_tensor({2, 3, 1, 1}, 342), random_tensor({5, 2, 1, 1}, 343)}, "1x1 no bias");
+}
+
 GRADCHECK_TEST(attention) {
   expect_gradients_match([](const V& x) { return attention(x[0], x[1], x[2], 2); },
                          {random_tensor({2, 3, 4}, 49), random_tensor({2, 5, 4}, 50), random_tensor({2, 5, 6}, 51)},

@@ -1,0 +1,201 @@
+// oneDNN matmul plans and packed operands (see matmul.h).
+#include "autograd/cpu/matmul.h"
+
+#include <omp.h>
+
+#include <dnnl.h>
+
+#include <dnnl.hpp>
+#include <map>
+#include <mutex>
+#include <string>
+#include <array>
+#include <vector>
+
+#include "autograd/errors.h"
+
+namespace lcd::cpu {
+
+namespace {
+
+using dt = dnnl::memory::data_type;
+using dims = dnnl::memory::dims;
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+dt to_dnnl(DType t) { return t == DType::kBf16 ? dt::bf16 : dt::f32; }
+
+dnnl::memory::desc desc_of(const Layout& l) {
+  return dnnl::memory::desc(dims{l.rows, l.cols}, to_dnnl(l.type), dims{l.row_stride, l.col_stride});
+}
+
+void check(dnnl_status_t s, const char* what) {
+  if (s != dnnl_success) throw Error(std::string("oneDNN: ") + what + " failed (status " + std::to_string(int(s)) + ")");
+}
+
+// Scratch memory for oneDNN (user-managed scratchpad), one growing buffer per thread.
+void* thread_scratch(size_t bytes) {
+  thread_local std::vector<char> buf;
+  if (buf.size() < bytes) buf.resize(bytes + (bytes >> 2) + 64);
+  return buf.data();
+}
+
+}  // namespace
+
+// ---- PackedMatrix ----
+
+struct PackedMatrix::Impl {
+  int64_t k, n;
+  DType type;
+  std::mutex mutex;
+  std::vector<dnnl::memory> variants;  // variants[0] is the first layout asked for; the rest are reorders of it
+
+  // The variant in layout `d`, made on first request.
+  const dnnl::memory& variant(const dnnl::memory::desc& d) {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (const auto& v : variants)
+      if (v.get_desc() == d) return v;
+    dnnl::memory m(d, engine());
+    dnnl::stream s(engine());
+    dnnl::reorder(variants.front(), m).execute(s, variants.front(), m);
+    s.wait();
+    variants.push_back(m);
+    return variants.back();
+  }
+};
+
+PackedMatrix::PackedMatrix(const void* b, const Layout& l, DType type) : impl_(std::make_unique<Impl>()) {
+  impl_->k = l.rows;
+  impl_->n = l.cols;
+  impl_->type = type;
+  // The layout a typical chunk of 256 rows asks for; other row counts rarely differ (then variant()).
+  const dnnl::memory::desc a({256, l.rows}, to_dnnl(type), dnnl::memory::format_tag::ab);
+  const dnnl::memory::desc bany({l.rows, l.cols}, to_dnnl(type), dnnl::memory::format_tag::any);
+  const dnnl::memory::desc c({256, l.cols}, dt::f32, dnnl::memory::format_tag::ab);
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, bany, c), engine());
+  dnnl::memory src(desc_of(l), engine(), const_cast<void*>(b));
+  dnnl::memory dst(pd.weights_desc(), engine());
+  dnnl::stream s(engine());
+  dnnl::reorder(src, dst).execute(s, src, dst);
+  s.wait();
+  impl_->variants.push_back(dst);
+}
+
+PackedMatrix::~PackedMatrix() = default;
+int64_t PackedMatrix::rows() const { return impl_->k; }
+int64_t PackedMatrix::cols() const { return impl_->n; }
+DType PackedMatrix::type() const { return impl_->type; }
+
+// ---- MatmulPlan ----
+
+struct MatmulPlan::Impl {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul prim;
+  size_t scratch_bytes = 0;
+  std::string kernel;
+  // Per thread: memory objects whose data handles are re-pointed at every run (no allocation in the loop).
+  struct ThreadState {
+    bool ready = false;
+    dnnl::stream stream;
+    dnnl::memory src, weights, dst, bias, scratch;
+  };
+  mutable std::vector<ThreadState> threads;
+};
+
+namespace {
+
+using Key = std::array<int64_t, 13>;
+
+Key key_of(const MatmulSpec& s, bool packed) {
+  return Key{s.a.rows, s.a.cols, s.a.row_stride, s.a.col_stride, int64_t(s.a.type), s.b.cols,
+             packed ? 0 : s.b.row_stride, packed ? 0 : s.b.col_stride, int64_t(s.b.type), packed,
+             s.ldc ? s.ldc : s.b.cols, s.accumulate, s.bias};
+}
+
+std::shared_ptr<const MatmulPlan::Impl> make_plan(const MatmulSpec& s, bool packed) {
+  static std::mutex mutex;
+  static std::map<Key, std::shared_ptr<const MatmulPlan::Impl>> cache;
+  const Key key = key_of(s, packed);
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+
+  const int64_t m = s.a.rows, k = s.a.cols, n = s.b.cols, ldc = s.ldc ? s.ldc : n;
+  if (s.b.rows != k) throw ShapeError("matmul: A is " + std::to_string(m) + "x" + std::to_string(k) + ", B has " +
+                                      std::to_string(s.b.rows) + " rows");
+  const dnnl::memory::desc a = desc_of(s.a);
+  const dnnl::memory::desc b = packed ? dnnl::memory::desc({k, n}, to_dnnl(s.b.type), dnnl::memory::format_tag::any)
+                                      : desc_of(s.b);
+  const dnnl::memory::desc c({m, n}, dt::f32, dims{ldc, 1});
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (s.accumulate) {
+    dnnl::post_ops po;
+    po.append_sum(1.0f);
+    attr.set_post_ops(po);
+  }
+  auto impl = std::make_shared<MatmulPlan::Impl>();
+  if (s.bias) {
+    const dnnl::memory::desc bias({1, n}, dt::f32, dnnl::memory::format_tag::ab);
+    impl->pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, bias, c), attr, engine());
+  } else {
+    impl->pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, engine());
+  }
+  impl->prim = dnnl::matmul(impl->pd);
+  impl->scratch_bytes = impl->pd.scratchpad_desc().get_size();
+  impl->kernel = impl->pd.impl_info_str();
+  impl->threads.resize(std::max(omp_get_max_threads(), omp_get_num_procs()));
+  cache.emplace(key, impl);
+  return impl;
+}
+
+}  // namespace
+
+MatmulPlan::MatmulPlan(const MatmulSpec& spec) : impl_(make_plan(spec, false)) {}
+
+MatmulPlan::MatmulPlan(const MatmulSpec& spec, const PackedMatrix& b) {
+  MatmulSpec s = spec;
+  s.b = Layout::row_major(b.rows(), b.cols(), b.type());
+  impl_ = make_plan(s, true);
+  packed_ = b.impl().variant(impl_->pd.weights_desc()).get();
+}
+
+const char* MatmulPlan::kernel() const { return impl_ ? impl_->kernel.c_str() : "none"; }
+
+void MatmulPlan::run(const void* a, const void* b, float* c, const float* bias) const {
+  const Impl& p = *impl_;
+  const int t = omp_get_thread_num();
+  Impl::ThreadState local;
+  Impl::ThreadState& st = t < static_cast<int>(p.threads.size()) ? p.threads[t] : local;
+  if (!st.ready) {
+    st.stream = dnnl::stream(engine());
+    st.src = dnnl::memory(p.pd.src_desc(), engine(), DNNL_MEMORY_NONE);
+    st.weights = dnnl::memory(p.pd.weights_desc(), engine(), DNNL_MEMORY_NONE);
+    st.dst = dnnl::memory(p.pd.dst_desc(), engine(), DNNL_MEMORY_NONE);
+    if (p.pd.bias_desc().get_size()) st.bias = dnnl::memory(p.pd.bias_desc(), engine(), DNNL_MEMORY_NONE);
+    st.scratch = dnnl::memory(p.pd.scratchpad_desc(), engine(), DNNL_MEMORY_NONE);
+    st.ready = true;
+  }
+  dnnl_stream_t stream = st.stream.get();
+  check(dnnl_memory_set_data_handle_v2(st.src.get(), const_cast<void*>(a), stream), "src handle");
+  if (!packed_) check(dnnl_memory_set_data_handle_v2(st.weights.get(), const_cast<void*>(b), stream), "weights handle");
+  check(dnnl_memory_set_data_handle_v2(st.dst.get(), c, stream), "dst handle");
+  dnnl_memory_t weights = packed_ ? static_cast<dnnl_memory_t>(packed_) : st.weights.get();
+  dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, st.src.get()}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, st.dst.get()}};
+  int nargs = 3;
+  if (p.scratch_bytes) {
+    check(dnnl_memory_set_data_handle_v2(st.scratch.get(), thread_scratch(p.scratch_bytes), stream), "scratchpad handle");
+    args[nargs++] = {DNNL_ARG_SCRATCHPAD, st.scratch.get()};
+  }
+  if (bias) {
+    check(dnnl_memory_set_data_handle_v2(st.bias.get(), const_cast<float*>(bias), stream), "bias handle");
+    args[nargs++] = {DNNL_ARG_BIAS, st.bias.get()};
+  }
+  check(dnnl_primitive_execute(p.prim.get(), stream, nargs, args), "matmul");
+  check(dnnl_stream_wait(stream), "stream wait");
+}
+
+}  // namespace lcd::cpu

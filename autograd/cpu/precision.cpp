@@ -1,0 +1,51 @@
+// The precision knob (see precision.h).
+#include "autograd/cpu/precision.h"
+
+#include <atomic>
+
+#include "autograd/cpu/features.h"
+#include "autograd/errors.h"
+
+namespace lcd {
+
+namespace {
+std::atomic<Precision> g_precision{Precision::kFp32};
+}
+
+Precision parse_precision(const std::string& text, const std::string& what) {
+  if (text == "fp32") return Precision::kFp32;
+  if (text == "bf16") return Precision::kBf16;
+  throw ValueError(what + ": precision \"" + text + "\" is not fp32 or bf16");
+}
+
+const char* precision_name(Precision p) { return p == Precision::kBf16 ? "bf16" : "fp32"; }
+
+bool bf16_supported() {
+  const std::string isa = cpu::kernel_isa();
+  return cpu::features().native_bf16() && (isa == "avx512_core_bf16" || isa == "avx512_core_amx");
+}
+
+Precision resolve_precision(Precision requested, std::string* notice) {
+  notice->clear();
+  if (requested != Precision::kBf16 || bf16_supported()) return requested;
+  *notice = cpu::features().native_bf16()
+                ? "bf16 requested, but oneDNN is limited to " + cpu::kernel_isa() + " here: running fp32"
+                : "bf16 requested, but this CPU (" + cpu::features().model +
+                      ") has neither AMX-BF16 nor AVX512-BF16: running fp32";
+  return Precision::kFp32;
+}
+
+Precision default_precision() { return bf16_supported() ? Precision::kBf16 : Precision::kFp32; }
+
+Precision compute_precision() { return g_precision.load(std::memory_order_relaxed); }
+
+void set_compute_precision(Precision p) {
+  if (p == Precision::kBf16 && !bf16_supported())
+    throw ValueError("bf16 compute precision set on a CPU without native bf16 (resolve_precision first)");
+  g_precision.store(p, std::memory_order_relaxed);
+}
+
+PrecisionGuard::PrecisionGuard(Precision p) : previous_(compute_precision()) { set_compute_precision(p); }
+PrecisionGuard::~PrecisionGuard() { g_precision.store(previous_, std::memory_order_relaxed); }
+
+}  // namespace lcd

@@ -1,0 +1,516 @@
+// The row-GEMM layer machinery (see row_gemm.h): float kernels on oneDNN in chunks, and the double reference.
+#include "autograd/ops/row_gemm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "autograd/cpu/bf16.h"
+#include "autograd/errors.h"
+#include "autograd/flop_counter.h"
+#include "autograd/storage.h"
+#include "autograd/tape.h"
+
+namespace lcd::row_gemm {
+
+using cpu::bf16;
+using cpu::DType;
+using cpu::Layout;
+using cpu::MatmulPlan;
+using cpu::MatmulSpec;
+using cpu::PackedMatrix;
+
+// ---- geometry, im2col, col2im ----
+
+template <typename T>
+ConvGeometry checked_nhwc_conv_geometry(const char* op, const TensorT<T>& x, const TensorT<T>& weight,
+                                        const TensorT<T>& bias, const Conv2dOptions& o) {
+  const std::string name = op;
+  if (x.ndim() != 4 || weight.ndim() != 4 || x.size(3) != weight.size(1))
+    throw ShapeError(name + ": input " + x.shape().str() + " (N, H, W, Cin) does not fit weight " +
+                     weight.shape().str());
+  if (bias.defined() && (bias.ndim() != 1 || bias.size(0) != weight.size(0)))
+    throw ShapeError(name + ": bias " + bias.shape().str() + " does not fit weight " + weight.shape().str());
+  if (o.stride < 1 || o.padding < 0 || o.extra_pad_end < 0)
+    throw ValueError(name + ": stride must be ≥ 1 and padding ≥ 0");
+  ConvGeometry g{x.size(0), x.size(3), x.size(1), x.size(2), weight.size(2), weight.size(3), o.stride, o.padding, 0, 0};
+  g.out_h = (g.height + 2 * g.padding + o.extra_pad_end - g.kernel_h) / g.stride + 1;
+  g.out_w = (g.width + 2 * g.padding + o.extra_pad_end - g.kernel_w) / g.stride + 1;
+  if (g.out_h < 1 || g.out_w < 1)
+    throw ShapeError(name + ": kernel " + weight.shape().str() + " larger than padded input " + x.shape().str());
+  return g;
+}
+
+namespace {
+
+template <typename In, typename Out>
+inline void copy_run(const In* src, Out* dst, int64_t n) {
+  if constexpr (std::is_same_v<In, Out>) {
+    std::memcpy(dst, src, sizeof(In) * n);
+  } else {
+    static_assert(std::is_same_v<In, float> && std::is_same_v<Out, bf16>);
+    cpu::to_bf16(src, dst, n);
+  }
+}
+
+}  // namespace
+
+template <typename In, typename Out>
+void im2col_nhwc(const In* x, const ConvGeometry& g, int64_t row0, int64_t m, Out* rows) {
+  const int64_t c = g.channels, k = g.kernel_h * g.kernel_w * c, per_sample = g.out_h * g.out_w;
+  for (int64_t p = row0; p < row0 + m; ++p) {
+    const int64_t n = p / per_sample, oy = (p % per_sample) / g.out_w, ox = p % g.out_w;
+    Out* dst = rows + (p - row0) * k;
+    for (int64_t i = 0; i < g.kernel_h; ++i) {
+      const int64_t iy = oy * g.stride - g.padding + i;
+      for (int64_t j = 0; j < g.kernel_w; ++j) {
+        const int64_t ix = ox * g.stride - g.padding + j;
+        Out* d = dst + (i * g.kernel_w + j) * c;
+        if (iy >= 0 && iy < g.height && ix >= 0 && ix < g.width)
+          copy_run(x + ((n * g.height + iy) * g.width + ix) * c, d, c);
+        else
+          std::memset(d, 0, sizeof(Out) * c);
+      }
+    }
+  }
+}
+
+template <typename T>
+void col2im_nhwc_accumulate(const T* rows, const ConvGeometry& g, int64_t row0, int64_t m, T* dx) {
+  const int64_t c = g.channels, k = g.kernel_h * g.kernel_w * c, per_sample = g.out_h * g.out_w;
+  for (int64_t p = row0; p < row0 + m; ++p) {
+    const int64_t n = p / per_sample, oy = (p % per_sample) / g.out_w, ox = p % g.out_w;
+    const T* src = rows + (p - row0) * k;
+    for (int64_t i = 0; i < g.kernel_h; ++i) {
+      const int64_t iy = oy * g.stride - g.padding + i;
+      if (iy < 0 || iy >= g.height) continue;
+      for (int64_t j = 0; j < g.kernel_w; ++j) {
+        const int64_t ix = ox * g.stride - g.padding + j;
+        if (ix < 0 || ix >= g.width) continue;
+        const T* s = src + (i * g.kernel_w + j) * c;
+        T* d = dx + ((n * g.height + iy) * g.width + ix) * c;
+        for (int64_t q = 0; q < c; ++q) d[q] += s[q];
+      }
+    }
+  }
+}
+
+namespace {
+
+// ---- weights in patch order ----
+
+// (O, C, kh, kw) → (O, kh, kw, C); a 2-D (O, C) weight is already in order.
+template <typename T>
+void to_patch_order(const TensorT<T>& w, T* out) {
+  if (w.ndim() != 4 || (w.size(2) == 1 && w.size(3) == 1)) {
+    std::memcpy(out, w.data(), sizeof(T) * w.numel());
+    return;
+  }
+  const int64_t o = w.size(0), c = w.size(1), kk = w.size(2) * w.size(3);
+  const T* src = w.data();
+  for (int64_t a = 0; a < o; ++a)
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t t = 0; t < kk; ++t) out[(a * kk + t) * c + ci] = src[(a * c + ci) * kk + t];
+}
+
+// grad(w) (canonical) += g (patch order)
+template <typename T>
+void add_from_patch_order(const T* g, const TensorT<T>& w) {
+  T* dst = grad_buffer(w);
+  if (w.ndim() != 4 || (w.size(2) == 1 && w.size(3) == 1)) {
+    for (int64_t i = 0; i < w.numel(); ++i) dst[i] += g[i];
+    return;
+  }
+  const int64_t o = w.size(0), c = w.size(1), kk = w.size(2) * w.size(3);
+  for (int64_t a = 0; a < o; ++a)
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t t = 0; t < kk; ++t) dst[(a * c + ci) * kk + t] += g[(a * kk + t) * c + ci];
+}
+
+// ---- the float kernels ----
+
+// A 64-byte aligned per-thread buffer; `slot` tells apart the buffers one chunk uses at once.
+template <typename U>
+U* scratch(int slot, int64_t n) {
+  thread_local std::vector<char> buffers[6];
+  std::vector<char>& b = buffers[slot];
+  const size_t bytes = sizeof(U) * static_cast<size_t>(n) + 64;
+  if (b.size() < bytes) b.resize(bytes + bytes / 4);
+  return reinterpret_cast<U*>((reinterpret_cast<uintptr_t>(b.data()) + 63) & ~uintptr_t(63));
+}
+
+// A float matrix converted to the operand type (bf16 or a plain float copy), in a buffer of its own.
+struct Operand {
+  std::shared_ptr<void> storage;
+  const void* data() const { return storage.get(); }
+};
+
+Operand operand_of(const float* src, int64_t n, DType type) {
+  Operand o;
+  if (type == DType::kBf16) {
+    auto p = std::shared_ptr<bf16>(new bf16[n], std::default_delete<bf16[]>());
+    cpu::to_bf16(src, p.get(), n);
+    o.storage = p;
+  } else {
+    auto p = std::shared_ptr<float>(new float[n], std::default_delete<float[]>());
+    std::memcpy(p.get(), src, sizeof(float) * n);
+    o.storage = p;
+  }
+  return o;
+}
+
+// The weight as a GEMM operand: Wᵀ (K, N) for forward, W (N, K) for backward-data. A frozen module parameter
+// is packed once and cached in its TensorImpl (until its values change); anything else (trainable weights,
+// LoRA factors, EMA copies) is converted at each call.
+enum class Use { kForward = 0, kBackwardData = 1 };
+
+struct PackedCache {
+  uint64_t version = 0;
+  std::unique_ptr<PackedMatrix> packed[2][2];  // [bf16?][use]
+};
+
+struct WeightOperand {
+  const PackedMatrix* packed = nullptr;
+  Operand plain;  // patch-order W (N, K) in the operand type, when not packed
+};
+
+WeightOperand weight_operand(const Tensor& w, int64_t n, int64_t k, Use use, DType type) {
+  WeightOperand out;
+  auto patch_ordered = [&] {
+    std::vector<float> p(static_cast<size_t>(w.numel()));
+    to_patch_order(w, p.data());
+    return p;
+  };
+  if (w.requires_grad() || !w.impl()->packable) {
+    const std::vector<float> p = patch_ordered();
+    out.plain = operand_of(p.data(), w.numel(), type);
+    return out;
+  }
+  TensorImpl<float>& impl = *w.impl();
+  auto cache = std::static_pointer_cast<PackedCache>(impl.kernel_cache);
+  if (!cache || cache->version != impl.version) {
+    cache = std::make_shared<PackedCache>();
+    cache->version = impl.version;
+    impl.kernel_cache = cache;
+  }
+  std::unique_ptr<PackedMatrix>& slot = cache->packed[type == DType::kBf16][int(use)];
+  if (!slot) {
+    const std::vector<float> p = patch_ordered();
+    const Layout l = use == Use::kForward ? Layout::transposed(k, n, DType::kF32, k) : Layout::row_major(n, k, DType::kF32);
+    slot = std::make_unique<PackedMatrix>(p.data(), l, type);
+  }
+  out.packed = slot.get();
+  return out;
+}
+
+// Chunks of rows: about 256 rows (whole samples), at least 8 chunks where the rows allow, and a row buffer
+// of at most 1 MB. Depends on the shapes only.
+struct Chunks {
+  int64_t rows, count;
+};
+
+Chunks chunks_of(const Geometry& g) {
+  const int64_t per = std::max<int64_t>(g.rows_per_sample, 1);
+  int64_t target = std::min<int64_t>(256, std::max<int64_t>(64, g.rows / 8));
+  target = std::min<int64_t>(target, std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(g.k, 1)));
+  const int64_t rows = std::max<int64_t>(per, target / per * per);
+  return {rows, (g.rows + rows - 1) / rows};
+}
+
+// Two plans per product: full chunks and the last, shorter one.
+struct PlanPair {
+  MatmulPlan full, tail;
+  int64_t full_rows = 0;
+  const MatmulPlan& operator()(int64_t m) const { return m == full_rows ? full : tail; }
+};
+
+template <typename MakeSpec>
+PlanPair plans(const Chunks& ch, int64_t total_rows, MakeSpec make, const PackedMatrix* packed) {
+  PlanPair p;
+  p.full_rows = ch.rows;
+  const int64_t tail = total_rows - (ch.count - 1) * ch.rows;
+  auto one = [&](int64_t m) { return packed ? MatmulPlan(make(m), *packed) : MatmulPlan(make(m)); };
+  p.full = one(std::min(ch.rows, total_rows));
+  if (tail != ch.rows) p.tail = one(tail);
+  return p;
+}
+
+// The rows of X for chunk [row0, row0 + m), as operands of `type`: x itself when it already is one.
+const void* chunk_rows(const float* x, const Geometry& g, int64_t row0, int64_t m, DType type) {
+  if (!g.im2col && type == DType::kF32) return x + row0 * g.k;
+  if (type == DType::kBf16) {
+    bf16* buf = scratch<bf16>(0, m * g.k);
+    if (g.im2col)
+      im2col_nhwc(x, g.conv, row0, m, buf);
+    else
+      cpu::to_bf16(x + row0 * g.k, buf, m * g.k);
+    return buf;
+  }
+  float* buf = scratch<float>(0, m * g.k);
+  im2col_nhwc(x, g.conv, row0, m, buf);
+  return buf;
+}
+
+DType operand_type() { return compute_precision() == Precision::kBf16 ? DType::kBf16 : DType::kF32; }
+
+}  // namespace
+
+template <>
+void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
+  const Geometry& g = L.g;
+  const DType t = operand_type();
+  const int64_t M = g.rows, K = g.k, N = g.n, r = L.lora.rank();
+  FlopCounter::add(2 * M * K * N + (r ? 2 * M * r * (K + N) : 0));
+  const WeightOperand w = weight_operand(L.weight, N, K, Use::kForward, t);
+  const Chunks ch = chunks_of(g);
+  const bool bias = L.bias.defined();
+  const PlanPair main = plans(ch, M, [&](int64_t m) {
+    MatmulSpec s{Layout::row_major(m, K, t), Layout::transposed(K, N, t, K), N, false, bias};
+    return s;
+  }, w.packed);
+  // LoRA: H = X·Aᵀ with Aᵀ a (K, r) view of the patch-order A; Y += H·(sB)ᵀ with (sB)ᵀ an (r, N) view.
+  Operand a_op, up_op;
+  PlanPair down_plan, up_plan;
+  if (r) {
+    std::vector<float> a(static_cast<size_t>(r * K)), up(static_cast<size_t>(N * r));
+    to_patch_order(L.lora.down, a.data());
+    for (int64_t i = 0; i < N * r; ++i) up[i] = static_cast<float>(L.lora.up.data()[i] * L.lora.scale);
+    a_op = operand_of(a.data(), r * K, t);
+    up_op = operand_of(up.data(), N * r, t);
+    down_plan = plans(ch, M, [&](int64_t m) {
+      return MatmulSpec{Layout::row_major(m, K, t), Layout::transposed(K, r, t, K), r, false, false};
+    }, nullptr);
+    up_plan = plans(ch, M, [&](int64_t m) {
+      return MatmulSpec{Layout::row_major(m, r, t), Layout::transposed(r, N, t, r), N, true, false};
+    }, nullptr);
+  }
+  const float* x = L.x.data();
+  const float* b = bias ? L.bias.data() : nullptr;
+  const void* w_plain = w.plain.data();
+#pragma omp parallel for schedule(dynamic, 1) if (ch.count > 1)
+  for (int64_t c = 0; c < ch.count; ++c) {
+    const int64_t row0 = c * ch.rows, m = std::min(ch.rows, M - row0);
+    const void* rows = chunk_rows(x, g, row0, m, t);  // (m, K)
+    main(m).run(rows, w_plain, y + row0 * N, b);
+    if (!r) continue;
+    float* h = saved_h ? saved_h + row0 * r : scratch<float>(1, m * r);  // (m, r)
+    down_plan(m).run(rows, a_op.data(), h);
+    const void* h_op = h;
+    if (t == DType::kBf16) {
+      bf16* hb = scratch<bf16>(2, m * r);
+      cpu::to_bf16(h, hb, m * r);
+      h_op = hb;
+    }
+    up_plan(m).run(h_op, up_op.data(), y + row0 * N);
+  }
+}
+
+template <>
+void backward<float>(const Layer<float>& L, const float* grad_y, const float* saved_h) {
+  const Geometry& g = L.g;
+  const DType t = operand_type();
+  const int64_t M = g.rows, K = g.k, N = g.n, r = L.lora.rank();
+  const bool want_x = needs_grad(L.x), want_w = needs_grad(L.weight), want_b = needs_grad(L.bias);
+  const bool want_a = r && needs_grad(L.lora.down), want_up = r && needs_grad(L.lora.up);
+  const bool want_gh = r && (want_a || want_x);
+  const Chunks ch = chunks_of(g);
+
+  WeightOperand wd;
+  PlanPair dx_plan, gh_plan, dxa_plan, dup_plan, da_plan, dw_plan;
+  Operand a_op, sb_op;
+  if (want_x) {
+    wd = weight_operand(L.weight, N, K, Use::kBackwardData, t);
+    // ∂X (m, K) = G·W: written straight into ∂x for a linear, into a buffer for col2im otherwise.
+    dx_plan = plans(ch, M, [&](int64_t m) {
+      return MatmulSpec{Layout::row_major(m, N, t), Layout::row_major(N, K, t), K, !g.im2col, false};
+    }, wd.packed);
+  }
+  if (r) {
+    std::vector<float> a(static_cast<size_t>(r * K)), sb(static_cast<size_t>(N * r));
+    to_patch_order(L.lora.down, a.data());
+    for (int64_t i = 0; i < N * r; ++i) sb[i] = static_cast<float>(L.lora.up.data()[i] * L.lora.scale);
+    a_op = operand_of(a.data(), r * K, t);
+    sb_op = operand_of(sb.data(), N * r, t);
+  }
+  if (want_gh)
+    gh_plan = plans(ch, M, [&](int64_t m) {
+      return MatmulSpec{Layout::row_major(m, N, t), Layout::row_major(N, r, t), r, false, false};
+    }, nullptr);
+  if (want_x && r)
+    dxa_plan = plans(ch, M, [&](int64_t m) {
+      return MatmulSpec{Layout::row_major(m, r, t), Layout::row_major(r, K, t), K, true, false};
+    }, nullptr);
+  if (want_up)  // Gᵀ·H (N, r)
+    dup_plan = plans(ch, M, [&](int64_t m) {
+      return MatmulSpec{Layout::transposed(N, m, t, N), Layout::row_major(m, r, t), r, false, false};
+    }, nullptr);
+  if (want_a)  // Ghᵀ·X (r, K)
+    da_plan = plans(ch, M, [&](int64_t m) {
+      return MatmulSpec{Layout::transposed(r, m, t, r), Layout::row_major(m, K, t), K, false, false};
+    }, nullptr);
+  if (want_w)  // Gᵀ·X (N, K)
+    dw_plan = plans(ch, M, [&](int64_t m) {
+      return MatmulSpec{Layout::transposed(N, m, t, N), Layout::row_major(m, K, t), K, false, false};
+    }, nullptr);
+
+  // Per-chunk partial sums, added in chunk order below.
+  auto partials = [&](bool on, int64_t per_chunk) {
+    return on ? allocate_storage<float>(per_chunk * ch.count, false) : std::shared_ptr<float>();
+  };
+  const auto db_part = partials(want_b, N), dup_part = partials(want_up, N * r), da_part = partials(want_a, r * K),
+             dw_part = partials(want_w, N * K);
+  const float* x = L.x.data();
+  float* dx = want_x ? grad_buffer(L.x) : nullptr;
+
+#pragma omp parallel for schedule(dynamic, 1) if (ch.count > 1)
+  for (int64_t c = 0; c < ch.count; ++c) {
+    const int64_t row0 = c * ch.rows, m = std::min(ch.rows, M - row0);
+    const float* gy = grad_y + row0 * N;  // (m, N)
+    if (want_b) {
+      float* db = db_part.get() + c * N;
+      std::fill(db, db + N, 0.0f);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t o = 0; o < N; ++o) db[o] += gy[i * N + o];
+    }
+    const void* g_op = gy;
+    if (t == DType::kBf16) {
+      bf16* gb = scratch<bf16>(3, m * N);
+      cpu::to_bf16(gy, gb, m * N);
+      g_op = gb;
+    }
+    const void* rows = (want_a || want_w) ? chunk_rows(x, g, row0, m, t) : nullptr;  // (m, K)
+    if (want_up) {
+      const void* h_op = saved_h + row0 * r;
+      if (t == DType::kBf16) {
+        bf16* hb = scratch<bf16>(2, m * r);
+        cpu::to_bf16(saved_h + row0 * r, hb, m * r);
+        h_op = hb;
+      }
+      dup_plan(m).run(g_op, h_op, dup_part.get() + c * N * r);
+    }
+    const void* gh_op = nullptr;
+    if (want_gh) {
+      float* gh = scratch<float>(1, m * r);  // (m, r)
+      gh_plan(m).run(g_op, sb_op.data(), gh);
+      gh_op = gh;
+      if (t == DType::kBf16) {
+        bf16* ghb = scratch<bf16>(4, m * r);
+        cpu::to_bf16(gh, ghb, m * r);
+        gh_op = ghb;
+      }
+    }
+    if (want_a) da_plan(m).run(gh_op, rows, da_part.get() + c * r * K);
+    if (want_w) dw_plan(m).run(g_op, rows, dw_part.get() + c * N * K);
+    if (want_x) {
+      float* drows = g.im2col ? scratch<float>(5, m * K) : dx + row0 * K;  // (m, K)
+      dx_plan(m).run(g_op, wd.plain.data(), drows);
+      if (r) dxa_plan(m).run(gh_op, a_op.data(), drows);
+      if (g.im2col) col2im_nhwc_accumulate(drows, g.conv, row0, m, dx);
+    }
+  }
+
+  // Sum the partials in chunk order.
+  auto reduce = [&](const std::shared_ptr<float>& part, int64_t len, float factor) {
+    std::vector<float> total(static_cast<size_t>(len), 0.0f);
+#pragma omp parallel for schedule(static) if (len * ch.count > 65536)
+    for (int64_t i = 0; i < len; ++i) {
+      float s = 0.0f;
+      for (int64_t c = 0; c < ch.count; ++c) s += part.get()[c * len + i];
+      total[i] = s * factor;
+    }
+    return total;
+  };
+  if (want_b) {
+    const std::vector<float> db = reduce(db_part, N, 1.0f);
+    float* gb = grad_buffer(L.bias);
+    for (int64_t o = 0; o < N; ++o) gb[o] += db[o];
+  }
+  if (want_up) {
+    const std::vector<float> du = reduce(dup_part, N * r, static_cast<float>(L.lora.scale));
+    float* gu = grad_buffer(L.lora.up);
+    for (int64_t i = 0; i < N * r; ++i) gu[i] += du[i];
+  }
+  if (want_a) add_from_patch_order(reduce(da_part, r * K, 1.0f).data(), L.lora.down);
+  if (want_w) add_from_patch_order(reduce(dw_part, N * K, 1.0f).data(), L.weight);
+}
+
+// ---- the double reference: whole matrices, Eigen ----
+
+namespace {
+using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+MatD rows_of(const Layer<double>& L) {
+  const Geometry& g = L.g;
+  MatD X(g.rows, g.k);
+  if (g.im2col)
+    im2col_nhwc(L.x.data(), g.conv, 0, g.rows, X.data());
+  else
+    std::memcpy(X.data(), L.x.data(), sizeof(double) * g.rows * g.k);
+  return X;
+}
+
+MatD patch_matrix(const TensorD& w, int64_t rows, int64_t cols) {
+  MatD m(rows, cols);
+  to_patch_order(w, m.data());
+  return m;
+}
+}  // namespace
+
+template <>
+void forward<double>(const Layer<double>& L, double* y, double* saved_h) {
+  const Geometry& g = L.g;
+  const MatD X = rows_of(L), W = patch_matrix(L.weight, g.n, g.k);
+  Eigen::Map<MatD> Y(y, g.rows, g.n);
+  Y.noalias() = X * W.transpose();
+  if (L.bias.defined()) Y.rowwise() += Eigen::Map<const Eigen::RowVectorXd>(L.bias.data(), g.n);
+  if (!L.lora.defined()) return;
+  const int64_t r = L.lora.rank();
+  const MatD A = patch_matrix(L.lora.down, r, g.k);
+  const MatD H = X * A.transpose();
+  Y.noalias() += L.lora.scale * H * Eigen::Map<const MatD>(L.lora.up.data(), g.n, r).transpose();
+  if (saved_h) Eigen::Map<MatD>(saved_h, g.rows, r) = H;
+}
+
+template <>
+void backward<double>(const Layer<double>& L, const double* grad_y, const double* saved_h) {
+  const Geometry& g = L.g;
+  const Eigen::Map<const MatD> G(grad_y, g.rows, g.n);
+  const MatD X = rows_of(L), W = patch_matrix(L.weight, g.n, g.k);
+  if (needs_grad(L.bias)) Eigen::Map<Eigen::RowVectorXd>(grad_buffer(L.bias), g.n) += G.colwise().sum();
+  if (needs_grad(L.weight)) {
+    const MatD dW = G.transpose() * X;
+    add_from_patch_order(dW.data(), L.weight);
+  }
+  MatD dX;
+  if (needs_grad(L.x)) dX = G * W;
+  if (L.lora.defined()) {
+    const int64_t r = L.lora.rank();
+    const Eigen::Map<const MatD> H(saved_h, g.rows, r), B(L.lora.up.data(), g.n, r);
+    const MatD A = patch_matrix(L.lora.down, r, g.k);
+    if (needs_grad(L.lora.up)) Eigen::Map<MatD>(grad_buffer(L.lora.up), g.n, r) += L.lora.scale * G.transpose() * H;
+    const MatD Gh = L.lora.scale * G * B;
+    if (needs_grad(L.lora.down)) {
+      const MatD dA = Gh.transpose() * X;
+      add_from_patch_order(dA.data(), L.lora.down);
+    }
+    if (needs_grad(L.x)) dX.noalias() += Gh * A;
+  }
+  if (!needs_grad(L.x)) return;
+  double* dx = grad_buffer(L.x);
+  if (g.im2col)
+    col2im_nhwc_accumulate(dX.data(), g.conv, 0, g.rows, dx);
+  else
+    Eigen::Map<MatD>(dx, g.rows, g.k) += dX;
+}
+
+template ConvGeometry checked_nhwc_conv_geometry<float>(const char*, const Tensor&, const Tensor&, const Tensor&,
+                                                        const Conv2dOptions&);
+template ConvGeometry checked_nhwc_conv_geometry<double>(const char*, const TensorD&, const TensorD&, const TensorD&,
+                                                         const Conv2dOptions&);
+template void im2col_nhwc<float, float>(const float*, const ConvGeometry&, int64_t, int64_t, float*);
+template void im2col_nhwc<double, double>(const double*, const ConvGeometry&, int64_t, int64_t, double*);
+template void col2im_nhwc_accumulate<float>(const float*, const ConvGeometry&, int64_t, int64_t, float*);
+template void col2im_nhwc_accumulate<double>(const double*, const ConvGeometry&, int64_t, int64_t, double*);
+
+}  // namespace lcd::row_gemm

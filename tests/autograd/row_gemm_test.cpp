@@ -1,0 +1,300 @@
+// The float GEMM kernels (oneDNN matmul plans; linear, linear_lora, conv2d_nhwc, conv2d_nhwc_lora in fp32 and
+// bf16) against double references on many shapes: odd sizes, every batch the tools use, the UNet's and the
+// autoencoder's layer shapes. Tolerances are elementwise bounds from rounding-error analysis, scaled by the
+// same computation on absolute values (|y| ≤ Σ|x||w|): fp32 accumulation gives errors of a few units of
+// 2^-24 per term, bf16 operands at most 2^-8 per rounded operand (up to four roundings on a LoRA path). A
+// wrong weight, a missing term or a misplaced row is an O(1) error and fails by orders of magnitude.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+
+#include "autograd/cpu/bf16.h"
+#include "autograd/cpu/matmul.h"
+#include "autograd/cpu/precision.h"
+#include "autograd/gradcheck.h"
+#include "autograd/ops.h"
+#include "autograd/random.h"
+#include "autograd/threads.h"
+
+namespace lcd {
+namespace {
+
+constexpr double kFp32Tol = 3e-5;           // relative to the absolute-value result
+constexpr double kBf16Tol = 4.0 / 256.0;    // four bf16 roundings of 2^-8 each
+
+std::vector<Precision> precisions() {
+  std::vector<Precision> p{Precision::kFp32};
+  if (bf16_supported()) p.push_back(Precision::kBf16);
+  return p;
+}
+
+double tolerance(Precision p) { return p == Precision::kBf16 ? kBf16Tol : kFp32Tol; }
+
+// ---- the matmul engine ----
+
+struct MatCase {
+  int64_t m, k, n;
+  bool a_transposed, b_transposed, packed, accumulate, bias;
+};
+
+TEST(MatmulPlan, MatchesDoubleOnManyShapesAndLayouts) {
+  const std::vector<MatCase> cases = {
+      {1, 1, 1, false, false, false, false, false},  {7, 3, 5, false, true, false, true, true},
+      {33, 17, 64, true, false, false, false, true}, {256, 576, 64, false, true, true, false, true},
+      {100, 64, 512, false, true, true, true, false}, {16, 300, 16, true, false, false, true, false},
+      {64, 2304, 128, false, true, true, false, true}, {5, 16, 3, true, true, false, false, false},
+      {256, 64, 24, false, false, true, true, true},  {13, 1152, 7, true, false, false, false, false}};
+  Rng rng(5);
+  for (Precision p : precisions()) {
+    const cpu::DType t = p == Precision::kBf16 ? cpu::DType::kBf16 : cpu::DType::kF32;
+    for (const MatCase& c : cases) {
+      // Values exactly representable in the operand type, so the double reference sees the same operands.
+      auto values = [&](int64_t n) {
+        std::vector<float> v(n);
+        for (auto& x : v) x = static_cast<float>(rng.normal());
+        if (t == cpu::DType::kBf16)
+          for (auto& x : v) x = cpu::from_bf16(cpu::to_bf16(x));
+        return v;
+      };
+      const std::vector<float> a = values(c.m * c.k), b = values(c.k * c.n), bias = values(c.n), c0 = values(c.m * c.n);
+      // Storage orders: A (m, k) row-major or its transpose stored (k, m); likewise B.
+      auto a_at = [&](int64_t i, int64_t j) { return double(c.a_transposed ? a[j * c.m + i] : a[i * c.k + j]); };
+      auto b_at = [&](int64_t i, int64_t j) { return double(c.b_transposed ? b[j * c.k + i] : b[i * c.n + j]); };
+      auto store = [&](const std::vector<float>& v) {
+        std::vector<cpu::bf16> h(v.size());
+        cpu::to_bf16(v.data(), h.data(), static_cast<int64_t>(v.size()));
+        return h;
+      };
+      const std::vector<cpu::bf16> ah = store(a), bh = store(b);
+      const void* a_op = t == cpu::DType::kBf16 ? static_cast<const void*>(ah.data()) : a.data();
+      const void* b_op = t == cpu::DType::kBf16 ? static_cast<const void*>(bh.data()) : b.data();
+      const cpu::Layout la = c.a_transposed ? cpu::Layout::transposed(c.m, c.k, t) : cpu::Layout::row_major(c.m, c.k, t);
+      const cpu::Layout lb = c.b_transposed ? cpu::Layout::transposed(c.k, c.n, t) : cpu::Layout::row_major(c.k, c.n, t);
+      const cpu::MatmulSpec spec{la, lb, c.n, c.accumulate, c.bias};
+      std::vector<float> out = c0;
+      if (c.packed) {
+        const cpu::PackedMatrix pb(b.data(), cpu::Layout{c.k, c.n, c.b_transposed ? 1 : c.n, c.b_transposed ? c.k : 1,
+                                                          cpu::DType::kF32}, t);
+        cpu::MatmulPlan(spec, pb).run(a_op, nullptr, out.data(), c.bias ? bias.data() : nullptr);
+      } else {
+        cpu::MatmulPlan(spec).run(a_op, b_op, out.data(), c.bias ? bias.data() : nullptr);
+      }
+      for (int64_t i = 0; i < c.m; ++i)
+        for (int64_t j = 0; j < c.n; ++j) {
+          double ref = (c.accumulate ? c0[i * c.n + j] : 0.0) + (c.bias ? bias[j] : 0.0), abs = std::abs(ref);
+          for (int64_t q = 0; q < c.k; ++q) {
+            ref += a_at(i, q) * b_at(q, j);
+            abs += std::abs(a_at(i, q) * b_at(q, j));
+          }
+          ASSERT_NEAR(out[i * c.n + j], ref, kFp32Tol * abs + 1e-30)
+              << precision_name(p) << " m" << c.m << " k" << c.k << " n" << c.n << " at (" << i << ", " << j << ")";
+        }
+    }
+  }
+}
+
+// ---- the layer ops ----
+
+// One op application: inputs in double (the reference) or float (the kernels), output and every gradient of
+// sum(y ⊙ probe), all returned in double.
+using OpD = std::function<TensorD(const std::vector<TensorD>&, double)>;
+using OpF = std::function<Tensor(const std::vector<Tensor>&, double)>;
+
+struct Run {
+  TensorD y;
+  std::vector<TensorD> grads;
+};
+
+template <typename T, typename Op>
+Run run(const Op& op, const std::vector<TensorD>& inputs, const TensorD& probe, double scale) {
+  std::vector<TensorT<T>> in;
+  for (const TensorD& x : inputs) {
+    if (!x.defined()) {
+      in.emplace_back();
+      continue;
+    }
+    TensorT<T> t = cast<T>(x);
+    t.set_requires_grad(true);
+    in.push_back(t);
+  }
+  TensorT<T> y = op(in, scale);
+  sum(mul(y, cast<T>(probe))).backward();
+  Run r{cast<double>(y.detach()), {}};
+  for (const auto& t : in) r.grads.push_back(t.defined() ? cast<double>(t.grad()) : TensorD());
+  return r;
+}
+
+std::vector<TensorD> absolute(const std::vector<TensorD>& xs) {
+  std::vector<TensorD> out;
+  for (const TensorD& x : xs) {
+    if (!x.defined()) {
+      out.emplace_back();
+      continue;
+    }
+    TensorD a = x.clone();
+    for (int64_t i = 0; i < a.numel(); ++i) a.data()[i] = std::abs(a.data()[i]);
+    out.push_back(a);
+  }
+  return out;
+}
+
+// Compares the float op (each precision) with the double op on `inputs`, elementwise within
+// tolerance · (the double op on absolute values) + a floor far below any real error.
+void expect_matches_reference(const OpD& op_d, const OpF& op_f, const std::vector<TensorD>& inputs,
+                              const Shape& out_shape, double scale, const std::string& label) {
+  const TensorD probe = random_tensor(out_shape, 99, false);
+  const Run ref = run<double>(op_d, inputs, probe, scale);
+  const Run bound = run<double>(op_d, absolute(inputs), absolute({probe})[0], std::abs(scale));
+  const char* names[] = {"x", "weight", "bias", "down", "up"};
+  for (Precision p : precisions()) {
+    PrecisionGuard guard(p);
+    const Run got = run<float>(op_f, inputs, probe, scale);
+    auto compare = [&](const TensorD& a, const TensorD& b, const TensorD& abs, const std::string& what) {
+      ASSERT_EQ(a.shape(), b.shape()) << label << " " << what;
+      for (int64_t i = 0; i < a.numel(); ++i)
+        ASSERT_NEAR(a.data()[i], b.data()[i], tolerance(p) * abs.data()[i] + 1e-9)
+            << label << ", " << precision_name(p) << ", " << what << " element " << i << " of " << a.shape().str();
+    };
+    compare(got.y, ref.y, bound.y, "output");
+    for (size_t i = 0; i < inputs.size(); ++i)
+      if (inputs[i].defined()) compare(got.grads[i], ref.grads[i], bound.grads[i], std::string("gradient of ") + names[i]);
+  }
+}
+
+struct LinearCase {
+  int64_t rows, in, out, rank;
+  bool bias;
+};
+
+TEST(RowGemmKernels, LinearAndLinearLoraMatchDouble) {
+  const std::vector<LinearCase> cases = {{1, 1, 1, 0, true},     {7, 3, 5, 1, false},     {33, 17, 64, 2, true},
+                                         {300, 64, 130, 16, true}, {4096, 64, 512, 16, false}, {257, 256, 64, 16, true},
+                                         {64, 256, 128, 4, true},  {2048, 64, 64, 0, false}};
+  uint64_t seed = 1000;
+  for (const LinearCase& c : cases) {
+    std::vector<TensorD> in = {random_tensor({c.rows, c.in}, seed++, false), random_tensor({c.out, c.in}, seed++, false),
+                               c.bias ? random_tensor({c.out}, seed++, false) : TensorD()};
+    const std::string label = "linear rows " + std::to_string(c.rows) + " in " + std::to_string(c.in) + " out " +
+                              std::to_string(c.out) + " rank " + std::to_string(c.rank);
+    if (c.rank == 0) {
+      expect_matches_reference([](const std::vector<TensorD>& x, double) { return linear(x[0], x[1], x[2]); },
+                               [](const std::vector<Tensor>& x, double) { return linear(x[0], x[1], x[2]); }, in,
+                               {c.rows, c.out}, 1.0, label);
+      continue;
+    }
+    in.push_back(random_tensor({c.rank, c.in}, seed++, false));
+    in.push_back(random_tensor({c.out, c.rank}, seed++, false));
+    expect_matches_reference(
+        [](const std::vector<TensorD>& x, double s) { return linear_lora(x[0], x[1], x[2], x[3], x[4], s); },
+        [](const std::vector<Tensor>& x, double s) { return linear_lora(x[0], x[1], x[2], x[3], x[4], s); }, in,
+        {c.rows, c.out}, -0.75, label);
+  }
+}
+
+struct ConvCase {
+  int64_t n, h, w, cin, cout, k;
+  Conv2dOptions o;
+  int64_t rank;
+};
+
+std::vector<ConvCase> conv_cases() {
+  return {
+      {1, 1, 1, 1, 1, 1, {1, 0}, 0},        {3, 5, 7, 4, 6, 3, {1, 1}, 2},      {2, 8, 8, 64, 64, 3, {2, 0, 1}, 16},
+      {32, 8, 8, 64, 64, 3, {1, 1}, 16},    {64, 4, 4, 256, 128, 3, {1, 1}, 16}, {128, 8, 8, 4, 64, 3, {1, 1}, 0},
+      {2, 32, 32, 32, 1, 3, {1, 1}, 0},      {64, 8, 8, 192, 64, 1, {1, 0}, 16}, {5, 6, 5, 3, 7, 3, {2, 1}, 3},
+      {1, 9, 9, 8, 4, 1, {2, 0}, 1},
+  };
+}
+
+TEST(RowGemmKernels, Conv2dNhwcAndLoraMatchDouble) {
+  uint64_t seed = 2000;
+  for (const ConvCase& c : conv_cases()) {
+    const int64_t ho = (c.h + 2 * c.o.padding + c.o.extra_pad_end - c.k) / c.o.stride + 1;
+    const int64_t wo = (c.w + 2 * c.o.padding + c.o.extra_pad_end - c.k) / c.o.stride + 1;
+    std::vector<TensorD> in = {random_tensor({c.n, c.h, c.w, c.cin}, seed++, false),
+                               random_tensor({c.cout, c.cin, c.k, c.k}, seed++, false),
+                               random_tensor({c.cout}, seed++, false)};
+    const std::string label = "conv n" + std::to_string(c.n) + " " + std::to_string(c.h) + "x" + std::to_string(c.w) +
+                              " cin " + std::to_string(c.cin) + " cout " + std::to_string(c.cout) + " k" +
+                              std::to_string(c.k) + " stride " + std::to_string(c.o.stride) + " rank " +
+                              std::to_string(c.rank);
+    const Conv2dOptions o = c.o;
+    if (c.rank == 0) {
+      expect_matches_reference([o](const std::vector<TensorD>& x, double) { return conv2d_nhwc(x[0], x[1], x[2], o); },
+                               [o](const std::vector<Tensor>& x, double) { return conv2d_nhwc(x[0], x[1], x[2], o); },
+                               in, {c.n, ho, wo, c.cout}, 1.0, label);
+      continue;
+    }
+    in.push_back(random_tensor({c.rank, c.cin, c.k, c.k}, seed++, false));
+    in.push_back(random_tensor({c.cout, c.rank, 1, 1}, seed++, false));
+    expect_matches_reference(
+        [o](const std::vector<TensorD>& x, double s) { return conv2d_nhwc_lora(x[0], x[1], x[2], x[3], x[4], s, o); },
+        [o](const std::vector<Tensor>& x, double s) { return conv2d_nhwc_lora(x[0], x[1], x[2], x[3], x[4], s, o); },
+        in, {c.n, ho, wo, c.cout}, 0.6, label);
+  }
+}
+
+// The double channels-last path against the independent NCHW conv2d (im2col in channel-major order).
+TEST(RowGemmKernels, Conv2dNhwcEqualsNchwConvInDouble) {
+  uint64_t seed = 3000;
+  for (const ConvCase& c : conv_cases()) {
+    if (c.n * c.h * c.w * c.cin > 200000) continue;
+    const TensorD x = random_tensor({c.n, c.h, c.w, c.cin}, seed++, false);
+    const TensorD w = random_tensor({c.cout, c.cin, c.k, c.k}, seed++, false);
+    const TensorD b = random_tensor({c.cout}, seed++, false);
+    const TensorD a = random_tensor({2, c.cin, c.k, c.k}, seed++, false);
+    const TensorD up = random_tensor({c.cout, 2, 1, 1}, seed++, false);
+    TensorD mine = conv2d_nhwc_lora(x, w, b, a, up, 0.3, c.o);
+    TensorD theirs = permute(conv2d_lora(permute(x, {0, 3, 1, 2}), w, b, a, up, 0.3, c.o), {0, 2, 3, 1});
+    ASSERT_EQ(mine.shape(), theirs.shape());
+    for (int64_t i = 0; i < mine.numel(); ++i) ASSERT_NEAR(mine.data()[i], theirs.data()[i], 1e-12 * (1 + std::abs(theirs.data()[i])));
+  }
+}
+
+// Chunks depend on the shapes only, and weight gradients are summed per chunk in order: one and two threads
+// give bit-identical results, in every precision.
+TEST(RowGemmKernels, ResultsDoNotDependOnTheThreadCount) {
+  Rng rng(7);
+  const Tensor x0 = rng.normal_tensor({32, 8, 8, 64}), w = rng.normal_tensor({64, 64, 3, 3}), b = rng.normal_tensor({64});
+  const Tensor a0 = rng.normal_tensor({16, 64, 3, 3}), up0 = rng.normal_tensor({64, 16, 1, 1});
+  const int saved = num_threads();
+  for (Precision p : precisions()) {
+    PrecisionGuard guard(p);
+    std::vector<std::vector<float>> results;
+    for (int threads : {1, 2, 1}) {
+      set_num_threads(threads);
+      Tensor x = x0.clone(), a = a0.clone(), up = up0.clone();
+      for (Tensor* t : {&x, &a, &up}) t->set_requires_grad(true);
+      Tensor y = conv2d_nhwc_lora(x, w, b, a, up, 0.5, Conv2dOptions{1, 1});
+      sum(mul(y, y)).backward();
+      std::vector<float> all(y.data(), y.data() + y.numel());
+      for (Tensor* t : {&x, &a, &up}) all.insert(all.end(), t->grad().data(), t->grad().data() + t->numel());
+      results.push_back(all);
+    }
+    EXPECT_EQ(results[0], results[1]) << precision_name(p);
+    EXPECT_EQ(results[0], results[2]) << precision_name(p);
+  }
+  set_num_threads(saved);
+}
+
+// A frozen weight is packed once and the pack follows its values: writing the weight (non-const data())
+// invalidates it.
+TEST(RowGemmKernels, PackedWeightsFollowWritesToTheWeight) {
+  Rng rng(8);
+  Tensor x = rng.normal_tensor({4, 5, 5, 8}), w = rng.normal_tensor({6, 8, 3, 3});
+  w.impl()->packable = true;  // as a module parameter
+  const Tensor before = conv2d_nhwc(x, w, Tensor(), Conv2dOptions{1, 1});
+  for (int64_t i = 0; i < w.numel(); ++i) w.data()[i] *= 2.0f;
+  const Tensor after = conv2d_nhwc(x, w, Tensor(), Conv2dOptions{1, 1});
+  for (int64_t i = 0; i < after.numel(); ++i) ASSERT_NEAR(after.data()[i], 2.0f * before.data()[i], 1e-4f * (1 + std::abs(after.data()[i])));
+  // A tensor that is not a module parameter (an EMA copy written through another alias) is never packed.
+  Tensor alias = Tensor::from_storage(w.shape(), w.storage());
+  const Tensor third = conv2d_nhwc(x, alias, Tensor(), Conv2dOptions{1, 1});
+  for (int64_t i = 0; i < w.numel(); ++i) w.storage().get()[i] *= 0.5f;  // behind the alias's back
+  const Tensor fourth = conv2d_nhwc(x, alias, Tensor(), Conv2dOptions{1, 1});
+  for (int64_t i = 0; i < fourth.numel(); ++i) ASSERT_NEAR(fourth.data()[i], 0.5f * third.data()[i], 1e-4f * (1 + std::abs(third.data()[i])));
+}
+
+}  // namespace
+}  // namespace lcd
