@@ -25,6 +25,8 @@ template <typename T> TensorT<T> abs(const TensorT<T>& x);
 template <typename T> TensorT<T> silu(const TensorT<T>& x);
 enum class GeluApproximation { kNone, kTanh };  // exact erf form, or the tanh form
 template <typename T> TensorT<T> gelu(const TensorT<T>& x, GeluApproximation approximation = GeluApproximation::kNone);
+// GEGLU on a (..., 2·inner) projection: first half · gelu(second half) → (..., inner), exact GELU
+template <typename T> TensorT<T> geglu(const TensorT<T>& projected);
 
 // ---- reductions ----
 template <typename T> TensorT<T> sum(const TensorT<T>& x, const std::vector<int>& axes, bool keepdim = false);
@@ -74,6 +76,10 @@ TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>&
 // x (N,C,...) with C divisible by groups
 template <typename T>
 TensorT<T> group_norm(const TensorT<T>& x, int groups, const TensorT<T>& gamma, const TensorT<T>& beta, double eps);
+// channels-last x (N, ..., C) with C divisible by groups, optionally followed by SiLU in the same pass
+template <typename T>
+TensorT<T> group_norm_nhwc(const TensorT<T>& x, int groups, const TensorT<T>& gamma, const TensorT<T>& beta, double eps,
+                           bool silu);
 // over the last axis
 template <typename T>
 TensorT<T> layer_norm(const TensorT<T>& x, const TensorT<T>& gamma, const TensorT<T>& beta, double eps);
@@ -90,6 +96,8 @@ template <typename T> std::vector<TensorT<T>> split(const TensorT<T>& x, const s
 template <typename T> std::vector<TensorT<T>> chunk(const TensorT<T>& x, int chunks, int axis);
 // (N,C,H,W) → (N,C,2H,2W), nearest neighbour
 template <typename T> TensorT<T> upsample_nearest2x(const TensorT<T>& x);
+// (N,H,W,C) → (N,2H,2W,C), nearest neighbour
+template <typename T> TensorT<T> upsample_nearest2x_nhwc(const TensorT<T>& x);
 // table (V,D), indices (n) → (n,D)
 template <typename T> TensorT<T> embedding(const TensorT<T>& table, const std::vector<int64_t>& indices);
 

@@ -44,6 +44,20 @@ TensorImpl<T>::~TensorImpl() {
 bool grad_enabled() { return g_grad_enabled; }
 NoGradGuard::NoGradGuard() : previous_(g_grad_enabled) { g_grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { g_grad_enabled = previous_; }
+GradModeGuard::GradModeGuard(bool enabled) : previous_(g_grad_enabled) { g_grad_enabled = enabled; }
+GradModeGuard::~GradModeGuard() { g_grad_enabled = previous_; }
+
+namespace {
+struct Redirect {
+  const float* base = nullptr;
+  int64_t size = 0;
+  float* target = nullptr;
+};
+thread_local Redirect g_redirect;
+}  // namespace
+
+GradientRedirect::GradientRedirect(const float* base, int64_t size, float* target) { g_redirect = {base, size, target}; }
+GradientRedirect::~GradientRedirect() { g_redirect = {}; }
 
 template <typename T>
 bool should_record(std::initializer_list<const TensorT<T>*> inputs) {
@@ -84,6 +98,12 @@ void record(TensorT<T>& output, const char* op_name, const std::vector<TensorT<T
 template <typename T>
 T* grad_buffer(const TensorT<T>& x) {
   auto& impl = *x.impl();
+  if constexpr (std::is_same_v<T, float>) {
+    if (g_redirect.target && impl.grad) {
+      const std::ptrdiff_t offset = impl.grad.get() - g_redirect.base;
+      if (offset >= 0 && offset < g_redirect.size) return g_redirect.target + offset;
+    }
+  }
   if (!impl.grad) impl.grad = allocate_storage<T>(impl.shape.numel(), true);
   return impl.grad.get();
 }

@@ -35,6 +35,29 @@ class NoGradGuard {
   bool previous_;
 };
 
+// Scoped grad mode set to a given value (worker threads take their caller's mode).
+class GradModeGuard {
+ public:
+  explicit GradModeGuard(bool enabled);
+  ~GradModeGuard();
+  GradModeGuard(const GradModeGuard&) = delete;
+  GradModeGuard& operator=(const GradModeGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// While alive on a thread, gradients that would accumulate into [base, base + size) (a flat gradient buffer,
+// autograd/flat_parameters.h) go to the same offsets of `target` instead: each part of a batch-parallel
+// backward (autograd/batch_parallel.h) gets a private buffer.
+class GradientRedirect {
+ public:
+  GradientRedirect(const float* base, int64_t size, float* target);
+  ~GradientRedirect();
+  GradientRedirect(const GradientRedirect&) = delete;
+  GradientRedirect& operator=(const GradientRedirect&) = delete;
+};
+
 // True when grad mode is on and x needs a gradient: the test every op's backward uses to skip work.
 template <typename T>
 inline bool needs_grad(const TensorT<T>& x) {

@@ -25,7 +25,7 @@ struct TensorImpl {
   std::shared_ptr<Node<T>> node;   // the op that produced this tensor; null for leaves
   // Kernel-side copies of this tensor's values (packed GEMM weights, autograd/ops/row_gemm.cpp), kept only
   // for `packable` tensors (module parameters: written through their own data() or not at all) and valid
-  // while `version` is unchanged: every non-const data() access counts as a write and bumps it. Tensors
+  // while `version` is unchanged: every non-const data() access to them counts as a write and bumps it. Tensors
   // written through other aliases (flat optimiser buffers, EMA copies) are never packable.
   bool packable = false;
   uint64_t version = 0;
@@ -58,8 +58,8 @@ class TensorT {
   int ndim() const { return impl_->shape.rank(); }
   int64_t size(int axis) const { return impl_->shape.size(axis); }
   int64_t numel() const { return impl_->shape.numel(); }
-  T* data() {  // counts as a write: invalidates kernel-side copies (TensorImpl::kernel_cache)
-    ++impl_->version;
+  T* data() {  // counts as a write to a packable tensor: invalidates its kernel-side copies (kernel_cache)
+    if (impl_->packable) ++impl_->version;  // only parameters, so activations in parallel loops never share a counter
     return impl_->data.get();
   }
   const T* data() const { return impl_->data.get(); }

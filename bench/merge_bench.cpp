@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
       ShapeOnlyGuard shapes_only;
       UNet2DConditionModel unet(UNetConfig::from_json(sd15, "sd15"));
       for (auto& [name, m] : lora_target_modules(unet, default_lora_targets())) {
-        const Shape w = dynamic_cast<Linear*>(m) ? dynamic_cast<Linear*>(m)->weight.shape() : dynamic_cast<Conv2d*>(m)->weight.shape();
+        const Shape w = m->lora_layer()->weight.shape();
         targets.emplace_back(name, w);
         full_delta_bytes += 4.0 * w.numel();
       }

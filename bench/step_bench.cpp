@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <functional>
 
+#include "autograd/cpu/precision.h"
 #include "autograd/errors.h"
 #include "autograd/flat_parameters.h"
 #include "autograd/ops.h"
@@ -46,7 +47,7 @@ double peak_rss_mib() {
 
 int main(int argc, char** argv) {
   return run_tool("bench_steps", [&] {
-    std::string which, model = "models/fmnist-ldm-v1", threads = "2", reps = "5", warmup = "1";
+    std::string which, model = "models/fmnist-ldm-v1", threads = "2", reps = "5", warmup = "1", precision = "fp32";
     ArgParser p("bench_steps", "--case NAME [options]",
                 "Times one lcdkit workload of the PyTorch comparison (see bench/pytorch/compare.sh).");
     p.option("--case", "NAME", "unet-fwd, diffusion-step, lcd-step, lcm4, ddim50, lcm4-latents or ddim50-latents", &which);
@@ -54,8 +55,12 @@ int main(int argc, char** argv) {
     p.option("--threads", "N", "threads", &threads);
     p.option("--reps", "R", "timed runs", &reps);
     p.option("--warmup", "W", "untimed runs first", &warmup);
+    p.option("--precision", "fp32|bf16", "GEMM operand precision (bf16 falls back to fp32 where unsupported)", &precision);
     if (!p.parse(argc, argv)) return 0;
     set_num_threads(parse_int("--threads", threads));
+    std::string notice;
+    set_compute_precision(resolve_precision(parse_precision(precision, "--precision"), &notice));
+    if (!notice.empty()) std::fprintf(stderr, "bench_steps: %s\n", notice.c_str());
 
     auto unet = load_unet((fs::path(model) / "unet").string());
     const Tensor table = load_cond_embeddings(model);

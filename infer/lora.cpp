@@ -34,33 +34,17 @@ Tensor lora_delta(const LoraFactors& f, double weight, const Shape& base_shape) 
 namespace {
 
 // The Linear or Conv2d that `name` refers to, after checking the factors fit it.
-struct Target {
-  Linear* linear = nullptr;
-  Conv2d* conv = nullptr;
-};
-
-Target find_target(const std::map<std::string, Module*>& modules, const std::string& name, const LoraFactors& f) {
+LoraLayer* find_target(const std::map<std::string, Module*>& modules, const std::string& name, const LoraFactors& f) {
   auto it = modules.find(name);
   if (it == modules.end()) throw FormatError("adapter module \"" + name + "\" matches no module of the model");
-  Target t{dynamic_cast<Linear*>(it->second), dynamic_cast<Conv2d*>(it->second)};
-  const int64_t r = f.down.size(0);
-  auto mismatch = [&](const std::string& expected) {
-    return FormatError("adapter module \"" + name + "\": down " + f.down.shape().str() + " and up " +
-                       f.up.shape().str() + " do not fit " + expected);
-  };
-  if (t.linear) {
-    if (f.down.ndim() != 2 || f.up.ndim() != 2 || f.down.size(1) != t.linear->in_features ||
-        f.up.size(0) != t.linear->out_features || f.up.size(1) != r)
-      throw mismatch("Linear " + t.linear->weight.shape().str());
-  } else if (t.conv) {
-    const Shape& w = t.conv->weight.shape();
-    if (f.down.ndim() != 4 || f.up.ndim() != 4 || f.down.size(1) != w[1] || f.down.size(2) != w[2] ||
-        f.down.size(3) != w[3] || f.up.size(0) != w[0] || f.up.size(1) != r || f.up.size(2) != 1 || f.up.size(3) != 1)
-      throw mismatch("Conv2d " + w.str());
-  } else {
-    throw FormatError("adapter module \"" + name + "\" is not a Linear or Conv2d layer");
-  }
-  return t;
+  LoraLayer* layer = it->second->lora_layer();
+  if (!layer) throw FormatError("adapter module \"" + name + "\" is not a Linear or Conv2d layer");
+  const int64_t r = f.down.ndim() ? f.down.size(0) : 0;
+  if (r < 1) throw FormatError("adapter module \"" + name + "\" has rank 0 (down " + f.down.shape().str() + ")");
+  if (f.down.shape() != layer->lora_down_shape(r) || f.up.shape() != layer->lora_up_shape(r))
+    throw FormatError("adapter module \"" + name + "\": down " + f.down.shape().str() + " and up " + f.up.shape().str() +
+                      " do not fit " + layer->kind() + " " + layer->weight.shape().str());
+  return layer;
 }
 
 std::map<std::string, Module*> module_map(Module& model) {
@@ -73,25 +57,22 @@ std::map<std::string, Module*> module_map(Module& model) {
 
 void attach_lora(Module& model, const LoraAdapter& adapter, double weight) {
   auto modules = module_map(model);
-  std::vector<std::pair<Target, LoraBranch>> pending;  // validate everything before changing anything
+  std::vector<std::pair<LoraLayer*, LoraBranch>> pending;  // validate everything before changing anything
   for (const auto& [name, f] : adapter.modules)
     pending.emplace_back(find_target(modules, name, f), LoraBranch{f.down, f.up, lora_scale(weight, f.alpha, f.rank())});
-  for (auto& [t, branch] : pending) (t.linear ? t.linear->lora : t.conv->lora).push_back(branch);
+  for (auto& [layer, branch] : pending) layer->lora.push_back(branch);
 }
 
 void detach_lora(Module& model) {
-  for (auto& [name, mod] : model.named_modules()) {
-    if (auto* l = dynamic_cast<Linear*>(mod)) l->lora.clear();
-    if (auto* c = dynamic_cast<Conv2d*>(mod)) c->lora.clear();
-  }
+  for (auto& [name, mod] : model.named_modules())
+    if (LoraLayer* layer = mod->lora_layer()) layer->lora.clear();
 }
 
 void merge_lora(Module& model, const LoraAdapter& adapter, double weight) {
   auto modules = module_map(model);
   std::vector<std::pair<Tensor, Tensor>> updates;
   for (const auto& [name, f] : adapter.modules) {
-    Target t = find_target(modules, name, f);
-    Tensor& w = t.linear ? t.linear->weight : t.conv->weight;
+    Tensor& w = find_target(modules, name, f)->weight;
     updates.emplace_back(w, lora_delta(f, weight, w.shape()));
   }
   for (auto& [w, delta] : updates)
@@ -101,7 +82,7 @@ void merge_lora(Module& model, const LoraAdapter& adapter, double weight) {
 std::vector<std::pair<std::string, Module*>> lora_target_modules(Module& model, const std::vector<std::string>& targets) {
   std::vector<std::pair<std::string, Module*>> out;
   for (auto& [name, mod] : model.named_modules()) {
-    if (!dynamic_cast<Linear*>(mod) && !dynamic_cast<Conv2d*>(mod)) continue;
+    if (!mod->lora_layer()) continue;
     for (const auto& suffix : targets)
       if (name == suffix || (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0 &&
                              name[name.size() - suffix.size() - 1] == '.')) {

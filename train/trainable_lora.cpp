@@ -8,25 +8,12 @@
 
 namespace lcd {
 
-static std::vector<LoraBranch>* branches_of(Module* m) {
-  if (auto* l = dynamic_cast<Linear*>(m)) return &l->lora;
-  if (auto* c = dynamic_cast<Conv2d*>(m)) return &c->lora;
-  return nullptr;
-}
-
 TrainableLora::TrainableLora(Module& model, const LoraSettings& s, Rng& rng) {
   if (s.rank < 1) throw ConfigError("lora.rank must be at least 1, got " + std::to_string(s.rank));
   std::vector<std::tuple<std::string, Tensor, Tensor, double>> factors;
   for (auto& [name, m] : lora_target_modules(model, s.targets)) {
-    Tensor down, up;
-    if (auto* l = dynamic_cast<Linear*>(m)) {
-      down = Tensor::empty({s.rank, l->in_features});
-      up = Tensor::zeros({l->out_features, s.rank});
-    } else {
-      auto* c = dynamic_cast<Conv2d*>(m);
-      down = Tensor::empty({s.rank, c->in_channels, c->kernel, c->kernel});
-      up = Tensor::zeros({c->out_channels, s.rank, 1, 1});
-    }
+    const LoraLayer* layer = m->lora_layer();
+    Tensor down = Tensor::empty(layer->lora_down_shape(s.rank)), up = Tensor::zeros(layer->lora_up_shape(s.rank));
     // kaiming_uniform_(a=√5): bound = √(6 / ((1 + a²) fan_in)) = 1/√fan_in
     const double bound = 1.0 / std::sqrt(static_cast<double>(down.numel() / s.rank));
     for (int64_t i = 0; i < down.numel(); ++i) down.data()[i] = static_cast<float>((2.0 * rng.uniform() - 1.0) * bound);
@@ -48,7 +35,8 @@ void TrainableLora::build(Module& model, const std::vector<std::tuple<std::strin
   std::vector<std::pair<std::string, Tensor>> params;
   for (const auto& [name, down, up, alpha] : factors) {
     auto it = modules.find(name);
-    std::vector<LoraBranch>* branches = it == modules.end() ? nullptr : branches_of(it->second);
+    LoraLayer* layer = it == modules.end() ? nullptr : it->second->lora_layer();
+    std::vector<LoraBranch>* branches = layer ? &layer->lora : nullptr;
     if (!branches) throw FormatError("LoRA module \"" + name + "\" matches no Linear or Conv2d of the UNet");
     // Validate shapes through the inference path's checks.
     LoraAdapter probe;

@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <array>
 #include <vector>
 
@@ -97,12 +98,12 @@ struct MatmulPlan::Impl {
   size_t scratch_bytes = 0;
   std::string kernel;
   // Per thread: memory objects whose data handles are re-pointed at every run (no allocation in the loop).
+  // Kept in a thread_local table keyed by the plan, since OpenMP thread numbers repeat across the teams of
+  // nested regions (batch_parallel.h runs whole parts of a batch inside an outer region).
   struct ThreadState {
-    bool ready = false;
     dnnl::stream stream;
     dnnl::memory src, weights, dst, bias, scratch;
   };
-  mutable std::vector<ThreadState> threads;
 };
 
 namespace {
@@ -147,7 +148,6 @@ std::shared_ptr<const MatmulPlan::Impl> make_plan(const MatmulSpec& s, bool pack
   impl->prim = dnnl::matmul(impl->pd);
   impl->scratch_bytes = impl->pd.scratchpad_desc().get_size();
   impl->kernel = impl->pd.impl_info_str();
-  impl->threads.resize(std::max(omp_get_max_threads(), omp_get_num_procs()));
   cache.emplace(key, impl);
   return impl;
 }
@@ -167,17 +167,16 @@ const char* MatmulPlan::kernel() const { return impl_ ? impl_->kernel.c_str() : 
 
 void MatmulPlan::run(const void* a, const void* b, float* c, const float* bias) const {
   const Impl& p = *impl_;
-  const int t = omp_get_thread_num();
-  Impl::ThreadState local;
-  Impl::ThreadState& st = t < static_cast<int>(p.threads.size()) ? p.threads[t] : local;
-  if (!st.ready) {
+  thread_local std::unordered_map<const Impl*, Impl::ThreadState> states;  // plans live as long as the process
+  auto [it, fresh] = states.try_emplace(&p);
+  Impl::ThreadState& st = it->second;
+  if (fresh) {
     st.stream = dnnl::stream(engine());
     st.src = dnnl::memory(p.pd.src_desc(), engine(), DNNL_MEMORY_NONE);
     st.weights = dnnl::memory(p.pd.weights_desc(), engine(), DNNL_MEMORY_NONE);
     st.dst = dnnl::memory(p.pd.dst_desc(), engine(), DNNL_MEMORY_NONE);
     if (p.pd.bias_desc().get_size()) st.bias = dnnl::memory(p.pd.bias_desc(), engine(), DNNL_MEMORY_NONE);
     st.scratch = dnnl::memory(p.pd.scratchpad_desc(), engine(), DNNL_MEMORY_NONE);
-    st.ready = true;
   }
   dnnl_stream_t stream = st.stream.get();
   check(dnnl_memory_set_data_handle_v2(st.src.get(), const_cast<void*>(a), stream), "src handle");

@@ -3,7 +3,9 @@
 //   S = scale · Q_h K_hᵀ (Lq, Lk),  P = softmax_rows(S),  O_h = P V_h.
 // Backward: ∂V_h = Pᵀ G_h, ∂P = G_h V_hᵀ, ∂S = P ⊙ (∂P − rowsum(∂P ⊙ P)), ∂Q_h = scale ∂S K_h,
 // ∂K_h = scale ∂Sᵀ Q_h. P is saved (B·heads·Lq·Lk values); Q, K, V are kept by reference.
+// Float runs a fused packet kernel forward (below); double keeps the plain Eigen form as the reference.
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "autograd/errors.h"
@@ -12,6 +14,7 @@
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
 #include "autograd/ops/kernels.h"
+#include "autograd/ops/vector_math.h"
 
 namespace lcd {
 LCD_DIFFERENTIABLE_OP(attention);
@@ -31,6 +34,7 @@ struct AttentionDims {
 };
 }  // namespace
 
+// The reference forward (double): Eigen products per (b, h) and softmax_rows.
 template <typename T>
 static TensorT<T> attention_forward(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>& v,
                                     const AttentionDims& a, TensorT<T>* probs_out) {
@@ -46,8 +50,6 @@ static TensorT<T> attention_forward(const TensorT<T>& q, const TensorT<T>& k, co
   const T scale = static_cast<T>(a.scale);
 #pragma omp parallel if (a.batch * a.heads > 1)
   {
-  // 64-byte aligned like every tensor buffer: Eigen's vectorised exp treats unaligned leading elements
-  // differently, so an unaligned scratch would make results depend on heap history.
   std::vector<T, Eigen::aligned_allocator<T>> scratch(pp ? 0 : a.lq * a.lk);
 #pragma omp for schedule(static)
   for (int64_t bh = 0; bh < a.batch * a.heads; ++bh) {
@@ -61,6 +63,81 @@ static TensorT<T> attention_forward(const TensorT<T>& q, const TensorT<T>& k, co
     softmax_rows(p, p, a.lq, a.lk);
     HeadMap<T>(op + b * a.lq * a.cv + h * a.dv, a.lq, a.dv, Eigen::OuterStride<>(a.cv)).noalias() = pm * vh;
   }
+  }
+  if (probs_out) *probs_out = probs;
+  return out;
+}
+
+// The float forward: one fused pass per (b, h), vectorised across queries: a packet holds the same key's
+// score for `lanes` consecutive queries, so the softmax over keys is plain packet arithmetic (max, exp, sum)
+// with no horizontal reduction, and the small head sizes of these models (d = 8 channels, 4 context tokens)
+// still fill every lane. Qᵀ of each block of queries is gathered once (zero-padded to whole packets), the
+// block's scores stay in an L1 buffer, and P leaves it only when backward needs it. Every element follows
+// the same arithmetic in a fixed order, so results do not depend on where buffers sit.
+template <>
+TensorT<float> attention_forward<float>(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionDims& a,
+                                        Tensor* probs_out) {
+  namespace ei = Eigen::internal;
+  using P = vector_math::FloatPacket;
+  constexpr int64_t lanes = vector_math::kLanes;
+  auto out = Tensor::empty({a.batch, a.lq, a.cv});
+  FlopCounter::add(2 * a.batch * a.heads * a.lq * a.lk * (a.d + a.dv));
+  Tensor probs = probs_out ? Tensor::empty({a.batch, a.heads, a.lq, a.lk}) : Tensor();
+  const int64_t blocks = (a.lq + lanes - 1) / lanes;
+  const float* qp = q.data();
+  const float* kp = k.data();
+  const float* vp = v.data();
+  float* op = out.data();
+  float* pp = probs_out ? probs.data() : nullptr;
+  const float scale = static_cast<float>(a.scale);
+#pragma omp parallel if (a.batch * a.heads * blocks > 1)
+  {
+    // Qᵀ (d, lanes), scores then probabilities (Lk, lanes), Oᵀ (dv, lanes)
+    std::vector<float, Eigen::aligned_allocator<float>> qt(a.d * lanes), sc(a.lk * lanes), ot(a.dv * lanes);
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t task = 0; task < a.batch * a.heads * blocks; ++task) {
+      const int64_t bh = task / blocks, i0 = (task % blocks) * lanes, rows = std::min(lanes, a.lq - i0);
+      const int64_t b = bh / a.heads, h = bh % a.heads;
+      const float* kh = kp + b * a.lk * a.c + h * a.d;    // (Lk, d), row stride C
+      const float* vh = vp + b * a.lk * a.cv + h * a.dv;  // (Lk, dv), row stride Cv
+      std::fill(qt.begin(), qt.end(), 0.0f);
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* qi = qp + (b * a.lq + i0 + r) * a.c + h * a.d;
+        for (int64_t c = 0; c < a.d; ++c) qt[c * lanes + r] = qi[c] * scale;
+      }
+      // S_j = scale · Q Kⱼᵀ for the block's queries, and the running max over keys
+      P m = ei::pset1<P>(-std::numeric_limits<float>::infinity());
+      for (int64_t j = 0; j < a.lk; ++j) {
+        P acc = ei::pset1<P>(0.0f);
+        for (int64_t c = 0; c < a.d; ++c) acc = ei::pmadd(ei::pload<P>(qt.data() + c * lanes), ei::pset1<P>(kh[j * a.c + c]), acc);
+        ei::pstore(sc.data() + j * lanes, acc);
+        m = ei::pmax(m, acc);
+      }
+      // P_j = exp(S_j − max) / Σ_j exp(S_j − max)
+      P total = ei::pset1<P>(0.0f);
+      for (int64_t j = 0; j < a.lk; ++j) {
+        const P e = ei::pexp(ei::psub(ei::pload<P>(sc.data() + j * lanes), m));
+        ei::pstore(sc.data() + j * lanes, e);
+        total = ei::padd(total, e);
+      }
+      const P inv = ei::pdiv(ei::pset1<P>(1.0f), total);
+      for (int64_t j = 0; j < a.lk; ++j) ei::pstore(sc.data() + j * lanes, ei::pmul(ei::pload<P>(sc.data() + j * lanes), inv));
+      if (pp)
+        for (int64_t r = 0; r < rows; ++r) {
+          float* prow = pp + (bh * a.lq + i0 + r) * a.lk;
+          for (int64_t j = 0; j < a.lk; ++j) prow[j] = sc[j * lanes + r];
+        }
+      // Oᵀ_c = Σ_j P_j V[j, c]
+      for (int64_t c = 0; c < a.dv; ++c) {
+        P acc = ei::pset1<P>(0.0f);
+        for (int64_t j = 0; j < a.lk; ++j) acc = ei::pmadd(ei::pload<P>(sc.data() + j * lanes), ei::pset1<P>(vh[j * a.cv + c]), acc);
+        ei::pstore(ot.data() + c * lanes, acc);
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        float* oi = op + (b * a.lq + i0 + r) * a.cv + h * a.dv;
+        for (int64_t c = 0; c < a.dv; ++c) oi[c] = ot[c * lanes + r];
+      }
+    }
   }
   if (probs_out) *probs_out = probs;
   return out;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 
 #include "autograd/cpu/bf16.h"
 #include "autograd/errors.h"
@@ -187,6 +188,8 @@ WeightOperand weight_operand(const Tensor& w, int64_t n, int64_t k, Use use, DTy
     out.plain = operand_of(p.data(), w.numel(), type);
     return out;
   }
+  static std::mutex mutex;  // batch-parallel parts pack the same weights concurrently on first use
+  std::lock_guard<std::mutex> lock(mutex);
   TensorImpl<float>& impl = *w.impl();
   auto cache = std::static_pointer_cast<PackedCache>(impl.kernel_cache);
   if (!cache || cache->version != impl.version) {

@@ -25,11 +25,12 @@ FmnistClassifier::FmnistClassifier()
 }
 
 Tensor FmnistClassifier::forward(const Tensor& x, Tensor* features) const {
-  Tensor h = silu(n1.forward(c1.forward(x)));   // (N, 32, 32, 32)
-  h = silu(n2.forward(c2.forward(h)));          // (N, 64, 16, 16)
-  h = silu(n3.forward(c3.forward(h)));          // (N, 64, 8, 8)
-  h = silu(n4.forward(c4.forward(h)));          // (N, 128, 4, 4)
-  Tensor f = silu(fc1.forward(reshape(h, std::vector<int64_t>{x.size(0), -1})));  // (N, 128)
+  Tensor h = n1.forward(c1.forward(permute(x, {0, 2, 3, 1})), true);  // (N, 32, 32, 32) channels-last
+  h = n2.forward(c2.forward(h), true);                                // (N, 16, 16, 64)
+  h = n3.forward(c3.forward(h), true);                                // (N, 8, 8, 64)
+  h = n4.forward(c4.forward(h), true);                                // (N, 4, 4, 128)
+  // fc1 was trained on NCHW-flattened features
+  Tensor f = silu(fc1.forward(reshape(permute(h, {0, 3, 1, 2}), std::vector<int64_t>{x.size(0), -1})));  // (N, 128)
   if (features) *features = f;
   return fc2.forward(f);
 }

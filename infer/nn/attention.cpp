@@ -24,10 +24,7 @@ Tensor Attention::forward(const Tensor& x, const Tensor& context) const {
 
 GEGLU::GEGLU(int64_t dim, int64_t inner) : proj(dim, 2 * inner) { register_module("proj", &proj); }
 
-Tensor GEGLU::forward(const Tensor& x) const {
-  auto parts = chunk(proj.forward(x), 2, -1);
-  return mul(parts[0], gelu(parts[1]));
-}
+Tensor GEGLU::forward(const Tensor& x) const { return geglu(proj.forward(x)); }  // (B, L, inner)
 
 FeedForward::FeedForward(int64_t dim, int mult) : geglu(dim, dim * mult), out(dim * mult, dim) {
   register_module("net.0", &geglu);
@@ -76,24 +73,20 @@ Transformer2DModel::Transformer2DModel(int heads, int64_t head_dim, int64_t chan
 }
 
 Tensor Transformer2DModel::forward(const Tensor& x, const Tensor& context) const {
-  const int64_t b = x.size(0), c = x.size(1), hgt = x.size(2), wid = x.size(3);
-  Tensor h = norm.forward(x);
-  // (B, C, H, W) → (B, H·W, inner), projecting before (conv) or after (linear) the layout change.
-  if (use_linear_projection) {
-    h = static_cast<const Linear&>(*proj_in).forward(reshape(permute(h, {0, 2, 3, 1}), Shape{b, hgt * wid, c}));
-  } else {
-    h = static_cast<const Conv2d&>(*proj_in).forward(h);
-    h = reshape(permute(h, {0, 2, 3, 1}), Shape{b, hgt * wid, h.size(1)});
-  }
+  const int64_t b = x.size(0), hgt = x.size(1), wid = x.size(2), c = x.size(3);
+  Tensor h = norm.forward(x);  // (B, H, W, C)
+  // Channels-last pixels are already the tokens: (B, H, W, C) and (B, H·W, C) share one layout, and a 1×1
+  // convolution is the linear projection of each token.
+  if (use_linear_projection)
+    h = static_cast<const Linear&>(*proj_in).forward(reshape(h, Shape{b, hgt * wid, c}));  // (B, H·W, inner)
+  else
+    h = reshape(static_cast<const Conv2d&>(*proj_in).forward(h), std::vector<int64_t>{b, hgt * wid, -1});  // (B, H·W, inner)
   for (size_t i = 0; i < transformer_blocks.size(); ++i) h = transformer_blocks[i].forward(h, context);
   const int64_t inner = h.size(2);
-  if (use_linear_projection) {
-    h = static_cast<const Linear&>(*proj_out).forward(h);
-    h = permute(reshape(h, Shape{b, hgt, wid, c}), {0, 3, 1, 2});
-  } else {
-    h = permute(reshape(h, Shape{b, hgt, wid, inner}), {0, 3, 1, 2});
-    h = static_cast<const Conv2d&>(*proj_out).forward(h);
-  }
+  if (use_linear_projection)
+    h = reshape(static_cast<const Linear&>(*proj_out).forward(h), Shape{b, hgt, wid, c});  // (B, H, W, C)
+  else
+    h = static_cast<const Conv2d&>(*proj_out).forward(reshape(h, Shape{b, hgt, wid, inner}));  // (B, H, W, C)
   return add(h, x);
 }
 
@@ -103,10 +96,10 @@ SpatialSelfAttention::SpatialSelfAttention(int64_t channels, int64_t head_dim, i
 }
 
 Tensor SpatialSelfAttention::forward(const Tensor& x) const {
-  const int64_t b = x.size(0), c = x.size(1), hgt = x.size(2), wid = x.size(3);
-  Tensor tokens = reshape(permute(group_norm.forward(x), {0, 2, 3, 1}), Shape{b, hgt * wid, c});
-  Tensor h = Attention::forward(tokens, Tensor());
-  return add(permute(reshape(h, Shape{b, hgt, wid, c}), {0, 3, 1, 2}), x);
+  const int64_t b = x.size(0), hgt = x.size(1), wid = x.size(2), c = x.size(3);
+  Tensor tokens = reshape(group_norm.forward(x), Shape{b, hgt * wid, c});  // (B, H·W, C)
+  Tensor h = Attention::forward(tokens, Tensor());                         // (B, H·W, C)
+  return add(reshape(h, Shape{b, hgt, wid, c}), x);
 }
 
 }  // namespace lcd

@@ -53,7 +53,7 @@ class Transformer2DModel : public Module {
  public:
   Transformer2DModel(int heads, int64_t head_dim, int64_t channels, int64_t cross_dim, int groups,
                      bool use_linear_projection);
-  // x (B, C, H, W), context (B, L, cross_dim) → (B, C, H, W), with the input added back (residual).
+  // x (B, H, W, C), context (B, L, cross_dim) → (B, H, W, C), with the input added back (residual).
   Tensor forward(const Tensor& x, const Tensor& context) const;
 
   bool use_linear_projection;
@@ -67,7 +67,7 @@ class Transformer2DModel : public Module {
 class SpatialSelfAttention : public Attention {
  public:
   SpatialSelfAttention(int64_t channels, int64_t head_dim, int groups, double eps);
-  Tensor forward(const Tensor& x) const;  // (B, C, H, W) → (B, C, H, W)
+  Tensor forward(const Tensor& x) const;  // (B, H, W, C) → (B, H, W, C)
   GroupNorm group_norm;
 };
 

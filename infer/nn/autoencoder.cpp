@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "autograd/batch_parallel.h"
 #include "autograd/errors.h"
 #include "infer/nn/config_check.h"
 
@@ -103,10 +104,10 @@ VaeEncoder::VaeEncoder(const AutoencoderConfig& c)
 }
 
 Tensor VaeEncoder::forward(const Tensor& x) const {
-  Tensor h = conv_in.forward(x);
+  Tensor h = conv_in.forward(x);  // (N, H, W, C0)
   for (size_t i = 0; i < down_blocks.size(); ++i) h = down_blocks[i].forward(h);
   h = mid_block.forward(h);
-  return conv_out.forward(silu(conv_norm_out.forward(h)));
+  return conv_out.forward(conv_norm_out.forward(h, true));  // (N, h, w, 2·latent)
 }
 
 VaeDecoder::VaeDecoder(const AutoencoderConfig& c)
@@ -129,9 +130,9 @@ VaeDecoder::VaeDecoder(const AutoencoderConfig& c)
 }
 
 Tensor VaeDecoder::forward(const Tensor& z) const {
-  Tensor h = mid_block.forward(conv_in.forward(z));
+  Tensor h = mid_block.forward(conv_in.forward(z));  // (N, h, w, C_last)
   for (size_t i = 0; i < up_blocks.size(); ++i) h = up_blocks[i].forward(h);
-  return conv_out.forward(silu(conv_norm_out.forward(h)));
+  return conv_out.forward(conv_norm_out.forward(h, true));  // (N, H, W, out)
 }
 
 Tensor DiagonalGaussian::sample(std::mt19937_64& rng) const {
@@ -162,7 +163,14 @@ DiagonalGaussian AutoencoderKL::encode(const Tensor& x) const {
   if (x.ndim() != 4 || x.size(1) != config.in_channels)
     throw ShapeError("AutoencoderKL: images " + x.shape().str() + " are not (N, " + std::to_string(config.in_channels) +
                      ", H, W)");
-  auto parts = chunk(quant_conv.forward(encoder.forward(x)), 2, 1);
+  // Channels-last inside (layers.h): NCHW images in, NCHW moments out; batch-parallel without a tape.
+  auto moments = [&](const Tensor& images) {
+    return permute(quant_conv.forward(encoder.forward(permute(images, {0, 2, 3, 1}))), {0, 3, 1, 2});
+  };
+  const Tensor m = grad_enabled() ? moments(x) : map_parts(x.size(0), [&](int64_t begin, int64_t count) {
+    return moments(slice(x, 0, begin, count));
+  });
+  auto parts = chunk(m, 2, 1);
   // clamp(logvar, −30, 20) without a clamp op: the bounds are never reached by trained models, and where
   // they would be we clamp in place on the forward value only.
   Tensor logvar = parts[1];
@@ -170,6 +178,12 @@ DiagonalGaussian AutoencoderKL::encode(const Tensor& x) const {
   return {parts[0], logvar};
 }
 
-Tensor AutoencoderKL::decode(const Tensor& z) const { return decoder.forward(post_quant_conv.forward(z)); }
+Tensor AutoencoderKL::decode(const Tensor& z) const {
+  auto images = [&](const Tensor& latents) {  // NCHW in and out
+    return permute(decoder.forward(post_quant_conv.forward(permute(latents, {0, 2, 3, 1}))), {0, 3, 1, 2});
+  };
+  if (grad_enabled()) return images(z);
+  return map_parts(z.size(0), [&](int64_t begin, int64_t count) { return images(slice(z, 0, begin, count)); });
+}
 
 }  // namespace lcd

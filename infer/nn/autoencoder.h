@@ -48,7 +48,7 @@ class VaeUpBlock : public Module {
 class VaeEncoder : public Module {
  public:
   explicit VaeEncoder(const AutoencoderConfig& c);
-  Tensor forward(const Tensor& x) const;  // (N, in, H, W) → (N, 2·latent, h, w)
+  Tensor forward(const Tensor& x) const;  // (N, H, W, in) → (N, h, w, 2·latent), channels-last
   Conv2d conv_in;
   ModuleList<VaeDownBlock> down_blocks;
   VaeMidBlock mid_block;
@@ -59,7 +59,7 @@ class VaeEncoder : public Module {
 class VaeDecoder : public Module {
  public:
   explicit VaeDecoder(const AutoencoderConfig& c);
-  Tensor forward(const Tensor& z) const;  // (N, latent, h, w) → (N, out, H, W)
+  Tensor forward(const Tensor& z) const;  // (N, h, w, latent) → (N, H, W, out), channels-last
   Conv2d conv_in;
   VaeMidBlock mid_block;
   ModuleList<VaeUpBlock> up_blocks;

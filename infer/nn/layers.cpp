@@ -9,9 +9,12 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias) : in_features(in), out_f
 }
 
 Tensor Linear::forward(const Tensor& x) const {
-  Tensor y = linear(x, weight, bias);
-  // The scale goes on the small up-weight (out × r) rather than on the activation.
-  for (const LoraBranch& b : lora) y = add(y, linear(linear(x, b.down, Tensor()), scale(b.up, b.scale), Tensor()));
+  // The first LoRA branch shares the base GEMM's pass over x (linear_lora); further ones run separately,
+  // with the scale on the small up-weight (out × r) rather than on the activation.
+  Tensor y = lora.empty() ? linear(x, weight, bias)
+                          : linear_lora(x, weight, bias, lora[0].down, lora[0].up, lora[0].scale);
+  for (size_t i = 1; i < lora.size(); ++i)
+    y = add(y, linear(linear(x, lora[i].down, Tensor()), scale(lora[i].up, lora[i].scale), Tensor()));
   return y;
 }
 
@@ -22,11 +25,11 @@ Conv2d::Conv2d(int64_t in, int64_t out, int k, int stride, int padding, bool wit
 }
 
 Tensor Conv2d::forward(const Tensor& x) const {
-  // The first LoRA branch shares the base convolution's columns (conv2d_lora); further ones run separately.
-  Tensor y = lora.empty() ? conv2d(x, weight, bias, options)
-                          : conv2d_lora(x, weight, bias, lora[0].down, lora[0].up, lora[0].scale, options);
+  // The first LoRA branch shares the base convolution's patches (conv2d_nhwc_lora); further ones run separately.
+  Tensor y = lora.empty() ? conv2d_nhwc(x, weight, bias, options)
+                          : conv2d_nhwc_lora(x, weight, bias, lora[0].down, lora[0].up, lora[0].scale, options);
   for (size_t i = 1; i < lora.size(); ++i)
-    y = add(y, conv2d(conv2d(x, lora[i].down, Tensor(), options), scale(lora[i].up, lora[i].scale), Tensor()));
+    y = add(y, conv2d_nhwc(conv2d_nhwc(x, lora[i].down, Tensor(), options), scale(lora[i].up, lora[i].scale), Tensor()));
   return y;
 }
 
@@ -36,7 +39,9 @@ GroupNorm::GroupNorm(int g, int64_t channels, double e) : groups(g), eps(e) {
   if (weight.data()) std::fill(weight.data(), weight.data() + channels, 1.0f);
 }
 
-Tensor GroupNorm::forward(const Tensor& x) const { return group_norm(x, groups, weight, bias, eps); }
+Tensor GroupNorm::forward(const Tensor& x, bool then_silu) const {
+  return group_norm_nhwc(x, groups, weight, bias, eps, then_silu);
+}
 
 LayerNorm::LayerNorm(int64_t dim, double e) : eps(e) {
   register_parameter("weight", &weight, {dim});

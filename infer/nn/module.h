@@ -11,6 +11,8 @@
 
 namespace lcd {
 
+class LoraLayer;
+
 class Module {
  public:
   Module() = default;
@@ -23,6 +25,9 @@ class Module {
   // Every module under this one (itself included, with name `prefix`).
   std::vector<std::pair<std::string, Module*>> named_modules(const std::string& prefix = "");
   int64_t parameter_count() const;
+  // This module as a layer LoRA can target (Linear, Conv2d), or null.
+  virtual LoraLayer* lora_layer() { return nullptr; }
+  virtual const LoraLayer* lora_layer() const { return nullptr; }
 
  protected:
   // Allocates a zero tensor of `shape` into `*slot` and registers it as `name`.

@@ -20,12 +20,12 @@ ResnetBlock2D::ResnetBlock2D(int64_t in, int64_t out, int64_t temb_channels, int
 }
 
 Tensor ResnetBlock2D::forward(const Tensor& x, const Tensor& temb) const {
-  Tensor h = conv1.forward(silu(norm1.forward(x)));
+  Tensor h = conv1.forward(norm1.forward(x, true));  // (N, H, W, out)
   if (time_emb_proj && temb.defined()) {
     Tensor t = time_emb_proj->forward(silu(temb));  // (N, out)
-    h = add(h, reshape(t, Shape{t.size(0), t.size(1), 1, 1}));
+    h = add(h, reshape(t, Shape{t.size(0), 1, 1, t.size(1)}));
   }
-  h = conv2.forward(silu(norm2.forward(h)));
+  h = conv2.forward(norm2.forward(h, true));  // (N, H, W, out)
   return add(conv_shortcut ? conv_shortcut->forward(x) : x, h);
 }
 
@@ -38,6 +38,6 @@ Tensor Downsample2D::forward(const Tensor& x) const { return conv.forward(x); }
 
 Upsample2D::Upsample2D(int64_t channels) : conv(channels, channels, 3, 1, 1) { register_module("conv", &conv); }
 
-Tensor Upsample2D::forward(const Tensor& x) const { return conv.forward(upsample_nearest2x(x)); }
+Tensor Upsample2D::forward(const Tensor& x) const { return conv.forward(upsample_nearest2x_nhwc(x)); }
 
 }  // namespace lcd

@@ -12,7 +12,7 @@ class ResnetBlock2D : public Module {
  public:
   // temb_channels 0: no time embedding (the autoencoder's blocks).
   ResnetBlock2D(int64_t in, int64_t out, int64_t temb_channels, int groups, double eps);
-  // x (N, in, H, W), temb (N, temb_channels) or undefined → (N, out, H, W):
+  // x (N, H, W, in), temb (N, temb_channels) or undefined → (N, H, W, out):
   //   h = conv1(silu(norm1(x))) + time_emb_proj(silu(temb)); h = conv2(silu(norm2(h))); out = shortcut(x) + h
   Tensor forward(const Tensor& x, const Tensor& temb) const;
 

@@ -1,6 +1,7 @@
 // UNet2DConditionModel: config parsing and the forward pass (see unet.h).
 #include "infer/nn/unet.h"
 
+#include "autograd/batch_parallel.h"
 #include "autograd/errors.h"
 #include "infer/nn/config_check.h"
 
@@ -131,15 +132,26 @@ Tensor UNet2DConditionModel::forward(const Tensor& sample, const std::vector<dou
   const int64_t levels = static_cast<int64_t>(config.block_out_channels.size()) - 1;
   if (sample.size(2) % (int64_t(1) << levels) || sample.size(3) % (int64_t(1) << levels))
     throw ShapeError("UNet: sample size " + sample.shape().str() + " is not divisible by 2^" + std::to_string(levels));
+  if (grad_enabled() || !splits_batch(sample.size(0))) return forward_unsplit(sample, timesteps, context);
+  return map_parts(sample.size(0), [&](int64_t begin, int64_t count) {
+    const std::vector<double> t(timesteps.begin() + begin, timesteps.begin() + begin + count);
+    return forward_unsplit(slice(sample, 0, begin, count), t, slice(context, 0, begin, count));
+  });
+}
+
+Tensor UNet2DConditionModel::forward_unsplit(const Tensor& sample, const std::vector<double>& timesteps,
+                                             const Tensor& context) const {
 
   Tensor temb = time_embedding.forward(
       timestep_features(timesteps, config.block_out_channels[0], config.flip_sin_to_cos, config.freq_shift));
-  Tensor h = conv_in.forward(sample);
+  // Channels-last inside (layers.h): (B, C, H, W) → (B, H, W, C) here and back at the end.
+  Tensor h = conv_in.forward(permute(sample, {0, 2, 3, 1}));  // (B, H, W, C0)
   std::vector<Tensor> skips{h};
   for (size_t i = 0; i < down_blocks.size(); ++i) h = down_blocks[i].forward(h, temb, context, &skips);
   h = mid_block->forward(h, temb, context);
   for (size_t i = 0; i < up_blocks.size(); ++i) h = up_blocks[i].forward(h, temb, context, &skips);
-  return conv_out.forward(silu(conv_norm_out.forward(h)));
+  h = conv_out.forward(conv_norm_out.forward(h, true));  // (B, H, W, out)
+  return permute(h, {0, 3, 1, 2});
 }
 
 }  // namespace lcd

@@ -32,6 +32,7 @@ class UNet2DConditionModel : public Module {
  public:
   explicit UNet2DConditionModel(const UNetConfig& config);
   // sample (B, C, H, W), timesteps (B) (may differ per sample), context (B, L, cross_attention_dim) → (B, out, H, W)
+  // Without a tape, large batches run batch-parallel (autograd/batch_parallel.h).
   Tensor forward(const Tensor& sample, const std::vector<double>& timesteps, const Tensor& context) const;
 
   UNetConfig config;
@@ -42,6 +43,9 @@ class UNet2DConditionModel : public Module {
   ModuleList<UpBlock> up_blocks;
   GroupNorm conv_norm_out;
   Conv2d conv_out;
+
+ private:
+  Tensor forward_unsplit(const Tensor& sample, const std::vector<double>& timesteps, const Tensor& context) const;
 };
 
 }  // namespace lcd

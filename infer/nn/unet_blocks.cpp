@@ -71,7 +71,7 @@ UpBlock::UpBlock(int64_t in, int64_t out, int64_t prev_out, int layers, bool wit
 
 Tensor UpBlock::forward(Tensor h, const Tensor& temb, const Tensor& context, std::vector<Tensor>* skips) const {
   for (size_t i = 0; i < resnets.size(); ++i) {
-    h = concat(std::vector<Tensor>{h, skips->back()}, 1);
+    h = concat(std::vector<Tensor>{h, skips->back()}, 3);  // channels-last: (N, H, W, C + C_skip)
     skips->pop_back();
     h = resnets[i].forward(h, temb);
     if (!attentions.empty()) h = attentions[i].forward(h, context);

@@ -181,7 +181,7 @@ int fold(const std::vector<std::string>& args) {
   auto unet = load_unet(unet_dir);
   std::set<std::string> names;
   for (auto& [name, m] : unet->named_modules())
-    if (dynamic_cast<Linear*>(m) || dynamic_cast<Conv2d*>(m)) names.insert(name);
+    if (m->lora_layer()) names.insert(name);
   size_t unmatched = 0;
   for (const auto& w : in.weighted) {
     LoraAdapter a = *w.adapter;
@@ -226,10 +226,7 @@ int extract(const std::vector<std::string>& args) {
   auto tuned_modules = t->named_modules();
   std::map<std::string, Module*> by_name(tuned_modules.begin(), tuned_modules.end());
   for (auto& [name, m] : lora_target_modules(*b, default_lora_targets())) {
-    const Tensor& wb = dynamic_cast<Linear*>(m) ? dynamic_cast<Linear*>(m)->weight : dynamic_cast<Conv2d*>(m)->weight;
-    Module* tm = by_name.at(name);
-    const Tensor& wt = dynamic_cast<Linear*>(tm) ? dynamic_cast<Linear*>(tm)->weight : dynamic_cast<Conv2d*>(tm)->weight;
-    weights.emplace_back(name, wb, wt);
+    weights.emplace_back(name, m->lora_layer()->weight, by_name.at(name)->lora_layer()->weight);
   }
   TruncationReport report;
   LoraAdapter a = extract_lora(weights, parse_int("--rank", rank), &report);

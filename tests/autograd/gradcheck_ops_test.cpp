@@ -172,6 +172,25 @@ GRADCHECK_TEST(conv2d_nhwc_lora) {
                           random_tensor({2, 3, 1, 1}, 342), random_tensor({5, 2, 1, 1}, 343)}, "1x1 no bias");
 }
 
+GRADCHECK_TEST(group_norm_nhwc) {
+  expect_gradients_match([](const V& x) { return group_norm_nhwc(x[0], 2, x[1], x[2], 1e-5, false); },
+                         {random_tensor({2, 3, 2, 4}, 350), random_tensor({4}, 351), random_tensor({4}, 352)}, "affine");
+  expect_gradients_match([](const V& x) { return group_norm_nhwc(x[0], 3, x[1], x[2], 1e-6, true); },
+                         {random_tensor({2, 5, 6}, 353), random_tensor({6}, 354), random_tensor({6}, 355)}, "with silu");
+  expect_gradients_match([](const V& x) { return group_norm_nhwc(x[0], 1, TensorD(), TensorD(), 1e-5, true); },
+                         {random_tensor({3, 2, 2, 2}, 356)}, "no affine, one group");
+}
+
+GRADCHECK_TEST(geglu) {
+  expect_gradients_match([](const V& x) { return geglu(x[0]); }, {random_tensor({2, 3, 8}, 357)}, "rows of 4");
+  expect_gradients_match([](const V& x) { return geglu(x[0]); }, {random_tensor({5, 38}, 358)}, "odd inner 19");
+}
+
+GRADCHECK_TEST(upsample_nearest2x_nhwc) {
+  expect_gradients_match([](const V& x) { return upsample_nearest2x_nhwc(x[0]); }, {random_tensor({2, 2, 3, 3}, 359)},
+                         "2x3 image, 3 channels");
+}
+
 GRADCHECK_TEST(attention) {
   expect_gradients_match([](const V& x) { return attention(x[0], x[1], x[2], 2); },
                          {random_tensor({2, 3, 4}, 49), random_tensor({2, 5, 4}, 50), random_tensor({2, 5, 6}, 51)},

@@ -1,0 +1,88 @@
+// Batch parallelism (see batch_parallel.h).
+#include "autograd/batch_parallel.h"
+
+#include <omp.h>
+
+#include <exception>
+#include <mutex>
+#include <vector>
+
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+
+namespace lcd {
+
+BatchParts batch_parts(int64_t batch) {
+  const int64_t count = std::clamp<int64_t>(batch / 16, 1, 8);
+  return {(batch + count - 1) / count, count};
+}
+
+bool splits_batch(int64_t batch) {
+  return batch_parts(batch).count > 1 && omp_get_max_threads() > 1 && !omp_in_parallel();
+}
+
+void for_each_part(int64_t batch, const std::function<void(int64_t, int64_t)>& fn) {
+  if (!splits_batch(batch)) {
+    fn(0, batch);
+    return;
+  }
+  const BatchParts p = batch_parts(batch);
+  const bool grad = grad_enabled();
+  std::exception_ptr error;
+  std::mutex mutex;
+  const int threads = static_cast<int>(std::min<int64_t>(omp_get_max_threads(), p.count));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t i = 0; i < p.count; ++i) {
+    GradModeGuard mode(grad);
+    try {
+      fn(i * p.size, std::min(p.size, batch - i * p.size));
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+Tensor map_parts(int64_t batch, const std::function<Tensor(int64_t, int64_t)>& f) {
+  NoGradGuard no_grad;
+  if (!splits_batch(batch)) return f(0, batch);
+  const BatchParts p = batch_parts(batch);
+  std::vector<Tensor> parts(p.count);
+  for_each_part(batch, [&](int64_t begin, int64_t count) { parts[begin / p.size] = f(begin, count); });
+  return concat(parts, 0);
+}
+
+double parallel_backward(FlatParameters& params, int64_t batch,
+                         const std::function<Tensor(int64_t, int64_t)>& part_loss) {
+  const BatchParts p = splits_batch(batch) ? batch_parts(batch) : BatchParts{batch, 1};
+  if (p.count == 1) {  // one graph, op-parallel
+    Tensor loss = part_loss(0, batch);
+    const double value = loss.item();
+    loss.backward();
+    return value;
+  }
+  std::vector<std::shared_ptr<float>> grads(p.count);
+  std::vector<double> losses(p.count);
+  for_each_part(batch, [&](int64_t begin, int64_t count) {
+    const int64_t i = begin / p.size;
+    grads[i] = allocate_storage<float>(params.size(), true);
+    GradientRedirect redirect(params.grads(), params.size(), grads[i].get());
+    Tensor loss = part_loss(begin, count);
+    losses[i] = loss.item();
+    loss.backward();
+  });
+  float* g = params.grads();
+  const int64_t n = params.size();
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t k = 0; k < n; ++k) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < p.count; ++i) s += grads[i].get()[k];
+    g[k] += s;
+  }
+  double total = 0;
+  for (double l : losses) total += l;
+  return total;
+}
+
+}  // namespace lcd

@@ -1,0 +1,208 @@
+// group_norm_nhwc: group normalisation of a channels-last x (N, ..., C), optionally fused with the SiLU that
+// follows it in every ResnetBlock2D and in the models' output heads:
+//   x̂ = (x − μ_{n,g})·rstd_{n,g} over the S pixels and C/G channels of group g,  z = x̂·γ_c + β_c,
+//   y = silu(z) when fused, else z.
+// One sample at a time (its S×C block stays in L1/L2): per-channel sums in double, then the group moments,
+// then one pass writing y. Backward recomputes z: ∂z = g·silu'(z) (or g), ∂γ_c = Σ ∂z·x̂, ∂β_c = Σ ∂z,
+// ∂x = rstd·(∂z·γ − mean_g(∂z·γ) − x̂·mean_g(∂z·γ·x̂)). Per-sample partial sums of ∂γ, ∂β are added in
+// sample order, so results do not depend on the thread count.
+#include <omp.h>
+
+#include <vector>
+
+#include "autograd/errors.h"
+#include "autograd/op_registry.h"
+#include "autograd/ops.h"
+#include "autograd/ops/instantiate.h"
+#include "autograd/ops/vector_math.h"
+
+namespace lcd {
+LCD_DIFFERENTIABLE_OP(group_norm_nhwc);
+
+namespace {
+
+struct Dims {
+  int64_t n, s, c, groups, cpg;  // samples, pixels per sample, channels, groups, channels per group
+  int64_t sample() const { return s * c; }
+};
+
+// z = x·a_c + b_c for one sample, a_c = rstd_g γ_c, b_c = β_c − μ_g a_c.
+template <typename T>
+void affine_of(const Dims& d, const T* mean, const T* rstd, const T* gamma, const T* beta, T* a, T* b) {
+  for (int64_t c = 0; c < d.c; ++c) {
+    const int64_t g = c / d.cpg;
+    a[c] = rstd[g] * (gamma ? gamma[c] : T(1));
+    b[c] = (beta ? beta[c] : T(0)) - mean[g] * a[c];
+  }
+}
+
+template <typename T>
+void apply_affine(const Dims& d, const T* x, const T* a, const T* b, T* z) {
+  for (int64_t p = 0; p < d.s; ++p) {
+    const T* xp = x + p * d.c;
+    T* zp = z + p * d.c;
+    for (int64_t c = 0; c < d.c; ++c) zp[c] = xp[c] * a[c] + b[c];
+  }
+}
+
+template <typename T>
+T* thread_buffer(int slot, int64_t n) {
+  thread_local std::vector<T> buffers[3];
+  if (static_cast<int64_t>(buffers[slot].size()) < n) buffers[slot].resize(n);
+  return buffers[slot].data();
+}
+
+template <typename T>
+TensorT<T> forward(const TensorT<T>& x, const TensorT<T>& gamma, const TensorT<T>& beta, const Dims& d, double eps,
+                   bool fuse_silu, TensorT<T>* mean_out, TensorT<T>* rstd_out) {
+  auto y = TensorT<T>::empty(x.shape());
+  auto mean = TensorT<T>::empty({d.n, d.groups}), rstd = TensorT<T>::empty({d.n, d.groups});
+  const T* xp = x.data();
+  const T* gp = gamma.defined() ? gamma.data() : nullptr;
+  const T* bp = beta.defined() ? beta.data() : nullptr;
+  T* yp = y.data();
+  T* mp = mean.data();
+  T* rp = rstd.data();
+  const double count = static_cast<double>(d.s * d.cpg);
+#pragma omp parallel for schedule(dynamic, 1) if (d.n > 1 && x.numel() > 32768)
+  for (int64_t n = 0; n < d.n; ++n) {
+    const T* xs = xp + n * d.sample();
+    double* acc = thread_buffer<double>(0, 2 * d.c);  // per-channel Σx, then Σ(x − μ)²
+    double* mc = acc + d.c;                           // the group mean of each channel
+    std::fill(acc, acc + d.c, 0.0);
+    for (int64_t p = 0; p < d.s; ++p)
+      for (int64_t c = 0; c < d.c; ++c) acc[c] += xs[p * d.c + c];
+    for (int64_t g = 0; g < d.groups; ++g) {
+      double s = 0;
+      for (int64_t c = g * d.cpg; c < (g + 1) * d.cpg; ++c) s += acc[c];
+      for (int64_t c = g * d.cpg; c < (g + 1) * d.cpg; ++c) mc[c] = s / count;
+    }
+    std::fill(acc, acc + d.c, 0.0);
+    for (int64_t p = 0; p < d.s; ++p)
+      for (int64_t c = 0; c < d.c; ++c) {
+        const double dv = xs[p * d.c + c] - mc[c];
+        acc[c] += dv * dv;
+      }
+    for (int64_t g = 0; g < d.groups; ++g) {
+      double v = 0;
+      for (int64_t c = g * d.cpg; c < (g + 1) * d.cpg; ++c) v += acc[c];
+      mp[n * d.groups + g] = static_cast<T>(mc[g * d.cpg]);
+      rp[n * d.groups + g] = static_cast<T>(1.0 / std::sqrt(v / count + eps));
+    }
+    T* a = thread_buffer<T>(1, 2 * d.c);
+    affine_of(d, mp + n * d.groups, rp + n * d.groups, gp, bp, a, a + d.c);
+    T* ys = yp + n * d.sample();
+    apply_affine(d, xs, a, a + d.c, ys);
+    if (fuse_silu) vector_math::map(ys, ys, d.sample(), [](const auto& v) { return vector_math::silu(v); });
+  }
+  *mean_out = mean;
+  *rstd_out = rstd;
+  return y;
+}
+
+template <typename T>
+void backward(const TensorT<T>& grad, const TensorT<T>& x, const TensorT<T>& gamma, const TensorT<T>& beta,
+              const TensorT<T>& mean, const TensorT<T>& rstd, const Dims& d, bool fuse_silu) {
+  const bool want_x = needs_grad(x), want_gamma = needs_grad(gamma), want_beta = needs_grad(beta);
+  const T* gy = grad.data();
+  const T* xp = x.data();
+  const T* gp = gamma.defined() ? gamma.data() : nullptr;
+  const T* bp = beta.defined() ? beta.data() : nullptr;
+  const T* mp = mean.data();
+  const T* rp = rstd.data();
+  T* dx = want_x ? grad_buffer(x) : nullptr;
+  std::vector<double> part_gamma(want_gamma ? d.n * d.c : 0), part_beta(want_beta ? d.n * d.c : 0);
+  const double count = static_cast<double>(d.s * d.cpg);
+#pragma omp parallel for schedule(dynamic, 1) if (d.n > 1 && x.numel() > 32768)
+  for (int64_t n = 0; n < d.n; ++n) {
+    const T* xs = xp + n * d.sample();
+    const T* gs = gy + n * d.sample();
+    const T* mean_n = mp + n * d.groups;
+    const T* rstd_n = rp + n * d.groups;
+    // ∂z for this sample
+    T* dz = thread_buffer<T>(0, d.sample());
+    if (fuse_silu) {
+      T* a = thread_buffer<T>(1, 2 * d.c);
+      affine_of(d, mean_n, rstd_n, gp, bp, a, a + d.c);
+      apply_affine(d, xs, a, a + d.c, dz);
+      vector_math::map2(gs, dz, dz, d.sample(), [](const auto& g, const auto& z) {
+        return g * vector_math::silu_grad(z);
+      });
+    } else {
+      std::copy(gs, gs + d.sample(), dz);
+    }
+    // Σ_pixels ∂z and Σ_pixels ∂z·x̂ per channel
+    double* sums = thread_buffer<double>(2, 2 * d.c);
+    double* sdz = sums;
+    double* sdzx = sums + d.c;
+    std::fill(sums, sums + 2 * d.c, 0.0);
+    for (int64_t p = 0; p < d.s; ++p)
+      for (int64_t c = 0; c < d.c; ++c) {
+        const int64_t g = c / d.cpg;
+        const double xhat = (double(xs[p * d.c + c]) - mean_n[g]) * rstd_n[g];
+        sdz[c] += dz[p * d.c + c];
+        sdzx[c] += dz[p * d.c + c] * xhat;
+      }
+    if (want_gamma) std::copy(sdzx, sdzx + d.c, part_gamma.begin() + n * d.c);
+    if (want_beta) std::copy(sdz, sdz + d.c, part_beta.begin() + n * d.c);
+    if (!want_x) continue;
+    T* k = thread_buffer<T>(1, 3 * d.c);  // per channel: rstd·γ, rstd·mean_g(∂z·γ), rstd·mean_g(∂z·γ·x̂)·rstd
+    for (int64_t g = 0; g < d.groups; ++g) {
+      double md = 0, mdx = 0;
+      for (int64_t c = g * d.cpg; c < (g + 1) * d.cpg; ++c) {
+        const double gm = gp ? gp[c] : 1.0;
+        md += gm * sdz[c];
+        mdx += gm * sdzx[c];
+      }
+      md /= count;
+      mdx /= count;
+      for (int64_t c = g * d.cpg; c < (g + 1) * d.cpg; ++c) {
+        k[c] = static_cast<T>(rstd_n[g] * (gp ? gp[c] : 1.0));
+        k[d.c + c] = static_cast<T>(rstd_n[g] * (md - mean_n[g] * rstd_n[g] * mdx));
+        k[2 * d.c + c] = static_cast<T>(rstd_n[g] * rstd_n[g] * mdx);
+      }
+    }
+    // ∂x = rstd·(∂z·γ − md − x̂·mdx) = ∂z·k0 − k1 − x·k2, with x̂ = (x − μ)·rstd folded into k1
+    T* dxs = dx + n * d.sample();
+    for (int64_t p = 0; p < d.s; ++p)
+      for (int64_t c = 0; c < d.c; ++c)
+        dxs[p * d.c + c] += dz[p * d.c + c] * k[c] - k[d.c + c] - xs[p * d.c + c] * k[2 * d.c + c];
+  }
+  auto reduce = [&](const std::vector<double>& part, const TensorT<T>& param) {
+    T* dst = grad_buffer(param);
+    for (int64_t c = 0; c < d.c; ++c) {
+      double s = 0;
+      for (int64_t n = 0; n < d.n; ++n) s += part[n * d.c + c];
+      dst[c] += static_cast<T>(s);
+    }
+  };
+  if (want_gamma) reduce(part_gamma, gamma);
+  if (want_beta) reduce(part_beta, beta);
+}
+
+}  // namespace
+
+template <typename T>
+TensorT<T> group_norm_nhwc(const TensorT<T>& x, int groups, const TensorT<T>& gamma, const TensorT<T>& beta,
+                           double eps, bool fuse_silu) {
+  if (x.ndim() < 2 || groups < 1 || x.size(-1) % groups != 0)
+    throw ShapeError("group_norm_nhwc: " + std::to_string(groups) + " groups do not divide the channels (last axis) of " +
+                     x.shape().str());
+  const int64_t c = x.size(-1);
+  if ((gamma.defined() && gamma.numel() != c) || (beta.defined() && beta.numel() != c))
+    throw ShapeError("group_norm_nhwc: affine parameters do not have " + std::to_string(c) + " channels");
+  const Dims d{x.size(0), x.numel() / (x.size(0) * c), c, groups, c / groups};
+  TensorT<T> mean, rstd;
+  TensorT<T> y = forward(x, gamma, beta, d, eps, fuse_silu, &mean, &rstd);
+  if (should_record<T>({&x, &gamma, &beta}))
+    record<T>(y, "group_norm_nhwc", {&x, &gamma, &beta}, [x, gamma, beta, mean, rstd, d, fuse_silu](const TensorT<T>& g) {
+      backward(g, x, gamma, beta, mean, rstd, d, fuse_silu);
+    });
+  return y;
+}
+
+#define INSTANTIATE(T)                                                                                   \
+  template TensorT<T> group_norm_nhwc<T>(const TensorT<T>&, int, const TensorT<T>&, const TensorT<T>&, double, \
+                                         bool);
+LCD_FOR_EACH_SCALAR(INSTANTIATE)
+}  // namespace lcd

@@ -1,0 +1,133 @@
+// The channels-last and fused ops against compositions of the independent NCHW / unfused ops, in float at
+// the models' shapes (every batch the tools use, odd sizes) and in double: group_norm_nhwc(+SiLU) against
+// permute → group_norm → silu, geglu against chunk → gelu → mul, upsample_nearest2x_nhwc against the NCHW
+// upsample. Outputs and every gradient.
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "autograd/gradcheck.h"
+#include "autograd/ops.h"
+#include "autograd/threads.h"
+
+namespace lcd {
+namespace {
+
+template <typename T>
+using OpT = std::function<TensorT<T>(const std::vector<TensorT<T>>&)>;
+
+// max |a − b| / max(1, max |b|) over the output and every gradient of sum(y ⊙ probe).
+template <typename T>
+double worst_difference(const OpT<T>& mine, const OpT<T>& reference, const std::vector<TensorD>& inputs) {
+  double worst = 0;
+  std::vector<TensorT<T>> grads[2];
+  TensorT<T> outs[2];
+  for (int which = 0; which < 2; ++which) {
+    std::vector<TensorT<T>> in;
+    for (const auto& x : inputs) {
+      TensorT<T> t = x.defined() ? cast<T>(x) : TensorT<T>();
+      if (t.defined()) t.set_requires_grad(true);
+      in.push_back(t);
+    }
+    TensorT<T> y = (which ? reference : mine)(in);
+    const TensorT<T> probe = cast<T>(random_tensor(y.shape(), 77, false));
+    sum(mul(y, probe)).backward();
+    outs[which] = y;
+    for (auto& t : in) grads[which].push_back(t.defined() ? t.grad() : TensorT<T>());
+  }
+  auto diff = [&](const TensorT<T>& a, const TensorT<T>& b) {
+    EXPECT_EQ(a.shape(), b.shape());
+    double m = 0, s = 1;
+    for (int64_t i = 0; i < b.numel(); ++i) s = std::max(s, double(std::abs(b.data()[i])));
+    for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, double(std::abs(a.data()[i] - b.data()[i])));
+    return m / s;
+  };
+  worst = diff(outs[0], outs[1]);
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (inputs[i].defined()) worst = std::max(worst, diff(grads[0][i], grads[1][i]));
+  return worst;
+}
+
+template <typename T>
+void check_group_norm(const Shape& nhwc, int groups, bool silu_on, double tol) {
+  const int64_t c = nhwc[3];
+  const std::vector<TensorD> in = {random_tensor(nhwc, 1, false, 0.3), random_tensor({c}, 2, false, 1.0),
+                                   random_tensor({c}, 3, false)};
+  const OpT<T> mine = [=](const std::vector<TensorT<T>>& x) { return group_norm_nhwc(x[0], groups, x[1], x[2], 1e-5, silu_on); };
+  const OpT<T> ref = [=](const std::vector<TensorT<T>>& x) {
+    TensorT<T> y = group_norm(permute(x[0], {0, 3, 1, 2}), groups, x[1], x[2], 1e-5);
+    return permute(silu_on ? silu(y) : y, {0, 2, 3, 1});
+  };
+  EXPECT_LE(worst_difference<T>(mine, ref, in), tol) << nhwc.str() << " groups " << groups << " silu " << silu_on;
+}
+
+TEST(FusedOps, GroupNormNhwcMatchesPermutedGroupNormAndSilu) {
+  for (int64_t batch : {1, 2, 32, 64, 128}) {
+    check_group_norm<float>({batch, 8, 8, 64}, 32, true, 2e-5);
+    check_group_norm<float>({batch, 4, 4, 256}, 32, false, 2e-5);
+  }
+  check_group_norm<float>({3, 5, 7, 12}, 4, true, 2e-5);
+  check_group_norm<float>({2, 32, 32, 32}, 32, true, 2e-5);
+  check_group_norm<double>({3, 5, 7, 12}, 4, true, 1e-12);
+  check_group_norm<double>({2, 4, 4, 64}, 32, false, 1e-12);
+}
+
+TEST(FusedOps, GegluMatchesChunkGeluMul) {
+  for (const Shape& s : {Shape{64, 64, 512}, Shape{3, 7, 38}, Shape{1, 2}}) {
+    const OpT<float> mine = [](const std::vector<Tensor>& x) { return geglu(x[0]); };
+    const OpT<float> ref = [](const std::vector<Tensor>& x) {
+      auto parts = chunk(x[0], 2, -1);
+      return mul(parts[0], gelu(parts[1]));
+    };
+    EXPECT_LE(worst_difference<float>(mine, ref, {random_tensor(s, 4, false)}), 2e-6) << s.str();
+  }
+}
+
+TEST(FusedOps, UpsampleNhwcMatchesNchw) {
+  const OpT<float> mine = [](const std::vector<Tensor>& x) { return upsample_nearest2x_nhwc(x[0]); };
+  const OpT<float> ref = [](const std::vector<Tensor>& x) {
+    return permute(upsample_nearest2x(permute(x[0], {0, 3, 1, 2})), {0, 2, 3, 1});
+  };
+  for (const Shape& s : {Shape{64, 4, 4, 128}, Shape{2, 3, 5, 7}})
+    EXPECT_EQ(worst_difference<float>(mine, ref, {random_tensor(s, 5, false)}), 0.0) << s.str();
+}
+
+// The fused float attention kernel against the double reference (Eigen products and softmax_rows): self-
+// and cross-attention at the UNet's shapes (8 heads of 8 channels, 64 and 16 tokens, 4 context tokens), the
+// autoencoder's single 64-channel head, and odd sizes that leave partial packets.
+TEST(FusedOps, AttentionFloatKernelMatchesTheDoubleReference) {
+  struct Case { int64_t b, lq, lk, c, cv; int heads; };
+  for (const Case& k : {Case{64, 64, 64, 64, 64, 8}, Case{32, 16, 4, 128, 128, 8}, Case{4, 64, 64, 64, 64, 1},
+                        Case{3, 5, 17, 6, 9, 3}, Case{2, 33, 1, 4, 4, 2}, Case{1, 7, 40, 16, 32, 2}}) {
+    const std::vector<TensorD> in = {random_tensor({k.b, k.lq, k.c}, 11, false), random_tensor({k.b, k.lk, k.c}, 12, false),
+                                     random_tensor({k.b, k.lk, k.cv}, 13, false)};
+    const int heads = k.heads;
+    const OpT<float> f = [heads](const std::vector<Tensor>& x) { return attention(x[0], x[1], x[2], heads); };
+    const OpT<double> d = [heads](const std::vector<TensorD>& x) { return attention(x[0], x[1], x[2], heads); };
+    // Run each side in its own type and compare in double.
+    auto outputs = [&](auto op, auto tag) {
+      using T = decltype(tag);
+      std::vector<TensorT<T>> xs;
+      for (const auto& x : in) {
+        TensorT<T> t = cast<T>(x);
+        t.set_requires_grad(true);
+        xs.push_back(t);
+      }
+      TensorT<T> y = op(xs);
+      sum(mul(y, cast<T>(random_tensor(y.shape(), 14, false)))).backward();
+      std::vector<TensorD> r{cast<double>(y.detach())};
+      for (auto& t : xs) r.push_back(cast<double>(t.grad()));
+      return r;
+    };
+    const auto got = outputs(f, 0.0f), ref = outputs(d, 0.0);
+    for (size_t i = 0; i < got.size(); ++i) {
+      double scale = 1, worst = 0;
+      for (int64_t e = 0; e < ref[i].numel(); ++e) scale = std::max(scale, std::abs(ref[i].data()[e]));
+      for (int64_t e = 0; e < ref[i].numel(); ++e) worst = std::max(worst, std::abs(got[i].data()[e] - ref[i].data()[e]));
+      EXPECT_LE(worst / scale, 2e-6) << "tensor " << i << " of b" << k.b << " lq" << k.lq << " lk" << k.lk << " c" << k.c;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace lcd
