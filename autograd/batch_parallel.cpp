@@ -17,9 +17,7 @@ BatchParts batch_parts(int64_t batch) {
   return {(batch + count - 1) / count, count};
 }
 
-bool splits_batch(int64_t batch) {
-  return batch_parts(batch).count > 1 && omp_get_max_threads() > 1 && !omp_in_parallel();
-}
+bool splits_batch(int64_t batch) { return batch_parts(batch).count > 1 && !omp_in_parallel(); }
 
 void for_each_part(int64_t batch, const std::function<void(int64_t, int64_t)>& fn) {
   if (!splits_batch(batch)) {

@@ -21,8 +21,8 @@ struct BatchParts {
 // About 16 samples a part, at most 8 parts; one part (no split) below 32 samples.
 BatchParts batch_parts(int64_t batch);
 
-// Whether a batch of this size is cut into parts here (more than one part, more than one thread, and not
-// already inside a parallel region).
+// Whether a batch of this size is cut into parts here: more than one part, and not already inside a
+// parallel region. One thread runs the same parts in turn, so results do not depend on the thread count.
 bool splits_batch(int64_t batch);
 
 // Runs fn(begin, count) for every part of [0, batch), in parallel when splits_batch(batch), else as one call.

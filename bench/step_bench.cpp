@@ -103,9 +103,8 @@ int main(int argc, char** argv) {
           NoGradGuard g;
           b.cond = embedding(table, labels_of(64));
         }
-        Tensor loss = diffusion_loss(*unet, schedule, b);
         full.zero_grad();
-        loss.backward();
+        diffusion_loss_and_gradients(*unet, schedule, b, full);
         full.clip_grad_norm(1.0);
         adam->step(1e-5);
       };
@@ -129,9 +128,8 @@ int main(int argc, char** argv) {
           b.cond = embedding(table, labels_of(n));
           b.uncond = embedding(table, std::vector<int64_t>(n, uncond_row));
         }
-        LcdStep st = lcd_forward(*unet, *lora, schedule, LcdSettings{}, b);
         lora->online().zero_grad();
-        st.loss.backward();
+        lcd_loss_and_gradients(*unet, *lora, schedule, LcdSettings{}, b);
         lora->online().clip_grad_norm(1.0);
         adam->step(1e-4);
         lora->update_ema(0.95);

@@ -4,6 +4,7 @@
 #pragma once
 #include <vector>
 
+#include "autograd/flat_parameters.h"
 #include "autograd/random.h"
 #include "infer/nn/unet.h"
 #include "infer/schedule.h"
@@ -16,6 +17,13 @@ struct DiffusionBatch {
   std::vector<int> t;
 };
 
+// Samples [begin, begin + count)'s share of the batch-mean loss, count/B · mean over the part, on the tape.
+Tensor diffusion_loss_part(const UNet2DConditionModel& unet, const NoiseSchedule& schedule, const DiffusionBatch& batch,
+                           int64_t begin, int64_t count);
+// The whole batch's loss on one tape.
 Tensor diffusion_loss(const UNet2DConditionModel& unet, const NoiseSchedule& schedule, const DiffusionBatch& batch);
+// The loss, with its gradients added into `params`' gradient buffer, the batch run in parallel parts.
+double diffusion_loss_and_gradients(const UNet2DConditionModel& unet, const NoiseSchedule& schedule,
+                                    const DiffusionBatch& batch, FlatParameters& params);
 
 }  // namespace lcd

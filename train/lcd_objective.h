@@ -1,14 +1,17 @@
-// One LCD step's forward computation (DESIGN.md §4 steps 1–6), exposing every intermediate so the golden test
-// can check each one:
+// One LCD step's computation (DESIGN.md §4 steps 1–6):
 //   z_s = α_{t_s} z_0 + σ_{t_s} ε                                            (t_s = grid[j])
 //   pred = c_skip(t_s) z_s + c_out(t_s) x̂0_θ(z_s, t_s, c)                   (student: base + online LoRA, grad)
 //   X = x̂0_u + s(x̂0_c − x̂0_u), E = ε_u + s(ε_c − ε_u)                      (teacher: base only, no grad)
 //   z_e = √acp_prev[j] X + √(1 − acp_prev[j]) E                              (Ψ = DDIM)
 //   target = c_skip(t_e) z_e + c_out(t_e) x̂0_θ⁻(z_e, t_e, c)                (target: base + EMA LoRA, no grad)
 //   loss = mean(√((pred − target)² + c²) − c)  or  mean((pred − target)²)
+// in two stages: the no-grad stages for the whole batch (lcd_targets: steps 1, 2, 4, 5, batch-parallel inside
+// the UNet), then the student and its loss for any range of samples (lcd_student: steps 3 and 6), so that the
+// trainer can run the student's forward and backward batch-parallel (lcd_loss_and_gradients).
 #pragma once
 #include <vector>
 
+#include "autograd/flat_parameters.h"
 #include "infer/nn/unet.h"
 #include "infer/schedule.h"
 #include "train/trainable_lora.h"
@@ -33,15 +36,42 @@ struct LcdBatch {
   std::vector<double> guidance;   // s per sample (diffusers' convention)
 };
 
+// Steps 1, 2, 4 and 5, without a tape.
+struct LcdTargets {
+  std::vector<int> t_s, t_e;
+  Tensor z_s, eps_cond, eps_uncond, z_e, target;  // (B, C, H, W) each
+};
+// Evaluates the teacher and the target through `lora`'s mode switch and leaves the LoRA in student mode.
+LcdTargets lcd_targets(const UNet2DConditionModel& unet, TrainableLora& lora, const NoiseSchedule& schedule,
+                       const LcdSettings& settings, const LcdBatch& batch);
+
+// Steps 3 and 6 for samples [begin, begin + count) of the batch (LoRA in student mode): the prediction on the
+// tape, and the part's share of the batch-mean loss, count/B · mean over the part (so the parts' losses add up
+// to the batch's loss), on the tape for the chosen loss and as values for both.
+struct LcdStudentPart {
+  Tensor pred;  // (count, C, H, W)
+  Tensor loss;  // rank 0, on the tape
+  double loss_huber = 0, loss_l2 = 0;
+};
+LcdStudentPart lcd_student(const UNet2DConditionModel& unet, const NoiseSchedule& schedule, const LcdSettings& settings,
+                           const LcdBatch& batch, const LcdTargets& targets, int64_t begin, int64_t count);
+
+// The whole step on one tape for the whole batch (the golden test checks every intermediate).
 struct LcdStep {
   std::vector<int> t_s, t_e;
   Tensor z_s, pred, eps_cond, eps_uncond, z_e, target;
   Tensor loss;       // rank 0, on the tape (student only)
   Tensor loss_huber, loss_l2;  // both values, detached, for reporting
 };
-
-// Evaluates teacher, student and target through `lora`'s mode switch; leaves the LoRA in student mode.
 LcdStep lcd_forward(const UNet2DConditionModel& unet, TrainableLora& lora, const NoiseSchedule& schedule,
                     const LcdSettings& settings, const LcdBatch& batch);
+
+// What a training step needs: the losses, with the gradients of the chosen one added into lora.online()'s
+// gradient buffer; the student runs batch-parallel (autograd/batch_parallel.h).
+struct LcdLosses {
+  double loss = 0, loss_huber = 0, loss_l2 = 0;
+};
+LcdLosses lcd_loss_and_gradients(const UNet2DConditionModel& unet, TrainableLora& lora, const NoiseSchedule& schedule,
+                                 const LcdSettings& settings, const LcdBatch& batch);
 
 }  // namespace lcd

@@ -203,7 +203,7 @@ Trainer::State::StepResult Trainer::State::one_step() {
   std::vector<int64_t> labels = gather_labels(data, idx);
   const int64_t uncond_row = data.unconditional_row();
   StepResult r{};
-  Tensor loss;
+  params->zero_grad();
   if (c.objective == "lcd") {
     LcdBatch b;
     b.z0 = z0;
@@ -217,10 +217,10 @@ Trainer::State::StepResult Trainer::State::one_step() {
       b.cond = embedding(data.cond_table, labels);
       b.uncond = embedding(data.cond_table, std::vector<int64_t>(n, uncond_row));
     }
-    LcdStep st = lcd_forward(*unet, *lora, schedule, c.lcd, b);
-    loss = st.loss;
-    r.loss_huber = st.loss_huber.item();
-    r.loss_l2 = st.loss_l2.item();
+    const LcdLosses l = lcd_loss_and_gradients(*unet, *lora, schedule, c.lcd, b);
+    r.loss = l.loss;
+    r.loss_huber = l.loss_huber;
+    r.loss_l2 = l.loss_l2;
   } else {
     DiffusionBatch b;
     b.z0 = z0;
@@ -234,16 +234,13 @@ Trainer::State::StepResult Trainer::State::one_step() {
       b.cond = embedding(data.cond_table, labels);
     }
     if (lora) lora->use(TrainableLora::Mode::kStudent);
-    loss = diffusion_loss(*unet, schedule, b);
-    r.loss_l2 = loss.item();
+    r.loss = diffusion_loss_and_gradients(*unet, schedule, b, *params);
+    r.loss_l2 = r.loss;
     r.loss_huber = std::nan("");
   }
-  r.loss = loss.item();
   if (!std::isfinite(r.loss))
     throw TrainingError("step " + std::to_string(step + 1) + ": the loss is " + std::to_string(r.loss) +
                         " (try a lower optim.lr or a smaller lcd.guidance_max)");
-  params->zero_grad();
-  loss.backward();
   r.grad_norm = c.max_grad_norm > 0 ? params->clip_grad_norm(c.max_grad_norm) : params->grad_norm();
   if (!std::isfinite(r.grad_norm))
     throw TrainingError("step " + std::to_string(step + 1) + ": the gradient norm is " + std::to_string(r.grad_norm));
