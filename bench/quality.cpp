@@ -79,7 +79,7 @@ Tensor reconstructions(const AutoencoderKL& vae, const Tensor& images, const std
 
 int main(int argc, char** argv) {
   return run_tool("quality", [&] {
-    std::string model, evals, per_class = "100", guidance = "3", threads = "2", seed = "0", batch = "128", classifier,
+    std::string model, evals, per_class = "100", guidance = "3", threads = "2", seed = "0", batch = "128", classifier, precision,
                                  data = kDefaultFashionMnistDir, unet_dir, style, grid_dir, grid_per_class = "8";
     std::vector<std::string> loras, teacher_loras;
     ArgParser p("quality", "--model DIR [--lora FILE[:W]]... [options]",
@@ -96,6 +96,7 @@ int main(int argc, char** argv) {
     p.option("--per-class", "N", "samples per class", &per_class);
     p.option("--guidance", "S", "guidance of the teacher rows", &guidance);
     p.option("--threads", "N", "threads", &threads);
+    p.option("--precision", "P", kPrecisionHelp, &precision);
     p.option("--seed", "N", "seed of the samples' noise", &seed);
     p.option("--batch", "N", "samples per forward pass", &batch);
     p.option("--classifier", "FILE", "classifier weights (default: bench/classifier/fmnist_classifier.safetensors)", &classifier);
@@ -104,6 +105,7 @@ int main(int argc, char** argv) {
     if (model.empty()) throw UsageError("give --model DIR");
     check_style_has_metric(style);
     set_num_threads(parse_int("--threads", threads));
+    std::printf("precision: %s\n", apply_precision(precision, "quality", "--precision"));
     const double teacher_guidance = parse_double("--guidance", guidance);
     std::vector<Eval> rows;
     if (evals.empty()) {

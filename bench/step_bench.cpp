@@ -55,12 +55,10 @@ int main(int argc, char** argv) {
     p.option("--threads", "N", "threads", &threads);
     p.option("--reps", "R", "timed runs", &reps);
     p.option("--warmup", "W", "untimed runs first", &warmup);
-    p.option("--precision", "fp32|bf16", "GEMM operand precision (bf16 falls back to fp32 where unsupported)", &precision);
+    p.option("--precision", "P", kPrecisionHelp, &precision);
     if (!p.parse(argc, argv)) return 0;
     set_num_threads(parse_int("--threads", threads));
-    std::string notice;
-    set_compute_precision(resolve_precision(parse_precision(precision, "--precision"), &notice));
-    if (!notice.empty()) std::fprintf(stderr, "bench_steps: %s\n", notice.c_str());
+    apply_precision(precision, "bench_steps", "--precision");
 
     auto unet = load_unet((fs::path(model) / "unet").string());
     const Tensor table = load_cond_embeddings(model);

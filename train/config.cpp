@@ -31,7 +31,7 @@ const json& default_config() {
     "diffusion": {"cond_dropout": 0.1},
     "optim": {"lr": 1e-4, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01, "max_grad_norm": 1.0,
               "schedule": "constant", "warmup_steps": 0, "min_lr": 0.0},
-    "train": {"steps": 1000, "batch_size": 128, "time_limit_minutes": 0},
+    "train": {"steps": 1000, "batch_size": 128, "time_limit_minutes": 0, "precision": "auto"},
     "checkpoint": {"every": 100, "keep": 3},
     "log": {"every": 10},
     "samples": {"every": 250, "seed": 1234, "labels": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "per_label": 2,
@@ -81,6 +81,8 @@ const std::map<std::string, std::string>& config_docs() {
       {"train.steps", "optimiser steps"},
       {"train.batch_size", "samples per step"},
       {"train.time_limit_minutes", "stop (with a checkpoint and the adapters written) after this long; 0: no limit"},
+      {"train.precision", "GEMM operands: \"fp32\", \"bf16\" (AMX-BF16 or AVX512-BF16; runs fp32 elsewhere, saying so) or "
+                          "\"auto\" (the tools' default); the resolved config records what ran"},
       {"checkpoint.every", "checkpoint every K steps (and at the end)"},
       {"checkpoint.keep", "keep the last K checkpoints"},
       {"log.every", "write metrics and the progress line every K steps"},
@@ -251,6 +253,9 @@ TrainConfig parse_train_config(const json& user, const std::string& origin) {
   if (c.steps < 1) throw fail("train.steps", t["steps"], "must be ≥ 1");
   if (c.batch_size < 1) throw fail("train.batch_size", t["batch_size"], "must be ≥ 1");
   if (c.time_limit_minutes < 0) throw fail("train.time_limit_minutes", t["time_limit_minutes"], "must be ≥ 0");
+  c.precision = t["precision"];
+  if (c.precision != "auto" && c.precision != "fp32" && c.precision != "bf16")
+    throw fail("train.precision", t["precision"], "must be \"auto\", \"fp32\" or \"bf16\"");
   c.checkpoint_every = r["checkpoint"]["every"];
   c.checkpoint_keep = r["checkpoint"]["keep"];
   c.log_every = r["log"]["every"];

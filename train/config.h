@@ -39,6 +39,7 @@ struct TrainConfig {
   // loop
   int64_t steps, batch_size;
   double time_limit_minutes;
+  std::string precision;  // "auto", "fp32" or "bf16" as configured
   int64_t checkpoint_every, checkpoint_keep, log_every;
   // sample grids
   int64_t samples_every, samples_per_label;

@@ -16,6 +16,7 @@
 #include "autograd/atomic_file.h"
 #include "autograd/errors.h"
 #include "autograd/threads.h"
+#include "infer/tools/cli.h"
 #include "datasets/batcher.h"
 #include "datasets/png.h"
 #include "infer/io/lora_io.h"
@@ -105,6 +106,7 @@ Trainer::Trainer(TrainConfig config, const std::string& resume_dir) : s_(std::ma
   s.config = std::move(config);
   TrainConfig& c = s.config;
   if (c.threads > 0) set_num_threads(c.threads);
+  c.resolved["train"]["precision"] = apply_precision(c.precision, "lcd-train", "train.precision");
   s.run_dir = resume_dir.empty() ? c.output_dir : resume_dir;
   c.resolved["output_dir"] = s.run_dir;
   s.checkpoint_dir = (fs::path(s.run_dir) / "checkpoints").string();
@@ -317,7 +319,8 @@ int64_t Trainer::run() {
   const int64_t first = s.step;
   std::cerr << "lcd-train: " << c.objective << " on " << s.data.size() << " latents, " << s.params->size()
             << " trainable parameters, batch " << c.batch_size << ", steps " << s.step << " → " << c.steps << ", "
-            << num_threads() << " threads; run directory " << s.run_dir << "\n";
+            << num_threads() << " threads, " << c.resolved["train"]["precision"].get<std::string>()
+            << "; run directory " << s.run_dir << "\n";
   std::string stop_reason;
   int64_t last_checkpoint = s.step;
   try {

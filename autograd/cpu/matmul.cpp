@@ -11,6 +11,8 @@
 #include <string>
 #include <unordered_map>
 #include <array>
+#include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 #include "autograd/errors.h"
@@ -148,6 +150,8 @@ std::shared_ptr<const MatmulPlan::Impl> make_plan(const MatmulSpec& s, bool pack
   impl->prim = dnnl::matmul(impl->pd);
   impl->scratch_bytes = impl->pd.scratchpad_desc().get_size();
   impl->kernel = impl->pd.impl_info_str();
+  if (std::getenv("LCDKIT_PRINT_PLANS"))
+    std::fprintf(stderr, "matmul plan m%lld k%lld n%lld a(%lld,%lld) %s%s%s: %s\n", (long long)m, (long long)k, (long long)n, (long long)s.a.row_stride, (long long)s.a.col_stride, s.a.type == DType::kBf16 ? "bf16" : "f32", packed ? " packed" : "", s.accumulate ? " +=" : "", impl->kernel.c_str());
   cache.emplace(key, impl);
   return impl;
 }

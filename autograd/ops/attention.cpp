@@ -105,9 +105,22 @@ TensorT<float> attention_forward<float>(const Tensor& q, const Tensor& k, const 
         const float* qi = qp + (b * a.lq + i0 + r) * a.c + h * a.d;
         for (int64_t c = 0; c < a.d; ++c) qt[c * lanes + r] = qi[c] * scale;
       }
-      // S_j = scale · Q Kⱼᵀ for the block's queries, and the running max over keys
+      // S_j = scale · Q Kⱼᵀ for the block's queries, four keys at a time (independent FMA chains), and the
+      // running max over keys
       P m = ei::pset1<P>(-std::numeric_limits<float>::infinity());
-      for (int64_t j = 0; j < a.lk; ++j) {
+      int64_t j = 0;
+      for (; j + 4 <= a.lk; j += 4) {
+        P acc[4] = {ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f)};
+        for (int64_t c = 0; c < a.d; ++c) {
+          const P qc = ei::pload<P>(qt.data() + c * lanes);
+          for (int u = 0; u < 4; ++u) acc[u] = ei::pmadd(qc, ei::pset1<P>(kh[(j + u) * a.c + c]), acc[u]);
+        }
+        for (int u = 0; u < 4; ++u) {
+          ei::pstore(sc.data() + (j + u) * lanes, acc[u]);
+          m = ei::pmax(m, acc[u]);
+        }
+      }
+      for (; j < a.lk; ++j) {
         P acc = ei::pset1<P>(0.0f);
         for (int64_t c = 0; c < a.d; ++c) acc = ei::pmadd(ei::pload<P>(qt.data() + c * lanes), ei::pset1<P>(kh[j * a.c + c]), acc);
         ei::pstore(sc.data() + j * lanes, acc);
@@ -127,11 +140,20 @@ TensorT<float> attention_forward<float>(const Tensor& q, const Tensor& k, const 
           float* prow = pp + (bh * a.lq + i0 + r) * a.lk;
           for (int64_t j = 0; j < a.lk; ++j) prow[j] = sc[j * lanes + r];
         }
-      // Oᵀ_c = Σ_j P_j V[j, c]
-      for (int64_t c = 0; c < a.dv; ++c) {
-        P acc = ei::pset1<P>(0.0f);
-        for (int64_t j = 0; j < a.lk; ++j) acc = ei::pmadd(ei::pload<P>(sc.data() + j * lanes), ei::pset1<P>(vh[j * a.cv + c]), acc);
-        ei::pstore(ot.data() + c * lanes, acc);
+      // Oᵀ_c = Σ_j P_j V[j, c], eight channels at a time (independent FMA chains)
+      for (int64_t c0 = 0; c0 < a.dv; c0 += 8) {
+        const int64_t width = std::min<int64_t>(8, a.dv - c0);
+        P acc[8];
+        for (int u = 0; u < 8; ++u) acc[u] = ei::pset1<P>(0.0f);
+        for (int64_t jj = 0; jj < a.lk; ++jj) {
+          const P pj = ei::pload<P>(sc.data() + jj * lanes);
+          const float* vj = vh + jj * a.cv + c0;
+          if (width == 8)
+            for (int u = 0; u < 8; ++u) acc[u] = ei::pmadd(pj, ei::pset1<P>(vj[u]), acc[u]);
+          else
+            for (int u = 0; u < width; ++u) acc[u] = ei::pmadd(pj, ei::pset1<P>(vj[u]), acc[u]);
+        }
+        for (int u = 0; u < width; ++u) ei::pstore(ot.data() + (c0 + u) * lanes, acc[u]);
       }
       for (int64_t r = 0; r < rows; ++r) {
         float* oi = op + (b * a.lq + i0 + r) * a.cv + h * a.dv;

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "autograd/cpu/precision.h"
 #include "autograd/errors.h"
 
 namespace lcd {
@@ -156,6 +157,15 @@ int run_tool(const std::string& program, const std::function<int()>& body) {
     std::cerr << program << ": error: " << e.what() << "\n";
     return 1;
   }
+}
+
+const char* apply_precision(const std::string& value, const std::string& program, const std::string& what) {
+  const Precision wanted = value.empty() || value == "auto" ? default_precision() : parse_precision(value, what);
+  std::string notice;
+  const Precision p = resolve_precision(wanted, &notice);
+  if (!notice.empty()) std::fprintf(stderr, "%s: %s\n", program.c_str(), notice.c_str());
+  set_compute_precision(p);
+  return precision_name(p);
 }
 
 }  // namespace lcd

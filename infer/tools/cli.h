@@ -44,6 +44,13 @@ double parse_double(const std::string& flag, const std::string& text);
 // "FILE" or "FILE:WEIGHT" (weight defaults to 1).
 std::pair<std::string, double> parse_weighted_path(const std::string& flag, const std::string& text);
 
+// The --precision flag / train.precision value: "fp32", "bf16" or "" / "auto" (the default: bf16 where the
+// CPU computes it natively, else fp32). Sets the process precision, prints one line on stderr when bf16 was
+// asked for but runs fp32, and returns what runs; `what` names the flag or key in errors.
+const char* apply_precision(const std::string& value, const std::string& program, const std::string& what);
+inline constexpr const char* kPrecisionHelp =
+    "GEMM operand precision: fp32, bf16 (AMX-BF16 / AVX512-BF16; fp32 elsewhere) or auto (the default)";
+
 // Runs a tool's body; lcdkit errors print "<program>: error: <message>" and return 1, usage errors add a
 // hint to run --help and return 2.
 int run_tool(const std::string& program, const std::function<int()>& body);

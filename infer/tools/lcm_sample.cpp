@@ -24,7 +24,7 @@ namespace {
 
 struct Options {
   std::string model, unet, vae, sampler = "lcm", steps, guidance, labels, per_label = "1", cond, noise, seed = "0",
-                                     num, batch = "64", latents_out, out, out_dir, threads;
+                                     num, batch = "64", latents_out, out, out_dir, threads, precision;
   std::vector<std::string> loras;
 };
 
@@ -72,9 +72,11 @@ int lcm_sample_command(int argc, char** argv) {
   p.option("--out", "GRID.png", "write a grid of all samples", &o.out);
   p.option("--out-dir", "DIR", "write one PNG per sample, named <label>_<index>.png", &o.out_dir);
   p.option("--threads", "N", "threads (OpenMP and GEMM)", &o.threads);
+  p.option("--precision", "P", kPrecisionHelp, &o.precision);
   if (!p.parse(argc, argv)) return 0;
 
   if (!o.threads.empty()) set_num_threads(parse_int("--threads", o.threads));
+  apply_precision(o.precision, "lcm-sample", "--precision");
   if (o.model.empty() && o.unet.empty()) throw UsageError("give --model DIR (or --unet DIR)");
   if (o.out.empty() && o.out_dir.empty() && o.latents_out.empty())
     throw UsageError("nothing to write: give --out, --out-dir or --latents-out");

@@ -94,7 +94,7 @@ TEST_F(LoraMergeTest, FoldThenLcmSampleReproducesTheGoldenLoraOutput) {
   write_safetensors(path("cond.safetensors"), {{"cond", g.tensor("unet.in.encoder_hidden_states")}});
   write_safetensors(path("noise.safetensors"), {{"noise", g.tensor("sample.in.noise")}});
   const CmdResult s = run_tool("lcm-sample", "--unet " + path("folded") + " --steps 1 --cond " + path("cond.safetensors") +
-                                                 " --noise " + path("noise.safetensors") + " --latents-out " + path("lat.safetensors"));
+                                                 " --noise " + path("noise.safetensors") + " --precision fp32 --latents-out " + path("lat.safetensors"));
   ASSERT_EQ(s.status, 0) << s.output;
   expect_whole_tensor_close(SafetensorsFile::read(path("lat.safetensors")).tensor("latents"), g.tensor("lora.lcm1.out"), 1e-4,
                             "fold + lcm-sample");
