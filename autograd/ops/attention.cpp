@@ -82,8 +82,9 @@ TensorT<float> attention_forward<float>(const Tensor& q, const Tensor& k, const 
   constexpr int64_t lanes = vector_math::kLanes;
   auto out = Tensor::empty({a.batch, a.lq, a.cv});
   FlopCounter::add(2 * a.batch * a.heads * a.lq * a.lk * (a.d + a.dv));
-  Tensor probs = probs_out ? Tensor::empty({a.batch, a.heads, a.lq, a.lk}) : Tensor();
   const int64_t blocks = (a.lq + lanes - 1) / lanes;
+  // P for backward in the kernel's own layout: per (b, h) and block of queries, (Lk, lanes).
+  Tensor probs = probs_out ? Tensor::empty({a.batch * a.heads, blocks, a.lk, lanes}) : Tensor();
   const float* qp = q.data();
   const float* kp = k.data();
   const float* vp = v.data();
@@ -135,11 +136,7 @@ TensorT<float> attention_forward<float>(const Tensor& q, const Tensor& k, const 
       }
       const P inv = ei::pdiv(ei::pset1<P>(1.0f), total);
       for (int64_t j = 0; j < a.lk; ++j) ei::pstore(sc.data() + j * lanes, ei::pmul(ei::pload<P>(sc.data() + j * lanes), inv));
-      if (pp)
-        for (int64_t r = 0; r < rows; ++r) {
-          float* prow = pp + (bh * a.lq + i0 + r) * a.lk;
-          for (int64_t j = 0; j < a.lk; ++j) prow[j] = sc[j * lanes + r];
-        }
+      if (pp) std::copy(sc.begin(), sc.end(), pp + (bh * blocks + i0 / lanes) * a.lk * lanes);
       // Oᵀ_c = Σ_j P_j V[j, c], eight channels at a time (independent FMA chains)
       for (int64_t c0 = 0; c0 < a.dv; c0 += 8) {
         const int64_t width = std::min<int64_t>(8, a.dv - c0);
@@ -165,6 +162,7 @@ TensorT<float> attention_forward<float>(const Tensor& q, const Tensor& k, const 
   return out;
 }
 
+// The reference backward (double): Eigen products per (b, h), P saved as (B, heads, Lq, Lk).
 template <typename T>
 static void attention_backward(const TensorT<T>& grad, const TensorT<T>& q, const TensorT<T>& k,
                                const TensorT<T>& v, const TensorT<T>& probs, const AttentionDims& a) {
@@ -198,6 +196,104 @@ static void attention_backward(const TensorT<T>& grad, const TensorT<T>& q, cons
     if (gk) {
       ConstHeadMap<T> qh(qp + b * a.lq * a.c + h * a.d, a.lq, a.d, sc);
       HeadMap<T>(gk + b * a.lk * a.c + h * a.d, a.lk, a.d, sc).noalias() += scale * (ds.transpose() * qh);
+    }
+  }
+}
+
+// The float backward, in the forward kernel's orientation (a packet = one key for `lanes` queries) and from
+// its saved P blocks. Per (b, h): Gᵀ and Qᵀ of every block of queries are gathered once; per block
+// ∂P_j = G Vⱼᵀ, r = Σ_j ∂P_j ⊙ P_j, ∂S_j = P_j ⊙ (∂P_j − r) and ∂Qᵀ = scale Σ_j ∂S_j Kⱼ; then ∂V[j, c] =
+// Σ_blocks P_j·Gᵀ_c and ∂K[j, c] = scale Σ_blocks ∂S_j·Qᵀ_c, sums over all queries, accumulate in registers
+// across the blocks and are reduced across lanes once. Padded query lanes have zero gradients and add nothing.
+template <>
+void attention_backward<float>(const Tensor& grad, const Tensor& q, const Tensor& k, const Tensor& v,
+                               const Tensor& probs, const AttentionDims& a) {
+  namespace ei = Eigen::internal;
+  using P = vector_math::FloatPacket;
+  constexpr int64_t lanes = vector_math::kLanes;
+  const int64_t blocks = (a.lq + lanes - 1) / lanes;
+  const float* gp = grad.data();
+  const float* qp = q.data();
+  const float* kp = k.data();
+  const float* vp = v.data();
+  const float* pp = probs.data();
+  float* gq = needs_grad(q) ? grad_buffer(q) : nullptr;
+  float* gk = needs_grad(k) ? grad_buffer(k) : nullptr;
+  float* gv = needs_grad(v) ? grad_buffer(v) : nullptr;
+  const float scale = static_cast<float>(a.scale);
+#pragma omp parallel if (a.batch * a.heads > 1)
+  {
+    // per block: Gᵀ (dv, lanes), Qᵀ (d, lanes), ∂S (Lk, lanes); one block's ∂Qᵀ (d, lanes)
+    std::vector<float, Eigen::aligned_allocator<float>> gt(blocks * a.dv * lanes), qt(blocks * a.d * lanes),
+        ds(blocks * a.lk * lanes), dqt(a.d * lanes);
+#pragma omp for schedule(dynamic, 2)
+    for (int64_t bh = 0; bh < a.batch * a.heads; ++bh) {
+      const int64_t b = bh / a.heads, h = bh % a.heads;
+      const float* kh = kp + b * a.lk * a.c + h * a.d;
+      const float* vh = vp + b * a.lk * a.cv + h * a.dv;
+      const float* pbh = pp + bh * blocks * a.lk * lanes;  // P_j packets of every block
+      std::fill(gt.begin(), gt.end(), 0.0f);
+      std::fill(qt.begin(), qt.end(), 0.0f);
+      for (int64_t i = 0; i < a.lq; ++i) {
+        const int64_t blk = i / lanes, r = i % lanes;
+        const float* gi = gp + (b * a.lq + i) * a.cv + h * a.dv;
+        const float* qi = qp + (b * a.lq + i) * a.c + h * a.d;
+        for (int64_t c = 0; c < a.dv; ++c) gt[(blk * a.dv + c) * lanes + r] = gi[c];
+        for (int64_t c = 0; c < a.d; ++c) qt[(blk * a.d + c) * lanes + r] = qi[c];
+      }
+      // ∂V[j, c] = Σ_i P[i, j] G[i, c]
+      if (gv)
+        for (int64_t j = 0; j < a.lk; ++j)
+          for (int64_t c = 0; c < a.dv; ++c) {
+            P acc = ei::pset1<P>(0.0f);
+            for (int64_t blk = 0; blk < blocks; ++blk)
+              acc = ei::pmadd(ei::pload<P>(pbh + (blk * a.lk + j) * lanes), ei::pload<P>(gt.data() + (blk * a.dv + c) * lanes), acc);
+            gv[(b * a.lk + j) * a.cv + h * a.dv + c] += ei::predux(acc);
+          }
+      if (!gq && !gk) continue;
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        const float* pb = pbh + blk * a.lk * lanes;
+        const float* gtb = gt.data() + blk * a.dv * lanes;
+        float* dsb = ds.data() + blk * a.lk * lanes;
+        // ∂P_j = Σ_c Gᵀ_c V[j, c], and r = Σ_j ∂P_j ⊙ P_j
+        P r_sum = ei::pset1<P>(0.0f);
+        for (int64_t j = 0; j < a.lk; ++j) {
+          P dp[4] = {ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f)};
+          for (int64_t c = 0; c < a.dv; ++c) dp[c & 3] = ei::pmadd(ei::pload<P>(gtb + c * lanes), ei::pset1<P>(vh[j * a.cv + c]), dp[c & 3]);
+          const P dpj = ei::padd(ei::padd(dp[0], dp[1]), ei::padd(dp[2], dp[3]));
+          ei::pstore(dsb + j * lanes, dpj);
+          r_sum = ei::pmadd(dpj, ei::pload<P>(pb + j * lanes), r_sum);
+        }
+        // ∂S_j = P_j ⊙ (∂P_j − r)
+        for (int64_t j = 0; j < a.lk; ++j)
+          ei::pstore(dsb + j * lanes, ei::pmul(ei::pload<P>(pb + j * lanes), ei::psub(ei::pload<P>(dsb + j * lanes), r_sum)));
+        if (!gq) continue;
+        // ∂Qᵀ_c = scale Σ_j ∂S_j K[j, c], eight channels at a time
+        for (int64_t c0 = 0; c0 < a.d; c0 += 8) {
+          const int64_t width = std::min<int64_t>(8, a.d - c0);
+          P acc[8];
+          for (int u = 0; u < 8; ++u) acc[u] = ei::pset1<P>(0.0f);
+          for (int64_t j = 0; j < a.lk; ++j) {
+            const P dsj = ei::pload<P>(dsb + j * lanes);
+            for (int u = 0; u < width; ++u) acc[u] = ei::pmadd(dsj, ei::pset1<P>(kh[j * a.c + c0 + u]), acc[u]);
+          }
+          for (int u = 0; u < width; ++u) ei::pstore(dqt.data() + (c0 + u) * lanes, acc[u]);
+        }
+        const int64_t rows = std::min(lanes, a.lq - blk * lanes);
+        for (int64_t r = 0; r < rows; ++r) {
+          float* gqi = gq + (b * a.lq + blk * lanes + r) * a.c + h * a.d;
+          for (int64_t c = 0; c < a.d; ++c) gqi[c] += scale * dqt[c * lanes + r];
+        }
+      }
+      // ∂K[j, c] = scale Σ_i ∂S[i, j] Q[i, c]
+      if (gk)
+        for (int64_t j = 0; j < a.lk; ++j)
+          for (int64_t c = 0; c < a.d; ++c) {
+            P acc = ei::pset1<P>(0.0f);
+            for (int64_t blk = 0; blk < blocks; ++blk)
+              acc = ei::pmadd(ei::pload<P>(ds.data() + (blk * a.lk + j) * lanes), ei::pload<P>(qt.data() + (blk * a.d + c) * lanes), acc);
+            gk[(b * a.lk + j) * a.c + h * a.d + c] += scale * ei::predux(acc);
+          }
     }
   }
 }

@@ -207,16 +207,18 @@ WeightOperand weight_operand(const Tensor& w, int64_t n, int64_t k, Use use, DTy
   return out;
 }
 
-// Chunks of rows: about 256 rows (whole samples), at least 8 chunks where the rows allow, and a row buffer
-// of at most 1 MB. Depends on the shapes only.
+// Chunks of rows, whole samples each, with a row buffer of at most 1.5 MB (inside L2). Run op-parallel, a
+// layer is cut into about 256-row chunks and at least 8 where the rows allow, to share among the threads;
+// inside a part of a batch-parallel pass (already one thread's work) into chunks of up to 512 rows, fewer
+// and larger GEMM calls. Depends on the shapes and on that mode only, never on the thread count.
 struct Chunks {
   int64_t rows, count;
 };
 
 Chunks chunks_of(const Geometry& g) {
   const int64_t per = std::max<int64_t>(g.rows_per_sample, 1);
-  int64_t target = std::min<int64_t>(256, std::max<int64_t>(64, g.rows / 8));
-  target = std::min<int64_t>(target, std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(g.k, 1)));
+  int64_t target = omp_in_parallel() ? 512 : std::min<int64_t>(256, std::max<int64_t>(64, g.rows / 8));
+  target = std::min<int64_t>(target, std::max<int64_t>(1, (3 << 17) / std::max<int64_t>(g.k, 1)));
   const int64_t rows = std::max<int64_t>(per, target / per * per);
   return {rows, (g.rows + rows - 1) / rows};
 }
@@ -239,19 +241,40 @@ PlanPair plans(const Chunks& ch, int64_t total_rows, MakeSpec make, const Packed
   return p;
 }
 
+// The input of a layer as the kernels read it: x itself, or for bf16 a bf16 copy of the whole input, made
+// once per call before the chunks so that im2col copies bf16 runs (each input pixel sits in up to kh·kw
+// patches and would otherwise be converted that often).
+struct Source {
+  const float* x = nullptr;
+  const bf16* x_bf16 = nullptr;  // the calling thread's scratch slot 5, read by every thread of the call
+};
+
+Source source_of(const float* x, const Geometry& g, DType type) {
+  Source s{x, nullptr};
+  if (type != DType::kBf16 || !g.im2col) return s;
+  const int64_t n = g.conv.batch * g.conv.height * g.conv.width * g.conv.channels;
+  bf16* dst = scratch<bf16>(5, n);
+  s.x_bf16 = dst;
+  constexpr int64_t kBlock = 1 << 14;
+#pragma omp parallel for schedule(static) if (n > 8 * kBlock)
+  for (int64_t b = 0; b < (n + kBlock - 1) / kBlock; ++b)
+    cpu::to_bf16(x + b * kBlock, dst + b * kBlock, std::min(kBlock, n - b * kBlock));
+  return s;
+}
+
 // The rows of X for chunk [row0, row0 + m), as operands of `type`: x itself when it already is one.
-const void* chunk_rows(const float* x, const Geometry& g, int64_t row0, int64_t m, DType type) {
-  if (!g.im2col && type == DType::kF32) return x + row0 * g.k;
+const void* chunk_rows(const Source& src, const Geometry& g, int64_t row0, int64_t m, DType type) {
+  if (!g.im2col && type == DType::kF32) return src.x + row0 * g.k;
   if (type == DType::kBf16) {
     bf16* buf = scratch<bf16>(0, m * g.k);
     if (g.im2col)
-      im2col_nhwc(x, g.conv, row0, m, buf);
+      im2col_nhwc(src.x_bf16, g.conv, row0, m, buf);
     else
-      cpu::to_bf16(x + row0 * g.k, buf, m * g.k);
+      cpu::to_bf16(src.x + row0 * g.k, buf, m * g.k);
     return buf;
   }
   float* buf = scratch<float>(0, m * g.k);
-  im2col_nhwc(x, g.conv, row0, m, buf);
+  im2col_nhwc(src.x, g.conv, row0, m, buf);
   return buf;
 }
 
@@ -288,7 +311,7 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
       return MatmulSpec{Layout::row_major(m, r, t), Layout::transposed(r, N, t, r), N, true, false};
     }, nullptr);
   }
-  const float* x = L.x.data();
+  const Source x = source_of(L.x.data(), g, t);
   const float* b = bias ? L.bias.data() : nullptr;
   const void* w_plain = w.plain.data();
 #pragma omp parallel for schedule(dynamic, 1) if (ch.count > 1)
@@ -363,7 +386,7 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
   };
   const auto db_part = partials(want_b, N), dup_part = partials(want_up, N * r), da_part = partials(want_a, r * K),
              dw_part = partials(want_w, N * K);
-  const float* x = L.x.data();
+  const Source x = (want_a || want_w) ? source_of(L.x.data(), g, t) : Source{L.x.data(), nullptr};
   float* dx = want_x ? grad_buffer(L.x) : nullptr;
 
 #pragma omp parallel for schedule(dynamic, 1) if (ch.count > 1)
@@ -513,6 +536,7 @@ template ConvGeometry checked_nhwc_conv_geometry<double>(const char*, const Tens
                                                          const Conv2dOptions&);
 template void im2col_nhwc<float, float>(const float*, const ConvGeometry&, int64_t, int64_t, float*);
 template void im2col_nhwc<double, double>(const double*, const ConvGeometry&, int64_t, int64_t, double*);
+template void im2col_nhwc<bf16, bf16>(const bf16*, const ConvGeometry&, int64_t, int64_t, bf16*);
 template void col2im_nhwc_accumulate<float>(const float*, const ConvGeometry&, int64_t, int64_t, float*);
 template void col2im_nhwc_accumulate<double>(const double*, const ConvGeometry&, int64_t, int64_t, double*);
 
