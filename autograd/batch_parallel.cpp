@@ -17,7 +17,19 @@ BatchParts batch_parts(int64_t batch) {
   return {(batch + count - 1) / count, count};
 }
 
-bool splits_batch(int64_t batch) { return batch_parts(batch).count > 1 && !omp_in_parallel(); }
+namespace {
+thread_local bool g_in_part = false;
+
+struct PartScope {
+  bool previous = g_in_part;
+  PartScope() { g_in_part = true; }
+  ~PartScope() { g_in_part = previous; }
+};
+}  // namespace
+
+bool in_batch_part() { return g_in_part; }
+
+bool splits_batch(int64_t batch) { return batch_parts(batch).count > 1 && !g_in_part && !omp_in_parallel(); }
 
 void for_each_part(int64_t batch, const std::function<void(int64_t, int64_t)>& fn) {
   if (!splits_batch(batch)) {
@@ -32,6 +44,7 @@ void for_each_part(int64_t batch, const std::function<void(int64_t, int64_t)>& f
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t i = 0; i < p.count; ++i) {
     GradModeGuard mode(grad);
+    PartScope part;
     try {
       fn(i * p.size, std::min(p.size, batch - i * p.size));
     } catch (...) {

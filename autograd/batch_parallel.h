@@ -21,9 +21,14 @@ struct BatchParts {
 // About 16 samples a part, at most 8 parts; one part (no split) below 32 samples.
 BatchParts batch_parts(int64_t batch);
 
-// Whether a batch of this size is cut into parts here: more than one part, and not already inside a
-// parallel region. One thread runs the same parts in turn, so results do not depend on the thread count.
+// Whether a batch of this size is cut into parts here: more than one part, and not already inside a part
+// or another parallel region. One thread runs the same parts in turn, so results do not depend on the
+// thread count.
 bool splits_batch(int64_t batch);
+
+// Whether this thread is running one part of a batch-parallel pass (whatever the number of threads: with one
+// thread the parts run in turn, and kernels must cut their work the same way as with two).
+bool in_batch_part();
 
 // Runs fn(begin, count) for every part of [0, batch), in parallel when splits_batch(batch), else as one call.
 // The caller's grad mode holds on the worker threads; the first exception thrown by a part is rethrown here.

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "autograd/batch_parallel.h"
 #include "autograd/cpu/bf16.h"
 #include "autograd/errors.h"
 #include "autograd/flop_counter.h"
@@ -217,7 +218,7 @@ struct Chunks {
 
 Chunks chunks_of(const Geometry& g) {
   const int64_t per = std::max<int64_t>(g.rows_per_sample, 1);
-  int64_t target = omp_in_parallel() ? 512 : std::min<int64_t>(256, std::max<int64_t>(64, g.rows / 8));
+  int64_t target = in_batch_part() ? 512 : std::min<int64_t>(256, std::max<int64_t>(64, g.rows / 8));
   target = std::min<int64_t>(target, std::max<int64_t>(1, (3 << 17) / std::max<int64_t>(g.k, 1)));
   const int64_t rows = std::max<int64_t>(per, target / per * per);
   return {rows, (g.rows + rows - 1) / rows};
