@@ -1,5 +1,6 @@
-// A process-wide count of the multiply-add FLOPs done by the GEMM-based ops' forward passes (conv2d, linear,
-// matmul, bmm, attention), for benchmarks that report GFLOP/s. Counting is off unless enabled.
+// A process-wide count of the multiply-add FLOPs (2 per multiply-add) done by the GEMM-based ops (conv2d,
+// linear and the row-GEMM layers forward and backward, matmul, bmm, attention forward and backward), for
+// benchmarks that report GFLOP/s. Counting is off unless enabled.
 #pragma once
 #include <atomic>
 #include <cstdint>

@@ -1,14 +1,15 @@
 // lcdkit's side of the PyTorch comparison (issue 8; bench/pytorch/bench_torch.py is the other side, with the
 // same cases, inputs' shapes and settings). One case per process, so that the peak resident memory printed is
 // that case's own:
-//   unet-fwd        no-grad UNet forward, batch 64
+//   unet-fwd        no-grad UNet forward, batch 64 (unet-fwd-128: batch 128)
 //   diffusion-step  full-network teacher training step, batch 64: ε-MSE, backward, clip to 1, AdamW
 //   lcd-step        LCD-LoRA step, batch 32, rank 16: teacher (cond+uncond), DDIM Ψ, EMA target, student with
 //                   backward, clip to 1, AdamW, EMA update (configs/fmnist-lcm-lora.json's settings)
 //   lcm4            LCM 4-step sampling of 64 latents, then VAE decode
 //   ddim50          DDIM 50-step sampling of 64 latents with CFG (s = 2), then VAE decode
 //   lcm4-latents, ddim50-latents   the same without the decode (the solver loops alone)
-// Prints one line: case, median seconds over --reps runs after --warmup runs, peak RSS in MiB.
+// Prints one line: case, median seconds over --reps runs after --warmup runs, peak RSS in MiB, and the GFLOP
+// of one run (autograd/flop_counter.h: every GEMM-shaped multiply-add, forward and backward).
 // Usage: bench_steps --case NAME [--model DIR] [--threads N] [--reps R] [--warmup W]
 #include <sys/resource.h>
 
@@ -20,6 +21,7 @@
 #include "autograd/cpu/precision.h"
 #include "autograd/errors.h"
 #include "autograd/flat_parameters.h"
+#include "autograd/flop_counter.h"
 #include "autograd/ops.h"
 #include "autograd/random.h"
 #include "autograd/threads.h"
@@ -50,7 +52,7 @@ int main(int argc, char** argv) {
     std::string which, model = "models/fmnist-ldm-v1", threads = "2", reps = "5", warmup = "1", precision = "fp32";
     ArgParser p("bench_steps", "--case NAME [options]",
                 "Times one lcdkit workload of the PyTorch comparison (see bench/pytorch/compare.sh).");
-    p.option("--case", "NAME", "unet-fwd, diffusion-step, lcd-step, lcm4, ddim50, lcm4-latents or ddim50-latents", &which);
+    p.option("--case", "NAME", "unet-fwd, unet-fwd-128, diffusion-step, lcd-step, lcm4, ddim50, lcm4-latents or ddim50-latents", &which);
     p.option("--model", "DIR", "model directory", &model);
     p.option("--threads", "N", "threads", &threads);
     p.option("--reps", "R", "timed runs", &reps);
@@ -80,12 +82,13 @@ int main(int argc, char** argv) {
     std::unique_ptr<AdamW> adam;
     std::unique_ptr<AutoencoderKL> vae;
 
-    if (which == "unet-fwd") {
-      run = [&] {
+    if (which == "unet-fwd" || which == "unet-fwd-128") {
+      const int64_t b = which == "unet-fwd" ? 64 : 128;
+      run = [&, b] {
         NoGradGuard g;
         std::vector<double> t;
-        for (int i = 0; i < 64; ++i) t.push_back(rng.uniform_int(1000));
-        unet->forward(rng.normal_tensor(latent_shape), t, embedding(table, labels_of(64)));
+        for (int64_t i = 0; i < b; ++i) t.push_back(rng.uniform_int(1000));
+        unet->forward(rng.normal_tensor({b, unet->config.in_channels, 8, 8}), t, embedding(table, labels_of(b)));
       };
     } else if (which == "diffusion-step") {
       std::vector<std::pair<std::string, Tensor>> all;
@@ -144,7 +147,7 @@ int main(int argc, char** argv) {
         if (decode) vae->decode(scale(lat, 1.0 / vae->config.scaling_factor));
       };
     } else {
-      throw UsageError("--case: unknown \"" + which + "\" (unet-fwd, diffusion-step, lcd-step, lcm4, ddim50, lcm4-latents, ddim50-latents)");
+      throw UsageError("--case: unknown \"" + which + "\" (unet-fwd, unet-fwd-128, diffusion-step, lcd-step, lcm4, ddim50, lcm4-latents, ddim50-latents)");
     }
 
     for (int i = 0; i < parse_int("--warmup", warmup); ++i) run();
@@ -155,7 +158,12 @@ int main(int argc, char** argv) {
       seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     std::sort(seconds.begin(), seconds.end());
-    std::printf("%s %.4f %.1f\n", which.c_str(), seconds[seconds.size() / 2], peak_rss_mib());
+    const double rss = peak_rss_mib();
+    FlopCounter::count() = 0;
+    FlopCounter::enabled() = true;
+    run();
+    FlopCounter::enabled() = false;
+    std::printf("%s %.4f %.1f %.3f\n", which.c_str(), seconds[seconds.size() / 2], rss, FlopCounter::count().load() / 1e9);
     return 0;
   });
 }

@@ -10,7 +10,9 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
@@ -197,8 +199,35 @@ void MatmulPlan::run(const void* a, const void* b, float* c, const float* bias) 
     check(dnnl_memory_set_data_handle_v2(st.bias.get(), const_cast<float*>(bias), stream), "bias handle");
     args[nargs++] = {DNNL_ARG_BIAS, st.bias.get()};
   }
+  static const bool profile = std::getenv("LCDKIT_PROFILE_PLANS") != nullptr;
+  const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   check(dnnl_primitive_execute(p.prim.get(), stream, nargs, args), "matmul");
   check(dnnl_stream_wait(stream), "stream wait");
+  if (profile) {
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    static std::mutex m;
+    static std::map<std::string, std::pair<double, int64_t>>* stats = [] {
+      auto* st = new std::map<std::string, std::pair<double, int64_t>>();
+      std::atexit([] {
+        std::vector<std::pair<double, std::string>> rows;
+        for (auto& [k, v] : *stats) rows.emplace_back(v.first, k + " calls " + std::to_string(v.second));
+        std::sort(rows.rbegin(), rows.rend());
+        double total = 0;
+        for (auto& r : rows) total += r.first;
+        std::fprintf(stderr, "matmul total %.3f s\n", total);
+        for (size_t i = 0; i < rows.size() && i < 40; ++i) std::fprintf(stderr, "%8.3f s  %s\n", rows[i].first, rows[i].second.c_str());
+      });
+      return st;
+    }();
+    const auto& d = p.pd;
+    char key[256];
+    std::snprintf(key, sizeof key, "m%lld k%lld n%lld %s", (long long)d.src_desc().dims()[0], (long long)d.src_desc().dims()[1],
+                  (long long)d.dst_desc().dims()[1], p.kernel.c_str());
+    std::lock_guard<std::mutex> lock(m);
+    auto& e = (*stats)[key];
+    e.first += dt;
+    e.second += 1;
+  }
 }
 
 }  // namespace lcd::cpu

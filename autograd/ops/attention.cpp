@@ -221,6 +221,7 @@ void attention_backward<float>(const Tensor& grad, const Tensor& q, const Tensor
   float* gk = needs_grad(k) ? grad_buffer(k) : nullptr;
   float* gv = needs_grad(v) ? grad_buffer(v) : nullptr;
   const float scale = static_cast<float>(a.scale);
+  FlopCounter::add(2 * a.batch * a.heads * a.lq * a.lk * (2 * a.dv + (gq ? a.d : 0) + (gk ? a.d : 0)));
 #pragma omp parallel if (a.batch * a.heads > 1)
   {
     // per block: Gᵀ (dv, lanes), Qᵀ (d, lanes), ∂S (Lk, lanes); one block's ∂Qᵀ (d, lanes)

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <mutex>
 
@@ -283,9 +284,15 @@ DType operand_type() { return compute_precision() == Precision::kBf16 ? DType::k
 
 }  // namespace
 
+namespace {
+std::atomic<LayerObserver> g_observer{nullptr};
+}
+void observe_layers(LayerObserver observer) { g_observer = observer; }
+
 template <>
 void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
   const Geometry& g = L.g;
+  if (LayerObserver o = g_observer.load()) o(g);
   const DType t = operand_type();
   const int64_t M = g.rows, K = g.k, N = g.n, r = L.lora.rank();
   FlopCounter::add(2 * M * K * N + (r ? 2 * M * r * (K + N) : 0));
@@ -342,6 +349,8 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
   const bool want_a = r && needs_grad(L.lora.down), want_up = r && needs_grad(L.lora.up);
   const bool want_gh = r && (want_a || want_x);
   const Chunks ch = chunks_of(g);
+  FlopCounter::add(2 * M * K * N * (int64_t(want_x) + int64_t(want_w)) +
+                   (r ? 2 * M * r * (N * (int64_t(want_up) + int64_t(want_gh)) + K * (int64_t(want_a) + int64_t(want_x))) : 0));
 
   WeightOperand wd;
   PlanPair dx_plan, gh_plan, dxa_plan, dup_plan, da_plan, dw_plan;

@@ -58,6 +58,10 @@ struct Layer {
   Geometry g;
 };
 
+// Benchmarks can watch the layer shapes the float forward runs (bench/ceiling_bench.cpp); null: off.
+using LayerObserver = void (*)(const Geometry& g);
+void observe_layers(LayerObserver observer);
+
 // Forward; when `saved_h` is given, H = X·Aᵀ (M, r) is written there for backward.
 template <typename T>
 void forward(const Layer<T>& layer, T* y, T* saved_h);

@@ -204,7 +204,7 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(ch[0], cfg["out_channels"], 3, padding=1)
 
     def forward(self, x, t, context):
-        temb = self.time_embedding(timestep_embedding(t, self.ch0))
+        temb = self.time_embedding(timestep_embedding(t, self.ch0).to(self.conv_in.weight.dtype))  # bf16 runs cast whole
         h = self.conv_in(x)
         skips = [h]
         for blk in self.down_blocks:
