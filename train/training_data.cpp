@@ -1,6 +1,8 @@
 // Training data (see training_data.h).
 #include "train/training_data.h"
 
+#include "autograd/cpu/precision.h"
+
 #include <cmath>
 #include <filesystem>
 
@@ -54,6 +56,8 @@ TrainingData load_training_data(const TrainConfig& c, const AutoencoderKL& vae) 
   }
   std::filesystem::create_directories(std::filesystem::absolute(c.latent_cache).parent_path());
   auto encode = [&](const Tensor& x) {
+    // The cache is shared by runs of either precision, so it is always encoded in fp32.
+    PrecisionGuard fp32(Precision::kFp32);
     DiagonalGaussian p = vae.encode(x);
     return std::make_pair(p.mean, p.logvar);
   };

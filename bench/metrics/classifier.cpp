@@ -1,6 +1,8 @@
 // The Fashion-MNIST classifier of the quality metric (see classifier.h).
 #include "bench/metrics/classifier.h"
 
+#include "autograd/cpu/precision.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -53,6 +55,7 @@ void FmnistClassifier::randomize(uint64_t seed) {
 
 std::vector<int64_t> classify(const FmnistClassifier& net, const Tensor& images, Tensor* features) {
   NoGradGuard no_grad;
+  PrecisionGuard fp32(Precision::kFp32);  // the metric is the same whatever precision the samples were made in
   std::vector<int64_t> predicted;
   std::vector<Tensor> feats;
   for (int64_t start = 0; start < images.size(0); start += 500) {

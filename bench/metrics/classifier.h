@@ -21,8 +21,8 @@ class FmnistClassifier : public Module {
   Linear fc1, fc2;
 };
 
-// Runs the classifier over images (N, 1, 32, 32) in chunks of 500, without a tape: the predicted class of each
-// image, and its penultimate features (N, 128) when `features` is given.
+// Runs the classifier over images (N, 1, 32, 32) in chunks of 500, without a tape and always in fp32: the
+// predicted class of each image, and its penultimate features (N, 128) when `features` is given.
 std::vector<int64_t> classify(const FmnistClassifier& net, const Tensor& images, Tensor* features = nullptr);
 
 // Loads bench/classifier/fmnist_classifier.safetensors (or the given file), strictly.
