@@ -152,10 +152,48 @@ std::shared_ptr<const MatmulPlan::Impl> make_plan(const MatmulSpec& s, bool pack
   impl->prim = dnnl::matmul(impl->pd);
   impl->scratch_bytes = impl->pd.scratchpad_desc().get_size();
   impl->kernel = impl->pd.impl_info_str();
-  if (std::getenv("LCDKIT_PRINT_PLANS"))
-    std::fprintf(stderr, "matmul plan m%lld k%lld n%lld a(%lld,%lld) %s%s%s: %s\n", (long long)m, (long long)k, (long long)n, (long long)s.a.row_stride, (long long)s.a.col_stride, s.a.type == DType::kBf16 ? "bf16" : "f32", packed ? " packed" : "", s.accumulate ? " +=" : "", impl->kernel.c_str());
+  if (std::getenv("LCDKIT_PRINT_PLANS"))  // debugging: every new plan and the kernel oneDNN chose for it
+    std::fprintf(stderr, "matmul plan m%lld k%lld n%lld, A strides (%lld, %lld) %s%s%s: %s\n", (long long)m, (long long)k,
+                 (long long)n, (long long)s.a.row_stride, (long long)s.a.col_stride, s.a.type == DType::kBf16 ? "bf16" : "f32",
+                 packed ? ", packed B" : "", s.accumulate ? ", +=" : "", impl->kernel.c_str());
   cache.emplace(key, impl);
   return impl;
+}
+
+}  // namespace
+
+namespace {
+
+// LCDKIT_PROFILE_PLANS=1: the time spent in each plan, printed at exit, largest first.
+bool profiling() {
+  static const bool on = std::getenv("LCDKIT_PROFILE_PLANS") != nullptr;
+  return on;
+}
+
+void record_time(const MatmulPlan::Impl& p, double seconds) {
+  using Table = std::map<std::string, std::pair<double, int64_t>>;
+  static std::mutex mutex;
+  static Table* stats = [] {
+    auto* table = new Table();
+    std::atexit([] {
+      std::vector<std::pair<double, std::string>> rows;
+      double total = 0;
+      for (const auto& [k, v] : *stats) {
+        rows.emplace_back(v.first, k + ", " + std::to_string(v.second) + " calls");
+        total += v.first;
+      }
+      std::sort(rows.rbegin(), rows.rend());
+      std::fprintf(stderr, "matmul plans: %.3f s in all\n", total);
+      for (size_t i = 0; i < rows.size() && i < 40; ++i) std::fprintf(stderr, "%9.3f s  %s\n", rows[i].first, rows[i].second.c_str());
+    });
+    return table;
+  }();
+  const auto src = p.pd.src_desc().dims(), dst = p.pd.dst_desc().dims();
+  const std::string key = "m" + std::to_string(src[0]) + " k" + std::to_string(src[1]) + " n" + std::to_string(dst[1]) + " " + p.kernel;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& e = (*stats)[key];
+  e.first += seconds;
+  e.second += 1;
 }
 
 }  // namespace
@@ -199,35 +237,17 @@ void MatmulPlan::run(const void* a, const void* b, float* c, const float* bias) 
     check(dnnl_memory_set_data_handle_v2(st.bias.get(), const_cast<float*>(bias), stream), "bias handle");
     args[nargs++] = {DNNL_ARG_BIAS, st.bias.get()};
   }
-  static const bool profile = std::getenv("LCDKIT_PROFILE_PLANS") != nullptr;
+  const bool profile = profiling();
   const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
-  check(dnnl_primitive_execute(p.prim.get(), stream, nargs, args), "matmul");
+  // Always on this one thread, also outside a parallel region: some oneDNN kernels (gemm:jit on AVX2) split
+  // the reduction among their threads, which would make results depend on the thread count.
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (threads > 1) omp_set_num_threads(1);
+  const dnnl_status_t status = dnnl_primitive_execute(p.prim.get(), stream, nargs, args);
+  if (threads > 1) omp_set_num_threads(threads);
+  check(status, "matmul");
   check(dnnl_stream_wait(stream), "stream wait");
-  if (profile) {
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    static std::mutex m;
-    static std::map<std::string, std::pair<double, int64_t>>* stats = [] {
-      auto* st = new std::map<std::string, std::pair<double, int64_t>>();
-      std::atexit([] {
-        std::vector<std::pair<double, std::string>> rows;
-        for (auto& [k, v] : *stats) rows.emplace_back(v.first, k + " calls " + std::to_string(v.second));
-        std::sort(rows.rbegin(), rows.rend());
-        double total = 0;
-        for (auto& r : rows) total += r.first;
-        std::fprintf(stderr, "matmul total %.3f s\n", total);
-        for (size_t i = 0; i < rows.size() && i < 40; ++i) std::fprintf(stderr, "%8.3f s  %s\n", rows[i].first, rows[i].second.c_str());
-      });
-      return st;
-    }();
-    const auto& d = p.pd;
-    char key[256];
-    std::snprintf(key, sizeof key, "m%lld k%lld n%lld %s", (long long)d.src_desc().dims()[0], (long long)d.src_desc().dims()[1],
-                  (long long)d.dst_desc().dims()[1], p.kernel.c_str());
-    std::lock_guard<std::mutex> lock(m);
-    auto& e = (*stats)[key];
-    e.first += dt;
-    e.second += 1;
-  }
+  if (profile) record_time(p, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }
 
 }  // namespace lcd::cpu

@@ -10,6 +10,8 @@
 // A plan is made once per shape before a parallel loop (primitive creation costs milliseconds; plans are
 // cached), then run from any thread with new pointers: no allocation, reorder or primitive creation
 // happens in the loop. Weights are packed once into the kernels' preferred layout (PackedMatrix).
+// Debugging switches: LCDKIT_PRINT_PLANS=1 prints every new plan and its kernel, LCDKIT_PROFILE_PLANS=1 the
+// time spent per plan at exit.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -67,7 +69,8 @@ class MatmulPlan {
   explicit MatmulPlan(const MatmulSpec& spec);
   // For a packed B; the plan keeps a reference to `b`, which must outlive it.
   MatmulPlan(const MatmulSpec& spec, const PackedMatrix& b);
-  // On the calling thread. b is ignored (may be null) for a packed plan; bias only when spec.bias.
+  // On the calling thread only (never oneDNN's own threads). b is ignored (may be null) for a packed plan;
+  // bias only when spec.bias.
   void run(const void* a, const void* b, float* c, const float* bias = nullptr) const;
   bool defined() const { return impl_ != nullptr; }
   const char* kernel() const;  // oneDNN's implementation name, e.g. "brg:avx512_core_amx_bf16"

@@ -8,7 +8,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "autograd/cpu/precision.h"
 #include "autograd/errors.h"
+#include "autograd/threads.h"
 #include "infer/io/lora_io.h"
 #include "tests/train/tiny_model.h"
 #include "train/checkpoint.h"
@@ -26,9 +28,13 @@ class TrainerTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("lcdkit_trainer_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    model_ = write_tiny_model_and_images(dir_);
+    model_ = write_tiny_model_and_images(dir_, 16);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override {
+    fs::remove_all(dir_);
+    set_compute_precision(Precision::kFp32);  // a Trainer sets the process's precision and threads
+    set_num_threads(2);
+  }
 
   nlohmann::json config(const std::string& run, int steps, const std::string& objective = "lcd") const {
     return {{"objective", objective},
@@ -67,14 +73,29 @@ void expect_same_adapter(const std::string& a, const std::string& b) {
   }
 }
 
+// Both objectives, in fp32 and (where the CPU has it) bf16, at batch 4 (one part) and at batch 32 (two
+// batch-parallel parts); the resumed half runs on one thread where the others ran on two, since results do not
+// depend on the thread count.
 TEST_F(TrainerTest, ResumeContinuesBitForBit) {
+  std::vector<std::string> precisions{"fp32"};
+  if (bf16_supported()) precisions.push_back("bf16");
+  for (const std::string& precision : precisions)
+  for (int batch : {4, 32})
   for (const char* objective : {"lcd", "diffusion"}) {
-    SCOPED_TRACE(objective);
-    const std::string a = std::string("straight-") + objective, b = std::string("resumed-") + objective;
-    Trainer(parse_train_config(config(a, 6, objective), "a"), "").run();
-    EXPECT_EQ(Trainer(parse_train_config(config(b, 4, objective), "b"), "").run(), 4);
+    const std::string tag = std::string(objective) + "-" + precision + "-" + std::to_string(batch);
+    SCOPED_TRACE(tag);
+    const std::string a = "straight-" + tag, b = "resumed-" + tag;
+    auto cfg = [&](const std::string& run, int steps, int threads) {
+      nlohmann::json c = config(run, steps, objective);
+      c["train"]["precision"] = precision;
+      c["train"]["batch_size"] = batch;
+      c["threads"] = threads;
+      return parse_train_config(c, run);
+    };
+    Trainer(cfg(a, 6, 2), "").run();
+    EXPECT_EQ(Trainer(cfg(b, 4, 2), "").run(), 4);
     // Resume at the checkpoint of step 4 (written at the end) and go on to 6.
-    EXPECT_EQ(Trainer(parse_train_config(config(b, 6, objective), "b"), (dir_ / b).string()).run(), 6);
+    EXPECT_EQ(Trainer(cfg(b, 6, 1), (dir_ / b).string()).run(), 6);
     EXPECT_EQ(metric_lines(dir_ / a), metric_lines(dir_ / b));
     EXPECT_EQ(metric_lines(dir_ / a).size(), 6u);
     expect_same_adapter((dir_ / a / "adapter/pytorch_lora_weights.safetensors").string(),
@@ -84,8 +105,8 @@ TEST_F(TrainerTest, ResumeContinuesBitForBit) {
     for (const char* f : {"adapter_kohya.safetensors", "adapter.h5", "adapter_config.json"})
       EXPECT_TRUE(fs::exists(dir_ / a / "adapter" / f)) << f;
   }
-  EXPECT_TRUE(fs::exists(dir_ / "straight-lcd/samples/final-lcm1.png"));
-  EXPECT_TRUE(fs::exists(dir_ / "straight-diffusion/samples/final-ddim2.png"));
+  EXPECT_TRUE(fs::exists(dir_ / "straight-lcd-fp32-4/samples/final-lcm1.png"));
+  EXPECT_TRUE(fs::exists(dir_ / "straight-diffusion-fp32-4/samples/final-ddim2.png"));
 }
 
 TEST_F(TrainerTest, ResumeRefusesAChangedComputation) {
