@@ -87,8 +87,8 @@ double parallel_backward(FlatParameters& params, int64_t batch,
   const int64_t n = params.size();
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t k = 0; k < n; ++k) {
-    float s = 0.0f;
-    for (int64_t i = 0; i < p.count; ++i) s += grads[i].get()[k];
+    float s = grads[0].get()[k];
+    for (int64_t i = 1; i < p.count; ++i) s += grads[i].get()[k];
     g[k] += s;
   }
   double total = 0;

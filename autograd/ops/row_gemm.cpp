@@ -122,7 +122,8 @@ template <typename T>
 void add_from_patch_order(const T* g, const TensorT<T>& w) {
   T* dst = grad_buffer(w);
   if (w.ndim() != 4 || (w.size(2) == 1 && w.size(3) == 1)) {
-    for (int64_t i = 0; i < w.numel(); ++i) dst[i] += g[i];
+    const int64_t n = w.numel();
+    for (int64_t i = 0; i < n; ++i) dst[i] += g[i];
     return;
   }
   const int64_t o = w.size(0), c = w.size(1), kk = w.size(2) * w.size(3);
@@ -370,6 +371,10 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
   const bool want_a = r && needs_grad(L.lora.down), want_up = r && needs_grad(L.lora.up);
   const bool want_gh = r && (want_a || want_x);
   const Chunks ch = chunks_of(g);
+  // Weight-gradient sums: one partial per chunk, added in chunk order, when the chunks run in parallel;
+  // one accumulating buffer when they run in turn on this thread (inside a batch part, or a single chunk).
+  const bool serial = in_batch_part() || ch.count == 1;
+  const int64_t slots = serial ? 1 : ch.count;
   FlopCounter::add(2 * M * K * N * (int64_t(want_x) + int64_t(want_w)) +
                    (r ? 2 * M * r * (N * (int64_t(want_up) + int64_t(want_gh)) + K * (int64_t(want_a) + int64_t(want_x))) : 0));
 
@@ -397,33 +402,36 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
     }, nullptr);
   if (want_up)  // Gᵀ·H (N, r)
     dup_plan = plans(ch, M, [&](int64_t m) {
-      return MatmulSpec{Layout::transposed(N, m, t, N), Layout::row_major(m, r, t), r, false, false};
+      return MatmulSpec{Layout::transposed(N, m, t, N), Layout::row_major(m, r, t), r, serial, false};
     }, nullptr);
   if (want_a)  // Ghᵀ·X (r, K)
     da_plan = plans(ch, M, [&](int64_t m) {
-      return MatmulSpec{Layout::transposed(r, m, t, r), Layout::row_major(m, K, t), K, false, false};
+      return MatmulSpec{Layout::transposed(r, m, t, r), Layout::row_major(m, K, t), K, serial, false};
     }, nullptr);
   if (want_w)  // Gᵀ·X (N, K)
     dw_plan = plans(ch, M, [&](int64_t m) {
-      return MatmulSpec{Layout::transposed(N, m, t, N), Layout::row_major(m, K, t), K, false, false};
+      return MatmulSpec{Layout::transposed(N, m, t, N), Layout::row_major(m, K, t), K, serial, false};
     }, nullptr);
 
-  // Per-chunk partial sums, added in chunk order below.
-  auto partials = [&](bool on, int64_t per_chunk) {
-    return on ? allocate_storage<float>(per_chunk * ch.count, false) : std::shared_ptr<float>();
+  // Run in turn, a linear's ∂W and ∂A (rows in canonical order) accumulate straight into their gradients.
+  const bool direct = serial && !g.im2col;
+  auto partials = [&](bool on, int64_t len) {
+    return on ? allocate_storage<float>(len * slots, serial) : std::shared_ptr<float>();
   };
-  const auto db_part = partials(want_b, N), dup_part = partials(want_up, N * r), da_part = partials(want_a, r * K),
-             dw_part = partials(want_w, N * K);
+  const auto db_part = partials(want_b, N), dup_part = partials(want_up, N * r),
+             da_part = partials(want_a && !direct, r * K), dw_part = partials(want_w && !direct, N * K);
+  float* da_out = want_a ? (direct ? grad_buffer(L.lora.down) : da_part.get()) : nullptr;
+  float* dw_out = want_w ? (direct ? grad_buffer(L.weight) : dw_part.get()) : nullptr;
   const Source x = (want_a || want_w) ? source_of(L.x.data(), g, t) : Source{L.x.data(), nullptr};
   float* dx = want_x ? grad_buffer(L.x) : nullptr;
 
-#pragma omp parallel for schedule(dynamic, 1) if (ch.count > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (!serial)
   for (int64_t c = 0; c < ch.count; ++c) {
-    const int64_t row0 = c * ch.rows, m = std::min(ch.rows, M - row0);
+    const int64_t row0 = c * ch.rows, m = std::min(ch.rows, M - row0), slot = serial ? 0 : c;
     const float* gy = grad_y + row0 * N;  // (m, N)
     if (want_b) {
-      float* db = db_part.get() + c * N;
-      std::fill(db, db + N, 0.0f);
+      float* db = db_part.get() + slot * N;
+      if (!serial) std::fill(db, db + N, 0.0f);
       for (int64_t i = 0; i < m; ++i)
         for (int64_t o = 0; o < N; ++o) db[o] += gy[i * N + o];
     }
@@ -441,7 +449,7 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
         cpu::to_bf16(saved_h + row0 * r, hb, m * r);
         h_op = hb;
       }
-      dup_plan(m).run(g_op, h_op, dup_part.get() + c * N * r);
+      dup_plan(m).run(g_op, h_op, dup_part.get() + slot * N * r);
     }
     const void* gh_op = nullptr;
     float* gh = nullptr;  // (m, r) float32
@@ -455,8 +463,8 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
         gh_op = ghb;
       }
     }
-    if (want_a) da_plan(m).run(gh_op, rows, da_part.get() + c * r * K);
-    if (want_w) dw_plan(m).run(g_op, rows, dw_part.get() + c * N * K);
+    if (want_a) da_plan(m).run(gh_op, rows, da_out + slot * r * K);
+    if (want_w) dw_plan(m).run(g_op, rows, dw_out + slot * N * K);
     if (want_x) {
       float* drows = g.im2col ? scratch<float>(5, m * K) : dx + row0 * K;  // (m, K)
       dx_plan(m).run(g_op, wd.plain.data(), drows);
@@ -468,10 +476,10 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
   // Sum the partials in chunk order.
   auto reduce = [&](const std::shared_ptr<float>& part, int64_t len, float factor) {
     std::vector<float> total(static_cast<size_t>(len), 0.0f);
-#pragma omp parallel for schedule(static) if (len * ch.count > 65536)
+#pragma omp parallel for schedule(static) if (len * slots > 65536 && !serial)
     for (int64_t i = 0; i < len; ++i) {
       float s = 0.0f;
-      for (int64_t c = 0; c < ch.count; ++c) s += part.get()[c * len + i];
+      for (int64_t c = 0; c < slots; ++c) s += part.get()[c * len + i];
       total[i] = s * factor;
     }
     return total;
@@ -486,8 +494,8 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
     float* gu = grad_buffer(L.lora.up);
     for (int64_t i = 0; i < N * r; ++i) gu[i] += du[i];
   }
-  if (want_a) add_from_patch_order(reduce(da_part, r * K, 1.0f).data(), L.lora.down);
-  if (want_w) add_from_patch_order(reduce(dw_part, N * K, 1.0f).data(), L.weight);
+  if (want_a && !direct) add_from_patch_order(reduce(da_part, r * K, 1.0f).data(), L.lora.down);
+  if (want_w && !direct) add_from_patch_order(reduce(dw_part, N * K, 1.0f).data(), L.weight);
 }
 
 // ---- the double reference: whole matrices, Eigen ----
