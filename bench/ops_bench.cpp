@@ -1,12 +1,14 @@
-// Microbenchmarks of conv2d and linear forward+backward at the shapes of the fmnist-ldm-v1 UNet
+// Microbenchmarks of conv2d, linear and attention forward(+backward) at the shapes of the fmnist-ldm-v1 UNet
 // (DESIGN.md §3: 4×8×8 latents, channels 64/128, batch 64), next to Eigen's raw GEMM rate.
 // Run: build/bench/bench_ops [--benchmark_filter=...]; the GFLOP/s counter is the achieved rate.
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
+#include <optional>
 
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
+#include "autograd/tape.h"
 #include "autograd/threads.h"
 
 namespace lcd {
@@ -94,6 +96,32 @@ void linear_shapes(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK_CAPTURE(BM_Linear, forward, false)->Apply(linear_shapes);
 BENCHMARK_CAPTURE(BM_Linear, forward_backward, true)->Apply(linear_shapes);
+
+// attention forward (no grad) or forward + backward. Args: batch, query tokens, key tokens, channels, heads.
+void BM_Attention(benchmark::State& state, bool backward) {
+  const int64_t b = state.range(0), lq = state.range(1), lk = state.range(2), c = state.range(3), heads = state.range(4);
+  Tensor q = Tensor::full({b, lq, c}, 0.1f), k = Tensor::full({b, lk, c}, 0.2f), v = Tensor::full({b, lk, c}, 0.3f);
+  if (backward)
+    for (Tensor* t : {&q, &k, &v}) t->set_requires_grad(true);
+  for (auto _ : state) {
+    std::optional<NoGradGuard> g;
+    if (!backward) g.emplace();
+    Tensor o = attention(q, k, v, heads);
+    if (backward) sum(o).backward();
+    benchmark::DoNotOptimize(o.data());
+  }
+  set_rate(state, (backward ? 3.0 : 1.0) * 4.0 * b * lq * lk * c);
+}
+void attention_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"batch", "lq", "lk", "c", "heads"});
+  b->Args({64, 64, 64, 64, 8});    // self-attention at 8×8
+  b->Args({64, 64, 4, 64, 8});     // cross-attention over the 4-token condition
+  b->Args({64, 16, 16, 128, 16});  // self-attention at 4×4
+  b->Args({64, 16, 4, 128, 16});   // cross-attention at 4×4
+  b->Unit(benchmark::kMicrosecond);
+}
+BENCHMARK_CAPTURE(BM_Attention, forward, false)->Apply(attention_shapes);
+BENCHMARK_CAPTURE(BM_Attention, forward_backward, true)->Apply(attention_shapes);
 
 }  // namespace
 }  // namespace lcd

@@ -3,8 +3,8 @@
 // that case's own:
 //   unet-fwd        no-grad UNet forward, batch 64 (unet-fwd-128: batch 128)
 //   diffusion-step  full-network teacher training step, batch 64: ε-MSE, backward, clip to 1, AdamW
-//   lcd-step        LCD-LoRA step, batch 32, rank 16: teacher (cond+uncond), DDIM Ψ, EMA target, student with
-//                   backward, clip to 1, AdamW, EMA update (configs/fmnist-lcm-lora.json's settings)
+//   lcd-step        LCD-LoRA step, batch 32 (lcd-step-128: batch 128, the quickstart's), rank 16: teacher
+//                   (cond+uncond), DDIM Ψ, EMA target, student with backward, clip to 1, AdamW, EMA update (configs/fmnist-lcm-lora.json's settings)
 //   lcm4            LCM 4-step sampling of 64 latents, then VAE decode
 //   ddim50          DDIM 50-step sampling of 64 latents with CFG (s = 2), then VAE decode
 //   lcm4-latents, ddim50-latents   the same without the decode (the solver loops alone)
@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
     std::string which, model = "models/fmnist-ldm-v1", threads = "2", reps = "5", warmup = "1", precision = "fp32";
     ArgParser p("bench_steps", "--case NAME [options]",
                 "Times one lcdkit workload of the PyTorch comparison (see bench/pytorch/compare.sh).");
-    p.option("--case", "NAME", "unet-fwd, unet-fwd-128, diffusion-step, lcd-step, lcm4, ddim50, lcm4-latents or ddim50-latents", &which);
+    p.option("--case", "NAME", "unet-fwd, unet-fwd-128, diffusion-step, lcd-step, lcd-step-128, lcm4, ddim50, lcm4-latents or ddim50-latents", &which);
     p.option("--model", "DIR", "model directory", &model);
     p.option("--threads", "N", "threads", &threads);
     p.option("--reps", "R", "timed runs", &reps);
@@ -109,14 +109,14 @@ int main(int argc, char** argv) {
         full.clip_grad_norm(1.0);
         adam->step(1e-5);
       };
-    } else if (which == "lcd-step") {
+    } else if (which == "lcd-step" || which == "lcd-step-128") {
+      const int64_t n = which == "lcd-step" ? 32 : 128;
       LoraSettings settings;
       settings.rank = 16;
       settings.alpha = 16;
       lora = std::make_unique<TrainableLora>(*unet, settings, rng);
       adam = std::make_unique<AdamW>(lora->online(), AdamWConfig{});
-      run = [&] {
-        const int64_t n = 32;
+      run = [&, n] {
         LcdBatch b;
         b.z0 = rng.normal_tensor(Shape{n, unet->config.in_channels, 8, 8});
         b.eps = rng.normal_tensor(b.z0.shape());
@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
         if (decode) vae->decode(scale(lat, 1.0 / vae->config.scaling_factor));
       };
     } else {
-      throw UsageError("--case: unknown \"" + which + "\" (unet-fwd, unet-fwd-128, diffusion-step, lcd-step, lcm4, ddim50, lcm4-latents, ddim50-latents)");
+      throw UsageError("--case: unknown \"" + which + "\" (unet-fwd, unet-fwd-128, diffusion-step, lcd-step, lcd-step-128, lcm4, ddim50, lcm4-latents, ddim50-latents)");
     }
 
     for (int i = 0; i < parse_int("--warmup", warmup); ++i) run();

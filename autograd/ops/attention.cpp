@@ -32,6 +32,84 @@ struct AttentionDims {
   int64_t batch, lq, lk, c, cv, heads, d, dv;
   double scale;
 };
+
+// The float kernels' block layout: a packet holds one value for `lanes` consecutive queries.
+namespace ei = Eigen::internal;
+using Packet = vector_math::FloatPacket;
+constexpr int64_t kLanes = vector_math::kLanes;
+
+// dst (n, lanes) = f · the block's rows (rows ≤ lanes of n values, row stride ld) transposed; lanes past the
+// last row are zero. Whole blocks of lanes × lanes go through registers (one packet transpose each).
+void gather_block(const float* src, int64_t ld, int64_t rows, int64_t n, float f, float* dst) {
+  const Packet fp = ei::pset1<Packet>(f);
+  int64_t c0 = 0;
+  if (rows == kLanes)
+    for (; c0 + kLanes <= n; c0 += kLanes) {
+      ei::PacketBlock<Packet, kLanes> t;
+      for (int64_t r = 0; r < kLanes; ++r) t.packet[r] = ei::ploadu<Packet>(src + r * ld + c0);
+      ei::ptranspose(t);
+      for (int64_t c = 0; c < kLanes; ++c) ei::pstore(dst + (c0 + c) * kLanes, ei::pmul(t.packet[c], fp));
+    }
+  std::fill(dst + c0 * kLanes, dst + n * kLanes, 0.0f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = c0; c < n; ++c) dst[c * kLanes + r] = src[r * ld + c] * f;
+}
+
+// The block's rows (row stride ld) = src (n, lanes) transposed, or += f · it when accumulating.
+void scatter_block(const float* src, int64_t n, int64_t rows, float* dst, int64_t ld, bool accumulate, float f) {
+  const Packet fp = ei::pset1<Packet>(f);
+  int64_t c0 = 0;
+  if (rows == kLanes)
+    for (; c0 + kLanes <= n; c0 += kLanes) {
+      ei::PacketBlock<Packet, kLanes> t;
+      for (int64_t c = 0; c < kLanes; ++c) t.packet[c] = ei::pload<Packet>(src + (c0 + c) * kLanes);
+      ei::ptranspose(t);
+      for (int64_t r = 0; r < kLanes; ++r) {
+        float* row = dst + r * ld + c0;
+        ei::pstoreu(row, accumulate ? ei::pmadd(fp, t.packet[r], ei::ploadu<Packet>(row)) : t.packet[r]);
+      }
+    }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = c0; c < n; ++c)
+      dst[r * ld + c] = accumulate ? dst[r * ld + c] + f * src[c * kLanes + r] : src[c * kLanes + r];
+}
+
+// out_u = Σ_j w_j · x[j, u] for u < W (w: lk packets; x row stride ld): W FMA chains held in registers.
+template <int W>
+inline void weighted_columns(const float* w, int64_t lk, const float* x, int64_t ld, float* out) {
+  Packet acc[W];
+  for (int u = 0; u < W; ++u) acc[u] = ei::pset1<Packet>(0.0f);
+  for (int64_t j = 0; j < lk; ++j) {
+    const Packet wj = ei::pload<Packet>(w + j * kLanes);
+    for (int u = 0; u < W; ++u) acc[u] = ei::pmadd(wj, ei::pset1<Packet>(x[j * ld + u]), acc[u]);
+  }
+  for (int u = 0; u < W; ++u) ei::pstore(out + u * kLanes, acc[u]);
+}
+
+// s_u = Σ_c qt_c · k[u, c] for U keys (k row stride ld), stored at s + u·lanes; returns their lane-wise max.
+template <int U>
+inline Packet block_scores(const float* qt, int64_t d, const float* k, int64_t ld, float* s) {
+  Packet acc[U];
+  for (int u = 0; u < U; ++u) acc[u] = ei::pset1<Packet>(0.0f);
+  for (int64_t c = 0; c < d; ++c) {
+    const Packet qc = ei::pload<Packet>(qt + c * kLanes);
+    for (int u = 0; u < U; ++u) acc[u] = ei::pmadd(qc, ei::pset1<Packet>(k[u * ld + c]), acc[u]);
+  }
+  Packet m = acc[0];
+  for (int u = 0; u < U; ++u) {
+    ei::pstore(s + u * kLanes, acc[u]);
+    m = ei::pmax(m, acc[u]);
+  }
+  return m;
+}
+
+// out (width, lanes) = Σ_j w_j ⊗ x[j, :] (O = P V forward, ∂Q = ∂S K backward), eight columns at a time.
+void weighted_sum(const float* w, int64_t lk, const float* x, int64_t ld, int64_t width, float* out) {
+  int64_t c = 0;
+  for (; c + 8 <= width; c += 8) weighted_columns<8>(w, lk, x + c, ld, out + c * kLanes);
+  for (; c + 4 <= width; c += 4) weighted_columns<4>(w, lk, x + c, ld, out + c * kLanes);
+  for (; c < width; ++c) weighted_columns<1>(w, lk, x + c, ld, out + c * kLanes);
+}
 }  // namespace
 
 // The reference forward (double): Eigen products per (b, h) and softmax_rows.
@@ -68,11 +146,12 @@ static TensorT<T> attention_forward(const TensorT<T>& q, const TensorT<T>& k, co
   return out;
 }
 
-// The float forward: one fused pass per (b, h), vectorised across queries: a packet holds the same key's
-// score for `lanes` consecutive queries, so the softmax over keys is plain packet arithmetic (max, exp, sum)
-// with no horizontal reduction, and the small head sizes of these models (d = 8 channels, 4 context tokens)
-// still fill every lane. Qᵀ of each block of queries is gathered once (zero-padded to whole packets), the
-// block's scores stay in an L1 buffer, and P leaves it only when backward needs it. Every element follows
+// The float forward: one fused pass per batch element and block of queries, vectorised across queries: a
+// packet holds the same key's score for `lanes` consecutive queries, so the softmax over keys is plain packet
+// arithmetic (max, exp, sum) with no horizontal reduction, and the small head sizes of these models (d = 8
+// channels, 4 context tokens) still fill every lane. Qᵀ of the block is gathered once for all heads and Oᵀ
+// written back once (whole rows, through packet transposes); a head's scores stay in an L1 buffer, and P
+// leaves it only when backward needs it. Every element follows
 // the same arithmetic in a fixed order, so results do not depend on where buffers sit.
 template <>
 TensorT<float> attention_forward<float>(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionDims& a,
@@ -91,71 +170,38 @@ TensorT<float> attention_forward<float>(const Tensor& q, const Tensor& k, const 
   float* op = out.data();
   float* pp = probs_out ? probs.data() : nullptr;
   const float scale = static_cast<float>(a.scale);
-#pragma omp parallel if (a.batch * a.heads * blocks > 1)
+#pragma omp parallel if (a.batch * blocks > 1)
   {
-    // Qᵀ (d, lanes), scores then probabilities (Lk, lanes), Oᵀ (dv, lanes)
-    std::vector<float, Eigen::aligned_allocator<float>> qt(a.d * lanes), sc(a.lk * lanes), ot(a.dv * lanes);
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t task = 0; task < a.batch * a.heads * blocks; ++task) {
-      const int64_t bh = task / blocks, i0 = (task % blocks) * lanes, rows = std::min(lanes, a.lq - i0);
-      const int64_t b = bh / a.heads, h = bh % a.heads;
-      const float* kh = kp + b * a.lk * a.c + h * a.d;    // (Lk, d), row stride C
-      const float* vh = vp + b * a.lk * a.cv + h * a.dv;  // (Lk, dv), row stride Cv
-      std::fill(qt.begin(), qt.end(), 0.0f);
-      for (int64_t r = 0; r < rows; ++r) {
-        const float* qi = qp + (b * a.lq + i0 + r) * a.c + h * a.d;
-        for (int64_t c = 0; c < a.d; ++c) qt[c * lanes + r] = qi[c] * scale;
-      }
-      // S_j = scale · Q Kⱼᵀ for the block's queries, four keys at a time (independent FMA chains), and the
-      // running max over keys
-      P m = ei::pset1<P>(-std::numeric_limits<float>::infinity());
-      int64_t j = 0;
-      for (; j + 4 <= a.lk; j += 4) {
-        P acc[4] = {ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f)};
-        for (int64_t c = 0; c < a.d; ++c) {
-          const P qc = ei::pload<P>(qt.data() + c * lanes);
-          for (int u = 0; u < 4; ++u) acc[u] = ei::pmadd(qc, ei::pset1<P>(kh[(j + u) * a.c + c]), acc[u]);
+    // Qᵀ (C, lanes) of every head, one head's scores then probabilities (Lk, lanes), Oᵀ (Cv, lanes)
+    std::vector<float, Eigen::aligned_allocator<float>> qt(a.c * lanes), sc(a.lk * lanes), ot(a.cv * lanes);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < a.batch * blocks; ++task) {
+      const int64_t b = task / blocks, blk = task % blocks, i0 = blk * lanes, rows = std::min(lanes, a.lq - i0);
+      gather_block(qp + (b * a.lq + i0) * a.c, a.c, rows, a.c, scale, qt.data());
+      for (int64_t h = 0; h < a.heads; ++h) {
+        const float* qth = qt.data() + h * a.d * lanes;    // (d, lanes)
+        const float* kh = kp + b * a.lk * a.c + h * a.d;    // (Lk, d), row stride C
+        const float* vh = vp + b * a.lk * a.cv + h * a.dv;  // (Lk, dv), row stride Cv
+        float* sb = pp ? pp + ((b * a.heads + h) * blocks + blk) * a.lk * lanes : sc.data();  // (Lk, lanes)
+        // S_j = scale · Q Kⱼᵀ for the block's queries, and the running max over keys
+        P m = ei::pset1<P>(-std::numeric_limits<float>::infinity());
+        int64_t j = 0;
+        for (; j + 8 <= a.lk; j += 8) m = ei::pmax(m, block_scores<8>(qth, a.d, kh + j * a.c, a.c, sb + j * lanes));
+        for (; j + 4 <= a.lk; j += 4) m = ei::pmax(m, block_scores<4>(qth, a.d, kh + j * a.c, a.c, sb + j * lanes));
+        for (; j < a.lk; ++j) m = ei::pmax(m, block_scores<1>(qth, a.d, kh + j * a.c, a.c, sb + j * lanes));
+        // P_j = exp(S_j − max) / Σ_j exp(S_j − max)
+        P total = ei::pset1<P>(0.0f);
+        for (int64_t j = 0; j < a.lk; ++j) {
+          const P e = ei::pexp(ei::psub(ei::pload<P>(sb + j * lanes), m));
+          ei::pstore(sb + j * lanes, e);
+          total = ei::padd(total, e);
         }
-        for (int u = 0; u < 4; ++u) {
-          ei::pstore(sc.data() + (j + u) * lanes, acc[u]);
-          m = ei::pmax(m, acc[u]);
-        }
+        const P inv = ei::pdiv(ei::pset1<P>(1.0f), total);
+        for (int64_t j = 0; j < a.lk; ++j) ei::pstore(sb + j * lanes, ei::pmul(ei::pload<P>(sb + j * lanes), inv));
+        // Oᵀ_c = Σ_j P_j V[j, c]
+        weighted_sum(sb, a.lk, vh, a.cv, a.dv, ot.data() + h * a.dv * lanes);
       }
-      for (; j < a.lk; ++j) {
-        P acc = ei::pset1<P>(0.0f);
-        for (int64_t c = 0; c < a.d; ++c) acc = ei::pmadd(ei::pload<P>(qt.data() + c * lanes), ei::pset1<P>(kh[j * a.c + c]), acc);
-        ei::pstore(sc.data() + j * lanes, acc);
-        m = ei::pmax(m, acc);
-      }
-      // P_j = exp(S_j − max) / Σ_j exp(S_j − max)
-      P total = ei::pset1<P>(0.0f);
-      for (int64_t j = 0; j < a.lk; ++j) {
-        const P e = ei::pexp(ei::psub(ei::pload<P>(sc.data() + j * lanes), m));
-        ei::pstore(sc.data() + j * lanes, e);
-        total = ei::padd(total, e);
-      }
-      const P inv = ei::pdiv(ei::pset1<P>(1.0f), total);
-      for (int64_t j = 0; j < a.lk; ++j) ei::pstore(sc.data() + j * lanes, ei::pmul(ei::pload<P>(sc.data() + j * lanes), inv));
-      if (pp) std::copy(sc.begin(), sc.end(), pp + (bh * blocks + i0 / lanes) * a.lk * lanes);
-      // Oᵀ_c = Σ_j P_j V[j, c], eight channels at a time (independent FMA chains)
-      for (int64_t c0 = 0; c0 < a.dv; c0 += 8) {
-        const int64_t width = std::min<int64_t>(8, a.dv - c0);
-        P acc[8];
-        for (int u = 0; u < 8; ++u) acc[u] = ei::pset1<P>(0.0f);
-        for (int64_t jj = 0; jj < a.lk; ++jj) {
-          const P pj = ei::pload<P>(sc.data() + jj * lanes);
-          const float* vj = vh + jj * a.cv + c0;
-          if (width == 8)
-            for (int u = 0; u < 8; ++u) acc[u] = ei::pmadd(pj, ei::pset1<P>(vj[u]), acc[u]);
-          else
-            for (int u = 0; u < width; ++u) acc[u] = ei::pmadd(pj, ei::pset1<P>(vj[u]), acc[u]);
-        }
-        for (int u = 0; u < width; ++u) ei::pstore(ot.data() + (c0 + u) * lanes, acc[u]);
-      }
-      for (int64_t r = 0; r < rows; ++r) {
-        float* oi = op + (b * a.lq + i0 + r) * a.cv + h * a.dv;
-        for (int64_t c = 0; c < a.dv; ++c) oi[c] = ot[c * lanes + r];
-      }
+      scatter_block(ot.data(), a.cv, rows, op + (b * a.lq + i0) * a.cv, a.cv, false, 1.0f);
     }
   }
   if (probs_out) *probs_out = probs;
@@ -201,7 +247,8 @@ static void attention_backward(const TensorT<T>& grad, const TensorT<T>& q, cons
 }
 
 // The float backward, in the forward kernel's orientation (a packet = one key for `lanes` queries) and from
-// its saved P blocks. Per (b, h): Gᵀ and Qᵀ of every block of queries are gathered once; per block
+// its saved P blocks. Per batch element, Gᵀ and Qᵀ of every block of queries are gathered once for all heads
+// (and ∂Qᵀ written back once); per head and block
 // ∂P_j = G Vⱼᵀ, r = Σ_j ∂P_j ⊙ P_j, ∂S_j = P_j ⊙ (∂P_j − r) and ∂Qᵀ = scale Σ_j ∂S_j Kⱼ; then ∂V[j, c] =
 // Σ_blocks P_j·Gᵀ_c and ∂K[j, c] = scale Σ_blocks ∂S_j·Qᵀ_c, sums over all queries, accumulate in registers
 // across the blocks and are reduced across lanes once. Padded query lanes have zero gradients and add nothing.
@@ -222,79 +269,69 @@ void attention_backward<float>(const Tensor& grad, const Tensor& q, const Tensor
   float* gv = needs_grad(v) ? grad_buffer(v) : nullptr;
   const float scale = static_cast<float>(a.scale);
   FlopCounter::add(2 * a.batch * a.heads * a.lq * a.lk * (2 * a.dv + (gq ? a.d : 0) + (gk ? a.d : 0)));
-#pragma omp parallel if (a.batch * a.heads > 1)
+#pragma omp parallel if (a.batch > 1)
   {
-    // per block: Gᵀ (dv, lanes), Qᵀ (d, lanes), ∂S (Lk, lanes); one block's ∂Qᵀ (d, lanes)
-    std::vector<float, Eigen::aligned_allocator<float>> gt(blocks * a.dv * lanes), qt(blocks * a.d * lanes),
-        ds(blocks * a.lk * lanes), dqt(a.d * lanes);
-#pragma omp for schedule(dynamic, 2)
-    for (int64_t bh = 0; bh < a.batch * a.heads; ++bh) {
-      const int64_t b = bh / a.heads, h = bh % a.heads;
-      const float* kh = kp + b * a.lk * a.c + h * a.d;
-      const float* vh = vp + b * a.lk * a.cv + h * a.dv;
-      const float* pbh = pp + bh * blocks * a.lk * lanes;  // P_j packets of every block
-      std::fill(gt.begin(), gt.end(), 0.0f);
-      std::fill(qt.begin(), qt.end(), 0.0f);
-      for (int64_t i = 0; i < a.lq; ++i) {
-        const int64_t blk = i / lanes, r = i % lanes;
-        const float* gi = gp + (b * a.lq + i) * a.cv + h * a.dv;
-        const float* qi = qp + (b * a.lq + i) * a.c + h * a.d;
-        for (int64_t c = 0; c < a.dv; ++c) gt[(blk * a.dv + c) * lanes + r] = gi[c];
-        for (int64_t c = 0; c < a.d; ++c) qt[(blk * a.d + c) * lanes + r] = qi[c];
-      }
-      // ∂V[j, c] = Σ_i P[i, j] G[i, c]
-      if (gv)
-        for (int64_t j = 0; j < a.lk; ++j)
-          for (int64_t c = 0; c < a.dv; ++c) {
-            P acc = ei::pset1<P>(0.0f);
-            for (int64_t blk = 0; blk < blocks; ++blk)
-              acc = ei::pmadd(ei::pload<P>(pbh + (blk * a.lk + j) * lanes), ei::pload<P>(gt.data() + (blk * a.dv + c) * lanes), acc);
-            gv[(b * a.lk + j) * a.cv + h * a.dv + c] += ei::predux(acc);
-          }
-      if (!gq && !gk) continue;
+    // per block: Gᵀ (Cv, lanes) and Qᵀ (C, lanes) of every head; one head's ∂S (Lk, lanes); ∂Qᵀ (C, lanes)
+    std::vector<float, Eigen::aligned_allocator<float>> gt(blocks * a.cv * lanes), qt(blocks * a.c * lanes),
+        ds(blocks * a.lk * lanes), dqt(blocks * a.c * lanes);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < a.batch; ++b) {
       for (int64_t blk = 0; blk < blocks; ++blk) {
-        const float* pb = pbh + blk * a.lk * lanes;
-        const float* gtb = gt.data() + blk * a.dv * lanes;
-        float* dsb = ds.data() + blk * a.lk * lanes;
-        // ∂P_j = Σ_c Gᵀ_c V[j, c], and r = Σ_j ∂P_j ⊙ P_j
-        P r_sum = ei::pset1<P>(0.0f);
-        for (int64_t j = 0; j < a.lk; ++j) {
-          P dp[4] = {ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f)};
-          for (int64_t c = 0; c < a.dv; ++c) dp[c & 3] = ei::pmadd(ei::pload<P>(gtb + c * lanes), ei::pset1<P>(vh[j * a.cv + c]), dp[c & 3]);
-          const P dpj = ei::padd(ei::padd(dp[0], dp[1]), ei::padd(dp[2], dp[3]));
-          ei::pstore(dsb + j * lanes, dpj);
-          r_sum = ei::pmadd(dpj, ei::pload<P>(pb + j * lanes), r_sum);
-        }
-        // ∂S_j = P_j ⊙ (∂P_j − r)
-        for (int64_t j = 0; j < a.lk; ++j)
-          ei::pstore(dsb + j * lanes, ei::pmul(ei::pload<P>(pb + j * lanes), ei::psub(ei::pload<P>(dsb + j * lanes), r_sum)));
-        if (!gq) continue;
-        // ∂Qᵀ_c = scale Σ_j ∂S_j K[j, c], eight channels at a time
-        for (int64_t c0 = 0; c0 < a.d; c0 += 8) {
-          const int64_t width = std::min<int64_t>(8, a.d - c0);
-          P acc[8];
-          for (int u = 0; u < 8; ++u) acc[u] = ei::pset1<P>(0.0f);
-          for (int64_t j = 0; j < a.lk; ++j) {
-            const P dsj = ei::pload<P>(dsb + j * lanes);
-            for (int u = 0; u < width; ++u) acc[u] = ei::pmadd(dsj, ei::pset1<P>(kh[j * a.c + c0 + u]), acc[u]);
-          }
-          for (int u = 0; u < width; ++u) ei::pstore(dqt.data() + (c0 + u) * lanes, acc[u]);
-        }
-        const int64_t rows = std::min(lanes, a.lq - blk * lanes);
-        for (int64_t r = 0; r < rows; ++r) {
-          float* gqi = gq + (b * a.lq + blk * lanes + r) * a.c + h * a.d;
-          for (int64_t c = 0; c < a.d; ++c) gqi[c] += scale * dqt[c * lanes + r];
-        }
+        const int64_t i0 = blk * lanes, rows = std::min(lanes, a.lq - i0);
+        gather_block(gp + (b * a.lq + i0) * a.cv, a.cv, rows, a.cv, 1.0f, gt.data() + blk * a.cv * lanes);
+        gather_block(qp + (b * a.lq + i0) * a.c, a.c, rows, a.c, 1.0f, qt.data() + blk * a.c * lanes);
       }
-      // ∂K[j, c] = scale Σ_i ∂S[i, j] Q[i, c]
-      if (gk)
-        for (int64_t j = 0; j < a.lk; ++j)
-          for (int64_t c = 0; c < a.d; ++c) {
-            P acc = ei::pset1<P>(0.0f);
-            for (int64_t blk = 0; blk < blocks; ++blk)
-              acc = ei::pmadd(ei::pload<P>(ds.data() + (blk * a.lk + j) * lanes), ei::pload<P>(qt.data() + (blk * a.d + c) * lanes), acc);
-            gk[(b * a.lk + j) * a.c + h * a.d + c] += scale * ei::predux(acc);
+      for (int64_t h = 0; h < a.heads; ++h) {
+        const int64_t bh = b * a.heads + h;
+        const float* kh = kp + b * a.lk * a.c + h * a.d;    // (Lk, d), row stride C
+        const float* vh = vp + b * a.lk * a.cv + h * a.dv;  // (Lk, dv), row stride Cv
+        const float* pbh = pp + bh * blocks * a.lk * lanes;  // P_j packets of every block
+        const float* gth = gt.data() + h * a.dv * lanes;     // block blk at + blk·Cv·lanes
+        const float* qth = qt.data() + h * a.d * lanes;      // block blk at + blk·C·lanes
+        // ∂V[j, c] = Σ_i P[i, j] G[i, c]
+        if (gv)
+          for (int64_t j = 0; j < a.lk; ++j)
+            for (int64_t c = 0; c < a.dv; ++c) {
+              P acc = ei::pset1<P>(0.0f);
+              for (int64_t blk = 0; blk < blocks; ++blk)
+                acc = ei::pmadd(ei::pload<P>(pbh + (blk * a.lk + j) * lanes), ei::pload<P>(gth + (blk * a.cv + c) * lanes), acc);
+              gv[(b * a.lk + j) * a.cv + h * a.dv + c] += ei::predux(acc);
+            }
+        if (!gq && !gk) continue;
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+          const float* pb = pbh + blk * a.lk * lanes;
+          const float* gtb = gth + blk * a.cv * lanes;
+          float* dsb = ds.data() + blk * a.lk * lanes;
+          // ∂P_j = Σ_c Gᵀ_c V[j, c], and r = Σ_j ∂P_j ⊙ P_j
+          P r_sum = ei::pset1<P>(0.0f);
+          for (int64_t j = 0; j < a.lk; ++j) {
+            P dp[4] = {ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f)};
+            for (int64_t c = 0; c < a.dv; ++c) dp[c & 3] = ei::pmadd(ei::pload<P>(gtb + c * lanes), ei::pset1<P>(vh[j * a.cv + c]), dp[c & 3]);
+            const P dpj = ei::padd(ei::padd(dp[0], dp[1]), ei::padd(dp[2], dp[3]));
+            ei::pstore(dsb + j * lanes, dpj);
+            r_sum = ei::pmadd(dpj, ei::pload<P>(pb + j * lanes), r_sum);
           }
+          // ∂S_j = P_j ⊙ (∂P_j − r)
+          for (int64_t j = 0; j < a.lk; ++j)
+            ei::pstore(dsb + j * lanes, ei::pmul(ei::pload<P>(pb + j * lanes), ei::psub(ei::pload<P>(dsb + j * lanes), r_sum)));
+          // ∂Qᵀ_c = Σ_j ∂S_j K[j, c] (scaled when added to ∂Q below)
+          if (gq) weighted_sum(dsb, a.lk, kh, a.c, a.d, dqt.data() + (blk * a.c + h * a.d) * lanes);
+        }
+        // ∂K[j, c] = scale Σ_i ∂S[i, j] Q[i, c]
+        if (gk)
+          for (int64_t j = 0; j < a.lk; ++j)
+            for (int64_t c = 0; c < a.d; ++c) {
+              P acc = ei::pset1<P>(0.0f);
+              for (int64_t blk = 0; blk < blocks; ++blk)
+                acc = ei::pmadd(ei::pload<P>(ds.data() + (blk * a.lk + j) * lanes), ei::pload<P>(qth + (blk * a.c + c) * lanes), acc);
+              gk[(b * a.lk + j) * a.c + h * a.d + c] += scale * ei::predux(acc);
+            }
+      }
+      if (gq)
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+          const int64_t i0 = blk * lanes, rows = std::min(lanes, a.lq - i0);
+          scatter_block(dqt.data() + blk * a.c * lanes, a.c, rows, gq + (b * a.lq + i0) * a.c, a.c, true, scale);
+        }
     }
   }
 }

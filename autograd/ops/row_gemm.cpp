@@ -12,6 +12,7 @@
 #include "autograd/cpu/bf16.h"
 #include "autograd/errors.h"
 #include "autograd/flop_counter.h"
+#include "autograd/ops/vector_math.h"
 #include "autograd/storage.h"
 #include "autograd/tape.h"
 
@@ -281,26 +282,45 @@ const void* chunk_rows(const Source& src, const Geometry& g, int64_t row0, int64
   return buf;
 }
 
-// y (m × n, row stride ldy) += h (m × r) · u (r × n), in float32: the LoRA branch's up-projection (u = (sB)ᵀ)
-// and its ∂X term (u = A). With r = 16 a GEMM call is all overhead (oneDNN ran these at ~60 GFLOP/s); here
-// the u panel of 64 columns stays in L1 while the rows stream by, 16 FMAs per row and packet.
-void add_low_rank(float* y, int64_t ldy, const float* h, int64_t r, const float* u, int64_t n, int64_t m) {
+// One tile of add_low_rank: rows i0..i0+R−1, columns c0..c0+Q·lanes−1, R·Q independent FMA chains.
+template <int R, int Q>
+inline void low_rank_tile(float* y, int64_t ldy, const float* h, int64_t r, const float* u, int64_t n, int64_t i0,
+                          int64_t c0) {
   namespace ei = Eigen::internal;
   using P = ei::packet_traits<float>::type;
   constexpr int64_t lanes = ei::unpacket_traits<P>::size;
-  int64_t c0 = 0;
-  for (; c0 + 4 * lanes <= n; c0 += 4 * lanes)
-    for (int64_t i = 0; i < m; ++i) {
-      float* yi = y + i * ldy + c0;
-      const float* hi = h + i * r;
-      P acc[4] = {ei::ploadu<P>(yi), ei::ploadu<P>(yi + lanes), ei::ploadu<P>(yi + 2 * lanes), ei::ploadu<P>(yi + 3 * lanes)};
-      for (int64_t t = 0; t < r; ++t) {
-        const P ht = ei::pset1<P>(hi[t]);
-        const float* ut = u + t * n + c0;
-        for (int q = 0; q < 4; ++q) acc[q] = ei::pmadd(ht, ei::ploadu<P>(ut + q * lanes), acc[q]);
-      }
-      for (int q = 0; q < 4; ++q) ei::pstoreu(yi + q * lanes, acc[q]);
+  P acc[R][Q];
+  for (int i = 0; i < R; ++i)
+    for (int q = 0; q < Q; ++q) acc[i][q] = ei::ploadu<P>(y + (i0 + i) * ldy + c0 + q * lanes);
+  for (int64_t t = 0; t < r; ++t) {
+    P ut[Q];
+    for (int q = 0; q < Q; ++q) ut[q] = ei::ploadu<P>(u + t * n + c0 + q * lanes);
+    for (int i = 0; i < R; ++i) {
+      const P ht = ei::pset1<P>(h[(i0 + i) * r + t]);
+      for (int q = 0; q < Q; ++q) acc[i][q] = ei::pmadd(ht, ut[q], acc[i][q]);
     }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int q = 0; q < Q; ++q) ei::pstoreu(y + (i0 + i) * ldy + c0 + q * lanes, acc[i][q]);
+}
+
+// y (m × n, row stride ldy) += h (m × r) · u (r × n), in float32: the LoRA branch's up-projection (u = (sB)ᵀ)
+// and its ∂X term (u = A). With r = 16 a GEMM call is all overhead (oneDNN ran these at ~60 GFLOP/s); here
+// a panel of u (r × 4 packets) stays in L1 while the rows stream by, two rows at a time so that eight FMA
+// chains cover the FMA latency. Every element sums over t in order, whichever tile it falls in.
+void add_low_rank(float* y, int64_t ldy, const float* h, int64_t r, const float* u, int64_t n, int64_t m) {
+  constexpr int64_t lanes = vector_math::kLanes;
+  int64_t c0 = 0;
+  for (; c0 + 4 * lanes <= n; c0 += 4 * lanes) {
+    int64_t i = 0;
+    for (; i + 2 <= m; i += 2) low_rank_tile<2, 4>(y, ldy, h, r, u, n, i, c0);
+    if (i < m) low_rank_tile<1, 4>(y, ldy, h, r, u, n, i, c0);
+  }
+  for (; c0 + lanes <= n; c0 += lanes) {
+    int64_t i = 0;
+    for (; i + 4 <= m; i += 4) low_rank_tile<4, 1>(y, ldy, h, r, u, n, i, c0);
+    for (; i < m; ++i) low_rank_tile<1, 1>(y, ldy, h, r, u, n, i, c0);
+  }
   for (; c0 < n; ++c0)  // the last columns, one at a time
     for (int64_t i = 0; i < m; ++i) {
       float acc = y[i * ldy + c0];
