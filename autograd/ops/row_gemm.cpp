@@ -135,7 +135,8 @@ void add_from_patch_order(const T* g, const TensorT<T>& w) {
 
 // ---- the float kernels ----
 
-// A 64-byte aligned per-thread buffer; `slot` tells apart the buffers one chunk uses at once.
+// A 64-byte aligned per-thread buffer; `slot` tells apart the buffers of one element type that a chunk uses
+// at once (each type U has buffers of its own).
 template <typename U>
 U* scratch(int slot, int64_t n) {
   thread_local std::vector<char> buffers[6];
@@ -170,9 +171,17 @@ Operand operand_of(const float* src, int64_t n, DType type) {
 // LoRA factors, EMA copies) is converted at each call.
 enum class Use { kForward = 0, kBackwardData = 1 };
 
+// W + sB·A for a LoRA layer's input gradient, with the factors it was formed from (compared bit for bit).
+struct MergedWeight {
+  std::vector<float> a, sb;
+  Operand op;
+};
+
 struct PackedCache {
   uint64_t version = 0;
   std::unique_ptr<PackedMatrix> packed[2][2];  // [bf16?][use]
+  std::vector<float> patch;                    // patch-order W (N, K), float32
+  MergedWeight merged[2];                      // [bf16?]
 };
 
 struct WeightOperand {
@@ -180,20 +189,11 @@ struct WeightOperand {
   Operand plain;  // patch-order W (N, K) in the operand type, when not packed
 };
 
-WeightOperand weight_operand(const Tensor& w, int64_t n, int64_t k, Use use, DType type) {
-  WeightOperand out;
-  auto patch_ordered = [&] {
-    std::vector<float> p(static_cast<size_t>(w.numel()));
-    to_patch_order(w, p.data());
-    return p;
-  };
-  if (w.requires_grad() || !w.impl()->packable) {
-    const std::vector<float> p = patch_ordered();
-    out.plain = operand_of(p.data(), w.numel(), type);
-    return out;
-  }
-  static std::mutex mutex;  // batch-parallel parts pack the same weights concurrently on first use
-  std::lock_guard<std::mutex> lock(mutex);
+bool cacheable(const Tensor& w) { return !w.requires_grad() && w.impl()->packable; }
+
+// The cache of a frozen weight at its current version (a fresh one after any write). Callers hold the mutex.
+std::mutex g_cache_mutex;  // batch-parallel parts pack the same weights concurrently on first use
+PackedCache& cache_of(const Tensor& w) {
   TensorImpl<float>& impl = *w.impl();
   auto cache = std::static_pointer_cast<PackedCache>(impl.kernel_cache);
   if (!cache || cache->version != impl.version) {
@@ -201,9 +201,26 @@ WeightOperand weight_operand(const Tensor& w, int64_t n, int64_t k, Use use, DTy
     cache->version = impl.version;
     impl.kernel_cache = cache;
   }
-  std::unique_ptr<PackedMatrix>& slot = cache->packed[type == DType::kBf16][int(use)];
+  return *cache;
+}
+
+std::vector<float> patch_ordered(const Tensor& w) {
+  std::vector<float> p(static_cast<size_t>(w.numel()));
+  to_patch_order(w, p.data());
+  return p;
+}
+
+WeightOperand weight_operand(const Tensor& w, int64_t n, int64_t k, Use use, DType type) {
+  WeightOperand out;
+  if (!cacheable(w)) {
+    const std::vector<float> p = patch_ordered(w);
+    out.plain = operand_of(p.data(), w.numel(), type);
+    return out;
+  }
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  std::unique_ptr<PackedMatrix>& slot = cache_of(w).packed[type == DType::kBf16][int(use)];
   if (!slot) {
-    const std::vector<float> p = patch_ordered();
+    const std::vector<float> p = patch_ordered(w);
     const Layout l = use == Use::kForward ? Layout::transposed(k, n, DType::kF32, k) : Layout::row_major(n, k, DType::kF32);
     slot = std::make_unique<PackedMatrix>(p.data(), l, type);
   }
@@ -221,7 +238,7 @@ struct Chunks {
 
 Chunks chunks_of(const Geometry& g) {
   const int64_t per = std::max<int64_t>(g.rows_per_sample, 1);
-  int64_t target = in_batch_part() ? 512 : std::min<int64_t>(256, std::max<int64_t>(64, g.rows / 8));
+  int64_t target = in_batch_part() ? 1024 : std::min<int64_t>(256, std::max<int64_t>(64, g.rows / 8));
   target = std::min<int64_t>(target, std::max<int64_t>(1, (3 << 17) / std::max<int64_t>(g.k, 1)));
   const int64_t rows = std::max<int64_t>(per, target / per * per);
   return {rows, (g.rows + rows - 1) / rows};
@@ -250,7 +267,7 @@ PlanPair plans(const Chunks& ch, int64_t total_rows, MakeSpec make, const Packed
 // patches and would otherwise be converted that often).
 struct Source {
   const float* x = nullptr;
-  const bf16* x_bf16 = nullptr;  // the calling thread's scratch slot 5, read by every thread of the call
+  const bf16* x_bf16 = nullptr;  // the calling thread's bf16 scratch slot 5, read by every thread of the call
 };
 
 Source source_of(const float* x, const Geometry& g, DType type) {
@@ -329,6 +346,30 @@ void add_low_rank(float* y, int64_t ldy, const float* h, int64_t r, const float*
     }
 }
 
+// W + sB·A (N, K) in patch order, in the operand type: the weight that a LoRA layer's input gradient sees.
+// For a frozen W it is kept with W's packed forms and formed again only when the factors differ from those
+// it was formed from: the parts of a batch-parallel backward share one merge per step.
+Operand merged_operand(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k, DType type) {
+  auto merge = [&](std::vector<float> m) {
+    FlopCounter::add(2 * n * r * k);
+    add_low_rank(m.data(), k, sb, r, a, k, n);
+    return operand_of(m.data(), n * k, type);
+  };
+  if (!cacheable(w)) return merge(patch_ordered(w));
+  auto same = [](const std::vector<float>& kept, const float* now, int64_t len) {
+    return static_cast<int64_t>(kept.size()) == len && std::memcmp(kept.data(), now, sizeof(float) * len) == 0;
+  };
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  PackedCache& cache = cache_of(w);
+  MergedWeight& mw = cache.merged[type == DType::kBf16];
+  if (mw.op.data() && same(mw.a, a, r * k) && same(mw.sb, sb, n * r)) return mw.op;
+  if (cache.patch.empty()) cache.patch = patch_ordered(w);
+  mw.op = merge(cache.patch);
+  mw.a.assign(a, a + r * k);
+  mw.sb.assign(sb, sb + n * r);
+  return mw.op;
+}
+
 DType operand_type() { return compute_precision() == Precision::kBf16 ? DType::kBf16 : DType::kF32; }
 
 }  // namespace
@@ -389,32 +430,39 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
   const int64_t M = g.rows, K = g.k, N = g.n, r = L.lora.rank();
   const bool want_x = needs_grad(L.x), want_w = needs_grad(L.weight), want_b = needs_grad(L.bias);
   const bool want_a = r && needs_grad(L.lora.down), want_up = r && needs_grad(L.lora.up);
-  const bool want_gh = r && (want_a || want_x);
+  const bool want_gh = want_a;  // Gh = G·sB (m, r), for ∂A
   const Chunks ch = chunks_of(g);
   // Weight-gradient sums: one partial per chunk, added in chunk order, when the chunks run in parallel;
   // one accumulating buffer when they run in turn on this thread (inside a batch part, or a single chunk).
   const bool serial = in_batch_part() || ch.count == 1;
   const int64_t slots = serial ? 1 : ch.count;
   FlopCounter::add(2 * M * K * N * (int64_t(want_x) + int64_t(want_w)) +
-                   (r ? 2 * M * r * (N * (int64_t(want_up) + int64_t(want_gh)) + K * (int64_t(want_a) + int64_t(want_x))) : 0));
+                   (r ? 2 * M * r * (N * (int64_t(want_up) + int64_t(want_gh)) + K * int64_t(want_a)) : 0));
 
   WeightOperand wd;
   PlanPair dx_plan, gh_plan, dup_plan, da_plan, dw_plan;
   Operand sb_op;
-  std::vector<float> a32;  // patch-order A (r, K), float32 for ∂X += Gh·A (add_low_rank)
-  if (want_x) {
-    wd = weight_operand(L.weight, N, K, Use::kBackwardData, t);
-    // ∂X (m, K) = G·W: written straight into ∂x for a linear, into a buffer for col2im otherwise.
-    dx_plan = plans(ch, M, [&](int64_t m) {
-      return MatmulSpec{Layout::row_major(m, N, t), Layout::row_major(N, K, t), K, !g.im2col, false};
-    }, wd.packed);
-  }
+  std::vector<float> a32;  // patch-order A (r, K), float32
+  std::vector<float> sb;  // sB (N, r), float32
   if (r) {
-    std::vector<float> sb(static_cast<size_t>(N * r));
+    sb.resize(static_cast<size_t>(N * r));
     a32.resize(static_cast<size_t>(r * K));
     to_patch_order(L.lora.down, a32.data());
     for (int64_t i = 0; i < N * r; ++i) sb[i] = static_cast<float>(L.lora.up.data()[i] * L.lora.scale);
     sb_op = operand_of(sb.data(), N * r, t);
+  }
+  if (want_x) {
+    if (r) {
+      // ∂X = G·W + (G·sB)·A = G·(W + sB·A): one product with the merged weight, formed once per call, instead
+      // of a rank-r update of every row of ∂X (K = kh·kw·Cin wide for a convolution).
+      wd.plain = merged_operand(L.weight, sb.data(), a32.data(), N, r, K, t);
+    } else {
+      wd = weight_operand(L.weight, N, K, Use::kBackwardData, t);
+    }
+    // ∂X (m, K) = G·W: written straight into ∂x for a linear, into a buffer for col2im otherwise.
+    dx_plan = plans(ch, M, [&](int64_t m) {
+      return MatmulSpec{Layout::row_major(m, N, t), Layout::row_major(N, K, t), K, !g.im2col, false};
+    }, wd.packed);
   }
   if (want_gh)
     gh_plan = plans(ch, M, [&](int64_t m) {
@@ -488,7 +536,6 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
     if (want_x) {
       float* drows = g.im2col ? scratch<float>(5, m * K) : dx + row0 * K;  // (m, K)
       dx_plan(m).run(g_op, wd.plain.data(), drows);
-      if (r) add_low_rank(drows, K, gh, r, a32.data(), K, m);
       if (g.im2col) col2im_nhwc_accumulate(drows, g.conv, row0, m, dx);
     }
   }

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <functional>
 
+#include "autograd/batch_parallel.h"
 #include "autograd/cpu/bf16.h"
 #include "autograd/cpu/matmul.h"
 #include "autograd/cpu/precision.h"
@@ -141,15 +142,26 @@ std::vector<TensorD> absolute(const std::vector<TensorD>& xs) {
 
 // Compares the float op (each precision) with the double op on `inputs`, elementwise within
 // tolerance · (the double op on absolute values) + a floor far below any real error.
+// With in_part, the float op runs twice inside one part of a batch-parallel pass, where its chunks run in
+// turn on one thread and share that thread's buffers (grown by the first run, as in a step loop).
 void expect_matches_reference(const OpD& op_d, const OpF& op_f, const std::vector<TensorD>& inputs,
-                              const Shape& out_shape, double scale, const std::string& label) {
+                              const Shape& out_shape, double scale, const std::string& label, bool in_part = false) {
   const TensorD probe = random_tensor(out_shape, 99, false);
   const Run ref = run<double>(op_d, inputs, probe, scale);
   const Run bound = run<double>(op_d, absolute(inputs), absolute({probe})[0], std::abs(scale));
   const char* names[] = {"x", "weight", "bias", "down", "up"};
   for (Precision p : precisions()) {
     PrecisionGuard guard(p);
-    const Run got = run<float>(op_f, inputs, probe, scale);
+    Run got;
+    if (in_part)
+      for_each_part(32, [&](int64_t begin, int64_t) {
+        if (begin != 0) return;
+        run<float>(op_f, inputs, probe, scale);  // a first step grows the thread's buffers, as in a step loop
+        got = run<float>(op_f, inputs, probe, scale);
+      });
+    else
+      got = run<float>(op_f, inputs, probe, scale);
+    ASSERT_TRUE(got.y.defined()) << label;
     auto compare = [&](const TensorD& a, const TensorD& b, const TensorD& abs, const std::string& what) {
       ASSERT_EQ(a.shape(), b.shape()) << label << " " << what;
       for (int64_t i = 0; i < a.numel(); ++i)
@@ -207,7 +219,7 @@ std::vector<ConvCase> conv_cases() {
   };
 }
 
-TEST(RowGemmKernels, Conv2dNhwcAndLoraMatchDouble) {
+void expect_conv_cases_match(bool in_part) {
   uint64_t seed = 2000;
   for (const ConvCase& c : conv_cases()) {
     const int64_t ho = (c.h + 2 * c.o.padding + c.o.extra_pad_end - c.k) / c.o.stride + 1;
@@ -223,7 +235,7 @@ TEST(RowGemmKernels, Conv2dNhwcAndLoraMatchDouble) {
     if (c.rank == 0) {
       expect_matches_reference([o](const std::vector<TensorD>& x, double) { return conv2d_nhwc(x[0], x[1], x[2], o); },
                                [o](const std::vector<Tensor>& x, double) { return conv2d_nhwc(x[0], x[1], x[2], o); },
-                               in, {c.n, ho, wo, c.cout}, 1.0, label);
+                               in, {c.n, ho, wo, c.cout}, 1.0, label, in_part);
       continue;
     }
     in.push_back(random_tensor({c.rank, c.cin, c.k, c.k}, seed++, false));
@@ -231,9 +243,15 @@ TEST(RowGemmKernels, Conv2dNhwcAndLoraMatchDouble) {
     expect_matches_reference(
         [o](const std::vector<TensorD>& x, double s) { return conv2d_nhwc_lora(x[0], x[1], x[2], x[3], x[4], s, o); },
         [o](const std::vector<Tensor>& x, double s) { return conv2d_nhwc_lora(x[0], x[1], x[2], x[3], x[4], s, o); },
-        in, {c.n, ho, wo, c.cout}, 0.6, label);
+        in, {c.n, ho, wo, c.cout}, 0.6, label, in_part);
   }
 }
+
+TEST(RowGemmKernels, Conv2dNhwcAndLoraMatchDouble) { expect_conv_cases_match(false); }
+
+// Inside a batch part the chunks of a layer (here up to 8: 2,048 rows of up to 2,304 values) run in turn on
+// one thread, reusing its buffers from chunk to chunk.
+TEST(RowGemmKernels, Conv2dNhwcAndLoraMatchDoubleInsideABatchPart) { expect_conv_cases_match(true); }
 
 // The double channels-last path against the independent NCHW conv2d (im2col in channel-major order).
 TEST(RowGemmKernels, Conv2dNhwcEqualsNchwConvInDouble) {
@@ -294,6 +312,41 @@ TEST(RowGemmKernels, PackedWeightsFollowWritesToTheWeight) {
   for (int64_t i = 0; i < w.numel(); ++i) w.storage().get()[i] *= 0.5f;  // behind the alias's back
   const Tensor fourth = conv2d_nhwc(x, alias, Tensor(), Conv2dOptions{1, 1});
   for (int64_t i = 0; i < fourth.numel(); ++i) ASSERT_NEAR(fourth.data()[i], 0.5f * third.data()[i], 1e-4f * (1 + std::abs(third.data()[i])));
+}
+
+// A frozen module weight's merged form W + sB·A, which a LoRA layer's input gradient uses, follows every
+// change of the factors, also when they are written in place behind their tensors' back (as an optimizer
+// writes its flat buffer): each step's ∂x matches the double reference on that step's values.
+TEST(RowGemmKernels, MergedLoraWeightFollowsTheFactors) {
+  const Conv2dOptions o{1, 1};
+  const double s = 0.5;
+  const TensorD x = random_tensor({4, 6, 6, 16}, 90, false), probe = random_tensor({4, 6, 6, 8}, 91, false);
+  TensorD down = random_tensor({4, 16, 3, 3}, 92, false), up = random_tensor({8, 4, 1, 1}, 93, false);
+  Tensor w = cast<float>(random_tensor({8, 16, 3, 3}, 94, false)), b = cast<float>(random_tensor({8}, 95, false));
+  w.impl()->packable = true;  // as a module parameter
+  Tensor down_f = cast<float>(down), up_f = cast<float>(up);
+  down_f.set_requires_grad(true);
+  up_f.set_requires_grad(true);
+  for (Precision p : precisions()) {
+    PrecisionGuard guard(p);
+    for (int step = 0; step < 3; ++step) {
+      const std::vector<TensorD> in = {x, cast<double>(w), cast<double>(b), down, up};
+      const OpD op_d = [o](const std::vector<TensorD>& v, double sc) { return conv2d_nhwc_lora(v[0], v[1], v[2], v[3], v[4], sc, o); };
+      const lcd::Run ref = run<double>(op_d, in, probe, s), bound = run<double>(op_d, absolute(in), absolute({probe})[0], s);
+      Tensor xf = cast<float>(x);
+      xf.set_requires_grad(true);
+      sum(mul(conv2d_nhwc_lora(xf, w, b, down_f, up_f, s, o), cast<float>(probe))).backward();
+      const TensorD got = cast<double>(xf.grad());
+      for (int64_t i = 0; i < got.numel(); ++i)
+        ASSERT_NEAR(got.data()[i], ref.grads[0].data()[i], tolerance(p) * bound.grads[0].data()[i] + 1e-9)
+            << precision_name(p) << " step " << step << " element " << i;
+      // The next step's factors, written in place into the same storage.
+      for (int64_t i = 0; i < down.numel(); ++i) down.data()[i] = -0.5 * down.data()[i] + 0.01 * (i % 7);
+      for (int64_t i = 0; i < up.numel(); ++i) up.data()[i] = 1.5 * up.data()[i] - 0.02 * (i % 5);
+      for (int64_t i = 0; i < down.numel(); ++i) down_f.storage().get()[i] = static_cast<float>(down.data()[i]);
+      for (int64_t i = 0; i < up.numel(); ++i) up_f.storage().get()[i] = static_cast<float>(up.data()[i]);
+    }
+  }
 }
 
 }  // namespace
