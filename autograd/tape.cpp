@@ -1,6 +1,7 @@
 // The tape: recording, the iterative reverse pass, and iterative teardown of unreferenced graphs.
 #include "autograd/tape.h"
 
+#include <cstring>
 #include <unordered_set>
 #include <utility>
 
@@ -111,6 +112,12 @@ T* grad_buffer(const TensorT<T>& x) {
 template <typename T>
 void accumulate_grad(const TensorT<T>& x, const TensorT<T>& g) {
   if (!needs_grad(x)) return;
+  auto& impl = *x.impl();
+  if (!impl.grad && g.shape() == x.shape()) {  // the first gradient: a copy, not a zero fill and an add
+    impl.grad = allocate_storage<T>(g.numel(), false);
+    std::memcpy(impl.grad.get(), g.data(), sizeof(T) * g.numel());
+    return;
+  }
   T* dst = grad_buffer(x);
   if (g.shape() == x.shape()) {
     const T* src = g.data();

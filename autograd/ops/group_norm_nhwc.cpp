@@ -36,12 +36,14 @@ void affine_of(const Dims& d, const T* mean, const T* rstd, const T* gamma, cons
   }
 }
 
+// z = x·a_c + b_c, then silu(z) when fused: pixel by pixel, while the pixel's C values sit in L1.
 template <typename T>
-void apply_affine(const Dims& d, const T* x, const T* a, const T* b, T* z) {
+void apply_affine(const Dims& d, const T* x, const T* a, const T* b, T* z, bool fuse_silu = false) {
   for (int64_t p = 0; p < d.s; ++p) {
     const T* xp = x + p * d.c;
     T* zp = z + p * d.c;
     for (int64_t c = 0; c < d.c; ++c) zp[c] = xp[c] * a[c] + b[c];
+    if (fuse_silu) vector_math::map(zp, zp, d.c, [](const auto& v) { return vector_math::silu(v); });
   }
 }
 
@@ -92,8 +94,7 @@ TensorT<T> forward(const TensorT<T>& x, const TensorT<T>& gamma, const TensorT<T
     T* a = thread_buffer<T>(1, 2 * d.c);
     affine_of(d, mp + n * d.groups, rp + n * d.groups, gp, bp, a, a + d.c);
     T* ys = yp + n * d.sample();
-    apply_affine(d, xs, a, a + d.c, ys);
-    if (fuse_silu) vector_math::map(ys, ys, d.sample(), [](const auto& v) { return vector_math::silu(v); });
+    apply_affine(d, xs, a, a + d.c, ys, fuse_silu);
   }
   *mean_out = mean;
   *rstd_out = rstd;
@@ -132,14 +133,19 @@ void backward(const TensorT<T>& grad, const TensorT<T>& x, const TensorT<T>& gam
       std::copy(gs, gs + d.sample(), dz);
     }
     // Σ_pixels ∂z and Σ_pixels ∂z·x̂ per channel
-    double* sums = thread_buffer<double>(2, 2 * d.c);
+    double* sums = thread_buffer<double>(2, 4 * d.c);
     double* sdz = sums;
     double* sdzx = sums + d.c;
+    double* mean_c = sums + 2 * d.c;  // each channel's group mean and rstd, so that the loop below vectorises
+    double* rstd_c = sums + 3 * d.c;
     std::fill(sums, sums + 2 * d.c, 0.0);
+    for (int64_t c = 0; c < d.c; ++c) {
+      mean_c[c] = mean_n[c / d.cpg];
+      rstd_c[c] = rstd_n[c / d.cpg];
+    }
     for (int64_t p = 0; p < d.s; ++p)
       for (int64_t c = 0; c < d.c; ++c) {
-        const int64_t g = c / d.cpg;
-        const double xhat = (double(xs[p * d.c + c]) - mean_n[g]) * rstd_n[g];
+        const double xhat = (double(xs[p * d.c + c]) - mean_c[c]) * rstd_c[c];
         sdz[c] += dz[p * d.c + c];
         sdzx[c] += dz[p * d.c + c] * xhat;
       }
