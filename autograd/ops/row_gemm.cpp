@@ -171,17 +171,19 @@ Operand operand_of(const float* src, int64_t n, DType type) {
 // LoRA factors, EMA copies) is converted at each call.
 enum class Use { kForward = 0, kBackwardData = 1 };
 
-// W + sB·A for a LoRA layer's input gradient, with the factors it was formed from (compared bit for bit).
+// W + sB·A packed for a LoRA layer's products (forward and input gradient), with the factors it was formed
+// from (compared bit for bit).
 struct MergedWeight {
   std::vector<float> a, sb;
-  Operand op;
+  std::unique_ptr<PackedMatrix> packed[2];  // [use]
+  uint64_t last_use = 0;
 };
 
 struct PackedCache {
   uint64_t version = 0;
   std::unique_ptr<PackedMatrix> packed[2][2];  // [bf16?][use]
-  std::vector<float> patch;                    // patch-order W (N, K), float32
-  MergedWeight merged[2];                      // [bf16?]
+  MergedWeight merged[2][2];                   // [bf16?][two sets of factors: the online and the EMA LoRA]
+  uint64_t uses = 0;
 };
 
 struct WeightOperand {
@@ -346,28 +348,45 @@ void add_low_rank(float* y, int64_t ldy, const float* h, int64_t r, const float*
     }
 }
 
-// W + sB·A (N, K) in patch order, in the operand type: the weight that a LoRA layer's input gradient sees.
-// For a frozen W it is kept with W's packed forms and formed again only when the factors differ from those
-// it was formed from: the parts of a batch-parallel backward share one merge per step.
-Operand merged_operand(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k, DType type) {
-  auto merge = [&](std::vector<float> m) {
-    FlopCounter::add(2 * n * r * k);
-    add_low_rank(m.data(), k, sb, r, a, k, n);
-    return operand_of(m.data(), n * k, type);
-  };
-  if (!cacheable(w)) return merge(patch_ordered(w));
+// The packed W + sB·A (patch order, N × K) of a LoRA layer whose W is frozen: what its output and its input
+// gradient see. It is kept with W's packed forms and formed again only when the factors differ from those it
+// was formed from, so the parts of a batch-parallel pass and the passes of one step share one merge. Two sets
+// are kept (a step uses the online and the EMA factors).
+const PackedMatrix* merged_weight(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k,
+                                  Use use, DType type) {
   auto same = [](const std::vector<float>& kept, const float* now, int64_t len) {
     return static_cast<int64_t>(kept.size()) == len && std::memcmp(kept.data(), now, sizeof(float) * len) == 0;
   };
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   PackedCache& cache = cache_of(w);
-  MergedWeight& mw = cache.merged[type == DType::kBf16];
-  if (mw.op.data() && same(mw.a, a, r * k) && same(mw.sb, sb, n * r)) return mw.op;
-  if (cache.patch.empty()) cache.patch = patch_ordered(w);
-  mw.op = merge(cache.patch);
-  mw.a.assign(a, a + r * k);
-  mw.sb.assign(sb, sb + n * r);
-  return mw.op;
+  MergedWeight* sets = cache.merged[type == DType::kBf16];
+  MergedWeight* mw = nullptr;
+  for (int i = 0; i < 2 && !mw; ++i)
+    if (same(sets[i].a, a, r * k) && same(sets[i].sb, sb, n * r)) mw = &sets[i];
+  if (!mw) {  // replace the set used least recently
+    mw = sets[0].last_use <= sets[1].last_use ? &sets[0] : &sets[1];
+    *mw = MergedWeight{};
+    mw->a.assign(a, a + r * k);
+    mw->sb.assign(sb, sb + n * r);
+  }
+  mw->last_use = ++cache.uses;
+  std::unique_ptr<PackedMatrix>& slot = mw->packed[int(use)];
+  if (!slot) {
+    FlopCounter::add(2 * n * r * k);
+    std::vector<float> m = patch_ordered(w);
+    add_low_rank(m.data(), k, sb, r, a, k, n);
+    const Layout l = use == Use::kForward ? Layout::transposed(k, n, DType::kF32, k) : Layout::row_major(n, k, DType::kF32);
+    slot = std::make_unique<PackedMatrix>(m.data(), l, type);
+  }
+  return slot.get();
+}
+
+// The unpacked W + sB·A (N, K) in the operand type, for a W that is not cached (trained or an alias).
+Operand merged_operand(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k, DType type) {
+  FlopCounter::add(2 * n * r * k);
+  std::vector<float> m = patch_ordered(w);
+  add_low_rank(m.data(), k, sb, r, a, k, n);
+  return operand_of(m.data(), n * k, type);
 }
 
 DType operand_type() { return compute_precision() == Precision::kBf16 ? DType::kBf16 : DType::kF32; }
@@ -385,25 +404,40 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
   if (LayerObserver o = g_observer.load()) o(g);
   const DType t = operand_type();
   const int64_t M = g.rows, K = g.k, N = g.n, r = L.lora.rank();
-  FlopCounter::add(2 * M * K * N + (r ? 2 * M * r * (K + N) : 0));
-  const WeightOperand w = weight_operand(L.weight, N, K, Use::kForward, t);
   const Chunks ch = chunks_of(g);
   const bool bias = L.bias.defined();
+  // LoRA on a frozen W: Y = X·(W + sB·A)ᵀ with the merged weight (merged_weight), and H = X·Aᵀ only when
+  // backward needs it. Otherwise Y = X·Wᵀ, H = X·Aᵀ and Y += H·(sB)ᵀ in float32 (add_low_rank).
+  const bool merged = r && cacheable(L.weight);
+  const bool want_h = r && (!merged || saved_h);
+  FlopCounter::add(2 * M * K * N + (want_h ? 2 * M * r * K : 0) + (r && !merged ? 2 * M * r * N : 0));
+  std::vector<float> a;     // patch-order A (r, K)
+  std::vector<float> sb;    // sB (N, r)
+  std::vector<float> up_t;  // (sB)ᵀ (r, N)
+  if (r) {
+    a.resize(static_cast<size_t>(r * K));
+    to_patch_order(L.lora.down, a.data());
+    sb.resize(static_cast<size_t>(N * r));
+    for (int64_t i = 0; i < N * r; ++i) sb[i] = static_cast<float>(L.lora.up.data()[i] * L.lora.scale);
+    if (!merged) {
+      up_t.resize(static_cast<size_t>(r * N));
+      for (int64_t o = 0; o < N; ++o)
+        for (int64_t q = 0; q < r; ++q) up_t[q * N + o] = sb[o * r + q];
+    }
+  }
+  WeightOperand w;
+  if (merged)
+    w.packed = merged_weight(L.weight, sb.data(), a.data(), N, r, K, Use::kForward, t);
+  else
+    w = weight_operand(L.weight, N, K, Use::kForward, t);
   const PlanPair main = plans(ch, M, [&](int64_t m) {
     MatmulSpec s{Layout::row_major(m, K, t), Layout::transposed(K, N, t, K), N, false, bias};
     return s;
   }, w.packed);
-  // LoRA: H = X·Aᵀ with Aᵀ a (K, r) view of the patch-order A; Y += H·(sB)ᵀ in float32 (add_low_rank).
   Operand a_op;
-  std::vector<float> up_t;  // (sB)ᵀ (r, N)
   PlanPair down_plan;
-  if (r) {
-    std::vector<float> a(static_cast<size_t>(r * K));
-    to_patch_order(L.lora.down, a.data());
+  if (want_h) {
     a_op = operand_of(a.data(), r * K, t);
-    up_t.resize(static_cast<size_t>(r * N));
-    for (int64_t o = 0; o < N; ++o)
-      for (int64_t q = 0; q < r; ++q) up_t[q * N + o] = static_cast<float>(L.lora.up.data()[o * r + q] * L.lora.scale);
     down_plan = plans(ch, M, [&](int64_t m) {
       return MatmulSpec{Layout::row_major(m, K, t), Layout::transposed(K, r, t, K), r, false, false};
     }, nullptr);
@@ -416,10 +450,10 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
     const int64_t row0 = c * ch.rows, m = std::min(ch.rows, M - row0);
     const void* rows = chunk_rows(x, g, row0, m, t);  // (m, K)
     main(m).run(rows, w_plain, y + row0 * N, b);
-    if (!r) continue;
+    if (!want_h) continue;
     float* h = saved_h ? saved_h + row0 * r : scratch<float>(1, m * r);  // (m, r)
     down_plan(m).run(rows, a_op.data(), h);
-    add_low_rank(y + row0 * N, N, h, r, up_t.data(), N, m);
+    if (!merged) add_low_rank(y + row0 * N, N, h, r, up_t.data(), N, m);
   }
 }
 
@@ -453,9 +487,12 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
   }
   if (want_x) {
     if (r) {
-      // ∂X = G·W + (G·sB)·A = G·(W + sB·A): one product with the merged weight, formed once per call, instead
-      // of a rank-r update of every row of ∂X (K = kh·kw·Cin wide for a convolution).
-      wd.plain = merged_operand(L.weight, sb.data(), a32.data(), N, r, K, t);
+      // ∂X = G·W + (G·sB)·A = G·(W + sB·A): one product with the merged weight instead of a rank-r update of
+      // every row of ∂X (K = kh·kw·Cin wide for a convolution).
+      if (cacheable(L.weight))
+        wd.packed = merged_weight(L.weight, sb.data(), a32.data(), N, r, K, Use::kBackwardData, t);
+      else
+        wd.plain = merged_operand(L.weight, sb.data(), a32.data(), N, r, K, t);
     } else {
       wd = weight_operand(L.weight, N, K, Use::kBackwardData, t);
     }

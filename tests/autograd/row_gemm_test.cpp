@@ -314,9 +314,10 @@ TEST(RowGemmKernels, PackedWeightsFollowWritesToTheWeight) {
   for (int64_t i = 0; i < fourth.numel(); ++i) ASSERT_NEAR(fourth.data()[i], 0.5f * third.data()[i], 1e-4f * (1 + std::abs(third.data()[i])));
 }
 
-// A frozen module weight's merged form W + sB·A, which a LoRA layer's input gradient uses, follows every
-// change of the factors, also when they are written in place behind their tensors' back (as an optimizer
-// writes its flat buffer): each step's ∂x matches the double reference on that step's values.
+// A frozen module weight's merged form W + sB·A, which a LoRA layer's output and input gradient use, follows
+// every change of the factors, also when they are written in place behind their tensors' back (as an
+// optimizer writes its flat buffer): each step's output and gradients match the double reference on that
+// step's values.
 TEST(RowGemmKernels, MergedLoraWeightFollowsTheFactors) {
   const Conv2dOptions o{1, 1};
   const double s = 0.5;
@@ -335,11 +336,21 @@ TEST(RowGemmKernels, MergedLoraWeightFollowsTheFactors) {
       const lcd::Run ref = run<double>(op_d, in, probe, s), bound = run<double>(op_d, absolute(in), absolute({probe})[0], s);
       Tensor xf = cast<float>(x);
       xf.set_requires_grad(true);
-      sum(mul(conv2d_nhwc_lora(xf, w, b, down_f, up_f, s, o), cast<float>(probe))).backward();
-      const TensorD got = cast<double>(xf.grad());
-      for (int64_t i = 0; i < got.numel(); ++i)
-        ASSERT_NEAR(got.data()[i], ref.grads[0].data()[i], tolerance(p) * bound.grads[0].data()[i] + 1e-9)
-            << precision_name(p) << " step " << step << " element " << i;
+      down_f.impl()->grad.reset();
+      up_f.impl()->grad.reset();
+      const Tensor y = conv2d_nhwc_lora(xf, w, b, down_f, up_f, s, o);
+      sum(mul(y, cast<float>(probe))).backward();
+      auto expect_near = [&](const Tensor& got_f, const TensorD& want, const TensorD& abs, const char* what) {
+        const TensorD got = cast<double>(got_f);
+        ASSERT_EQ(got.shape(), want.shape()) << what;
+        for (int64_t i = 0; i < got.numel(); ++i)
+          ASSERT_NEAR(got.data()[i], want.data()[i], tolerance(p) * abs.data()[i] + 1e-9)
+              << precision_name(p) << " step " << step << " " << what << " element " << i;
+      };
+      expect_near(y.detach(), ref.y, bound.y, "output");
+      expect_near(xf.grad(), ref.grads[0], bound.grads[0], "gradient of x");
+      expect_near(down_f.grad(), ref.grads[3], bound.grads[3], "gradient of down");
+      expect_near(up_f.grad(), ref.grads[4], bound.grads[4], "gradient of up");
       // The next step's factors, written in place into the same storage.
       for (int64_t i = 0; i < down.numel(); ++i) down.data()[i] = -0.5 * down.data()[i] + 0.01 * (i % 7);
       for (int64_t i = 0; i < up.numel(); ++i) up.data()[i] = 1.5 * up.data()[i] - 0.02 * (i % 5);
