@@ -306,8 +306,8 @@ template <int R, int Q>
 inline void low_rank_tile(float* y, int64_t ldy, const float* h, int64_t r, const float* u, int64_t n, int64_t i0,
                           int64_t c0) {
   namespace ei = Eigen::internal;
-  using P = ei::packet_traits<float>::type;
-  constexpr int64_t lanes = ei::unpacket_traits<P>::size;
+  using P = vector_math::FloatPacket;
+  constexpr int64_t lanes = vector_math::kLanes;
   P acc[R][Q];
   for (int i = 0; i < R; ++i)
     for (int q = 0; q < Q; ++q) acc[i][q] = ei::ploadu<P>(y + (i0 + i) * ldy + c0 + q * lanes);

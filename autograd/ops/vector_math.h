@@ -9,6 +9,11 @@
 #include <cstdint>
 #include <unsupported/Eigen/SpecialFunctions>
 
+// Eigen's packet types (__m512 and the like) carry vector attributes that GCC drops, with a warning, wherever
+// they are template arguments (unpacket_traits<Packet16f>, PacketBlock<Packet16f, 16>); the kernels that
+// include this header use them only as such types.
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+
 namespace lcd::vector_math {
 
 namespace ei = Eigen::internal;
