@@ -82,7 +82,7 @@ const std::map<std::string, std::string>& config_docs() {
       {"train.batch_size", "samples per step"},
       {"train.time_limit_minutes", "stop (with a checkpoint and the adapters written) after this long; 0: no limit"},
       {"train.precision", "GEMM operands: \"fp32\", \"bf16\" (AMX-BF16 or AVX512-BF16; runs fp32 elsewhere, saying so) or "
-                          "\"auto\" (the tools' default); the resolved config records what ran"},
+                          "\"auto\" (the default: bf16 where the CPU has AMX, else fp32); the resolved config records what ran"},
       {"checkpoint.every", "checkpoint every K steps (and at the end)"},
       {"checkpoint.keep", "keep the last K checkpoints"},
       {"log.every", "write metrics and the progress line every K steps"},

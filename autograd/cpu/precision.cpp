@@ -35,7 +35,12 @@ Precision resolve_precision(Precision requested, std::string* notice) {
   return Precision::kFp32;
 }
 
-Precision default_precision() { return bf16_supported() ? Precision::kBf16 : Precision::kFp32; }
+// bf16 only where oneDNN runs AMX tiles: with oneDNN limited to AVX512_CORE_BF16 (the kernels a CPU with
+// AVX512-BF16 but no AMX gets) bf16 measured slower than fp32 at this UNet's shapes (2-core Xeon: ceiling
+// 124 against 305 GFLOP/s, lcd-step 0.61 s against 0.42 s; bench/pytorch/compare.sh).
+Precision default_precision() {
+  return bf16_supported() && cpu::kernel_isa() == "avx512_core_amx" ? Precision::kBf16 : Precision::kFp32;
+}
 
 Precision compute_precision() { return g_precision.load(std::memory_order_relaxed); }
 
