@@ -74,14 +74,16 @@ void scatter_block(const float* src, int64_t n, int64_t rows, float* dst, int64_
       dst[r * ld + c] = accumulate ? dst[r * ld + c] + f * src[c * kLanes + r] : src[c * kLanes + r];
 }
 
-// out_u = Σ_j w_j · x[j, u] for u < W (w: lk packets; x row stride ld): W FMA chains held in registers.
+// out_u = Σ_j w_j · x[j·step + u·stride] for u < W, with w a run of n packets: W FMA chains held in
+// registers. With (step, stride) = (ld, 1) a block of columns of a row-major x (O = P V, ∂Q = ∂S K); with
+// (1, ld) its transpose (the scores Q Kᵀ of W keys).
 template <int W>
-inline void weighted_columns(const float* w, int64_t lk, const float* x, int64_t ld, float* out) {
+inline void packet_products(const float* w, int64_t n, const float* x, int64_t step, int64_t stride, float* out) {
   Packet acc[W];
   for (int u = 0; u < W; ++u) acc[u] = ei::pset1<Packet>(0.0f);
-  for (int64_t j = 0; j < lk; ++j) {
+  for (int64_t j = 0; j < n; ++j) {
     const Packet wj = ei::pload<Packet>(w + j * kLanes);
-    for (int u = 0; u < W; ++u) acc[u] = ei::pmadd(wj, ei::pset1<Packet>(x[j * ld + u]), acc[u]);
+    for (int u = 0; u < W; ++u) acc[u] = ei::pmadd(wj, ei::pset1<Packet>(x[j * step + u * stride]), acc[u]);
   }
   for (int u = 0; u < W; ++u) ei::pstore(out + u * kLanes, acc[u]);
 }
@@ -89,26 +91,18 @@ inline void weighted_columns(const float* w, int64_t lk, const float* x, int64_t
 // s_u = Σ_c qt_c · k[u, c] for U keys (k row stride ld), stored at s + u·lanes; returns their lane-wise max.
 template <int U>
 inline Packet block_scores(const float* qt, int64_t d, const float* k, int64_t ld, float* s) {
-  Packet acc[U];
-  for (int u = 0; u < U; ++u) acc[u] = ei::pset1<Packet>(0.0f);
-  for (int64_t c = 0; c < d; ++c) {
-    const Packet qc = ei::pload<Packet>(qt + c * kLanes);
-    for (int u = 0; u < U; ++u) acc[u] = ei::pmadd(qc, ei::pset1<Packet>(k[u * ld + c]), acc[u]);
-  }
-  Packet m = acc[0];
-  for (int u = 0; u < U; ++u) {
-    ei::pstore(s + u * kLanes, acc[u]);
-    m = ei::pmax(m, acc[u]);
-  }
+  packet_products<U>(qt, d, k, 1, ld, s);
+  Packet m = ei::pload<Packet>(s);
+  for (int u = 1; u < U; ++u) m = ei::pmax(m, ei::pload<Packet>(s + u * kLanes));
   return m;
 }
 
 // out (width, lanes) = Σ_j w_j ⊗ x[j, :] (O = P V forward, ∂Q = ∂S K backward), eight columns at a time.
 void weighted_sum(const float* w, int64_t lk, const float* x, int64_t ld, int64_t width, float* out) {
   int64_t c = 0;
-  for (; c + 8 <= width; c += 8) weighted_columns<8>(w, lk, x + c, ld, out + c * kLanes);
-  for (; c + 4 <= width; c += 4) weighted_columns<4>(w, lk, x + c, ld, out + c * kLanes);
-  for (; c < width; ++c) weighted_columns<1>(w, lk, x + c, ld, out + c * kLanes);
+  for (; c + 8 <= width; c += 8) packet_products<8>(w, lk, x + c, ld, 1, out + c * kLanes);
+  for (; c + 4 <= width; c += 4) packet_products<4>(w, lk, x + c, ld, 1, out + c * kLanes);
+  for (; c < width; ++c) packet_products<1>(w, lk, x + c, ld, 1, out + c * kLanes);
 }
 }  // namespace
 

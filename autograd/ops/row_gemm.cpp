@@ -348,6 +348,14 @@ void add_low_rank(float* y, int64_t ldy, const float* h, int64_t r, const float*
     }
 }
 
+// W + sB·A (N, K) in patch order, float32.
+std::vector<float> merged_patch_order(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k) {
+  FlopCounter::add(2 * n * r * k);
+  std::vector<float> m = patch_ordered(w);
+  add_low_rank(m.data(), k, sb, r, a, k, n);
+  return m;
+}
+
 // The packed W + sB·A (patch order, N × K) of a LoRA layer whose W is frozen: what its output and its input
 // gradient see. It is kept with W's packed forms and formed again only when the factors differ from those it
 // was formed from, so the parts of a batch-parallel pass and the passes of one step share one merge. Two sets
@@ -372,9 +380,7 @@ const PackedMatrix* merged_weight(const Tensor& w, const float* sb, const float*
   mw->last_use = ++cache.uses;
   std::unique_ptr<PackedMatrix>& slot = mw->packed[int(use)];
   if (!slot) {
-    FlopCounter::add(2 * n * r * k);
-    std::vector<float> m = patch_ordered(w);
-    add_low_rank(m.data(), k, sb, r, a, k, n);
+    const std::vector<float> m = merged_patch_order(w, sb, a, n, r, k);
     const Layout l = use == Use::kForward ? Layout::transposed(k, n, DType::kF32, k) : Layout::row_major(n, k, DType::kF32);
     slot = std::make_unique<PackedMatrix>(m.data(), l, type);
   }
@@ -383,10 +389,7 @@ const PackedMatrix* merged_weight(const Tensor& w, const float* sb, const float*
 
 // The unpacked W + sB·A (N, K) in the operand type, for a W that is not cached (trained or an alias).
 Operand merged_operand(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k, DType type) {
-  FlopCounter::add(2 * n * r * k);
-  std::vector<float> m = patch_ordered(w);
-  add_low_rank(m.data(), k, sb, r, a, k, n);
-  return operand_of(m.data(), n * k, type);
+  return operand_of(merged_patch_order(w, sb, a, n, r, k).data(), n * k, type);
 }
 
 DType operand_type() { return compute_precision() == Precision::kBf16 ? DType::kBf16 : DType::kF32; }
