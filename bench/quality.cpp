@@ -167,7 +167,7 @@ int main(int argc, char** argv) {
         const int64_t m = std::min(b, n - start);
         std::vector<int64_t> rows_m(labels.begin() + start, labels.begin() + start + m);
         BatchNoise noise(noise_seed, start, m);
-        const int64_t size = unet.config.raw.value("sample_size", 8);
+        const int64_t size = unet.config.sample_size;
         Tensor z = noise.draw(Shape{m, unet.config.in_channels, size, size});
         Conditioning c{embedding(table, rows_m), embedding(table, {table.size(0) - 1}), e.guidance};
         Tensor lat = run_sampler(e.sampler, schedule, unet_denoiser(unet, c), z, e.steps, noise);

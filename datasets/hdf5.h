@@ -14,7 +14,7 @@ namespace lcd {
 
 class Hdf5File {
  public:
-  static Hdf5File create(const std::string& path);  // truncates; use with temp_path_for + commit_temp_file
+  static Hdf5File create(const std::string& path);  // truncates; use inside write_through_temp_file
   static Hdf5File open(const std::string& path);    // read-only
   ~Hdf5File();
   Hdf5File(Hdf5File&& other) noexcept;

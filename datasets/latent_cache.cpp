@@ -25,8 +25,7 @@ std::string LatentCacheInfo::describe() const {
 }
 
 void write_latent_cache(const std::string& path, const LatentCache& c) {
-  const std::string tmp = temp_path_for(path);
-  {
+  write_through_temp_file(path, [&](const std::string& tmp) {
     Hdf5File f = Hdf5File::create(tmp);
     f.write("/latents", c.latents);
     if (c.logvar.defined()) f.write("/logvar", c.logvar);
@@ -35,8 +34,7 @@ void write_latent_cache(const std::string& path, const LatentCache& c) {
     f.set_attribute("/", "source", c.info.source);
     f.set_attribute("/", "source_size", c.info.source_size);
     f.set_attribute("/", "autoencoder_hash", c.info.autoencoder_hash);
-  }
-  commit_temp_file(tmp, path);
+  });
 }
 
 LatentCacheInfo read_latent_cache_info(const std::string& path) {
@@ -68,6 +66,9 @@ LatentCache read_latent_cache(const std::string& path) {
   }
   for (int64_t i = 0; i < c.latents.numel(); ++i)
     if (!std::isfinite(c.latents.data()[i])) throw FormatError(path + ": /latents holds NaN or infinite values");
+  if (c.logvar.defined())
+    for (int64_t i = 0; i < c.logvar.numel(); ++i)
+      if (!std::isfinite(c.logvar.data()[i])) throw FormatError(path + ": /logvar holds NaN or infinite values");
   return c;
 }
 
@@ -107,14 +108,17 @@ LatentCache load_or_build_latent_cache(const std::string& path, const LatentCach
                                        const std::function<LabeledImages()>& load_images, const EncodeFn& encode,
                                        int64_t batch) {
   if (std::filesystem::exists(path)) {
+    // A cache of other data or another autoencoder is rebuilt; one that claims to be this data's but does not
+    // read as such is refused (a cache is never damaged by lcdkit, whose writes are atomic).
+    LatentCacheInfo found;
     try {
-      const LatentCacheInfo found = read_latent_cache_info(path);
-      if (found == expected) return read_latent_cache(path);
-      std::cerr << path << ": stale latent cache (" << found.describe() << "; expected " << expected.describe()
-                << "), rebuilding\n";
+      found = read_latent_cache_info(path);
     } catch (const Error& e) {
-      std::cerr << path << ": unreadable latent cache (" << e.what() << "), rebuilding\n";
+      throw FormatError(std::string(e.what()) + " (remove the file and lcd-train rebuilds it)");
     }
+    if (found == expected) return read_latent_cache(path);
+    std::cerr << path << ": stale latent cache (" << found.describe() << "; expected " << expected.describe()
+              << "), rebuilding\n";
   }
   LatentCache c = encode_latents(load_images(), encode, expected, batch);
   write_latent_cache(path, c);

@@ -3,7 +3,10 @@
 
 #include <Eigen/Core>
 
+#include <cmath>
+
 #include "autograd/errors.h"
+#include "autograd/finite.h"
 #include "infer/nn/layers.h"
 
 namespace lcd {
@@ -13,6 +16,29 @@ const std::vector<std::string>& default_lora_targets() {
       "to_q",  "to_k",  "to_v",          "to_out.0",           "proj_in",           "proj_out",      "ff.net.0.proj",
       "ff.net.2", "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"};
   return targets;
+}
+
+void validate_lora_adapter(const LoraAdapter& adapter, const std::string& origin) {
+  for (const auto& [name, f] : adapter.modules) {
+    auto fail = [&](const std::string& why) { return FormatError(origin + ": module \"" + name + "\" " + why); };
+    if (!f.down.defined() || !f.up.defined()) throw fail("lacks one of its two LoRA factors");
+    const Shape& d = f.down.shape();
+    const Shape& u = f.up.shape();
+    const bool conv = d.rank() == 4;
+    if ((d.rank() != 2 && !conv) || u.rank() != d.rank())
+      throw fail("has factors " + d.str() + " and " + u.str() + " that do not form a LoRA (need (r, in) and (out, r), "
+                 "or (r, in, kh, kw) and (out, r, 1, 1))");
+    if (d[0] < 1) throw fail("has rank 0 (down " + d.str() + ")");
+    for (int i = 0; i < d.rank(); ++i)
+      if (d[i] < 1 || u[i] < 1) throw fail("has an empty factor (down " + d.str() + ", up " + u.str() + ")");
+    if (u[1] != d[0] || (conv && (u[2] != 1 || u[3] != 1)))
+      throw fail("has down " + d.str() + " of rank " + std::to_string(d[0]) + " but up " + u.str());
+    if (!std::isfinite(f.alpha) || f.alpha <= 0)
+      throw fail("has alpha " + std::to_string(f.alpha) + " (must be a finite number > 0)");
+    for (const auto& [role, t] : {std::pair<const char*, const Tensor*>{"down", &f.down}, {"up", &f.up}})
+      if (const int64_t i = first_nonfinite(*t); i >= 0)
+        throw fail(std::string("has a NaN or infinite value in its ") + role + " factor (element " + std::to_string(i) + ")");
+  }
 }
 
 double lora_scale(double weight, double alpha, int64_t rank) { return weight * alpha / static_cast<double>(rank); }

@@ -29,6 +29,11 @@ struct LoraAdapter {
   std::string source_dtype = "F32";             // dtype of its factors in the file
 };
 
+// Checks what every adapter reader must: each module has a down factor (r, in) or (r, in, kh, kw) and an up
+// factor (out, r) or (out, r, 1, 1) with r ≥ 1 and no zero dimension, a finite alpha > 0, and only finite
+// values. Throws FormatError naming `origin`, the module and what is wrong.
+void validate_lora_adapter(const LoraAdapter& adapter, const std::string& origin);
+
 // scale = weight · alpha / r: the one place where the LoRA scale is computed.
 double lora_scale(double weight, double alpha, int64_t rank);
 

@@ -5,6 +5,7 @@
 
 #include "autograd/errors.h"
 #include "autograd/ops.h"
+#include "infer/nn/config_check.h"
 
 namespace lcd {
 
@@ -57,26 +58,31 @@ NoiseSchedule NoiseSchedule::linear(int T, double beta_start, double beta_end) {
 }
 
 NoiseSchedule NoiseSchedule::from_config(const nlohmann::json& c, const std::string& origin) {
+  auto field = [&](const char* key, const auto& fallback) { return config_field(c, key, fallback, origin); };
+  const int T = field("num_train_timesteps", 1000);
+  const double b0 = field("beta_start", 0.0001), b1 = field("beta_end", 0.02);
+  const std::string kind = field("beta_schedule", std::string("linear"));
+  if (c.contains("trained_betas") && !c["trained_betas"].is_null())
+    throw ConfigError(origin + ": unsupported field \"trained_betas\"");
+  if (field("rescale_betas_zero_snr", false))
+    throw ConfigError(origin + ": unsupported field \"rescale_betas_zero_snr\" = true");
+  if (T < 2 || T > 100000) throw ConfigError(origin + ": field \"num_train_timesteps\" = " + std::to_string(T) + ": must be 2..100000");
+  if (!(b0 > 0 && b0 <= b1 && b1 < 1))
+    throw ConfigError(origin + ": fields \"beta_start\" = " + std::to_string(b0) + " and \"beta_end\" = " + std::to_string(b1) +
+                      ": need 0 < beta_start ≤ beta_end < 1");
+  NoiseSchedule s;
+  if (kind == "scaled_linear")
+    s = scaled_linear(T, b0, b1);
+  else if (kind == "linear")
+    s = linear(T, b0, b1);
+  else
+    throw ConfigError(origin + ": unsupported field \"beta_schedule\" = \"" + kind + "\"");
   try {
-    const int T = c.value("num_train_timesteps", 1000);
-    const double b0 = c.value("beta_start", 0.0001), b1 = c.value("beta_end", 0.02);
-    const std::string kind = c.value("beta_schedule", std::string("linear"));
-    if (c.contains("trained_betas") && !c["trained_betas"].is_null())
-      throw ConfigError(origin + ": unsupported field \"trained_betas\"");
-    if (c.value("rescale_betas_zero_snr", false))
-      throw ConfigError(origin + ": unsupported field \"rescale_betas_zero_snr\" = true");
-    NoiseSchedule s;
-    if (kind == "scaled_linear")
-      s = scaled_linear(T, b0, b1);
-    else if (kind == "linear")
-      s = linear(T, b0, b1);
-    else
-      throw ConfigError(origin + ": unsupported field \"beta_schedule\" = \"" + kind + "\"");
-    s.prediction = parse_prediction_type(c.value("prediction_type", std::string("epsilon")));
-    return s;
-  } catch (const nlohmann::json::exception& e) {
-    throw ConfigError(origin + ": a scheduler field has the wrong type (" + e.what() + ")");
+    s.prediction = parse_prediction_type(field("prediction_type", std::string("epsilon")));
+  } catch (const ConfigError& e) {
+    throw ConfigError(origin + ": " + e.what());
   }
+  return s;
 }
 
 BoundaryScalings boundary_scalings(int t, double sigma_data, double timestep_scaling) {

@@ -12,8 +12,9 @@ struct CmdResult {
   std::string output;  // stdout and stderr
 };
 
-inline CmdResult run_tool(const std::string& tool, const std::string& args) {
-  const std::string cmd = std::string(LCDKIT_BINARY_DIR) + "/" + tool + " " + args + " 2>&1";
+// `env`: variable assignments for the tool's environment ("NAME=value ..."), or empty.
+inline CmdResult run_tool(const std::string& tool, const std::string& args, const std::string& env = "") {
+  const std::string cmd = (env.empty() ? "" : "env " + env + " ") + std::string(LCDKIT_BINARY_DIR) + "/" + tool + " " + args + " 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];

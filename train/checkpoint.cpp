@@ -2,13 +2,16 @@
 #include "train/checkpoint.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <regex>
 
 #include "autograd/atomic_file.h"
+#include "autograd/crash_points.h"
 #include "autograd/errors.h"
+#include "infer/nn/config_check.h"
 #include "datasets/hdf5.h"
 
 namespace lcd {
@@ -44,16 +47,17 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> layout_of(const FlatPa
   return out;
 }
 
-std::string save_checkpoint(const std::string& dir, const TrainingState& s, int64_t keep, bool emergency) {
+std::string save_checkpoint(const std::string& dir, const TrainingState& s, int64_t keep) {
+  const bool emergency = !s.stopped_by.empty();
   fs::create_directories(dir);
   char name[64];
   std::snprintf(name, sizeof name, "checkpoint-%06lld%s.h5", static_cast<long long>(s.step), emergency ? "-emergency" : "");
   const std::string path = (fs::path(dir) / name).string();
-  const std::string tmp = temp_path_for(path);
-  {
+  write_through_temp_file(path, [&](const std::string& tmp) {
     Hdf5File f = Hdf5File::create(tmp);
     f.write("/params", as_tensor(s.params));
     f.write("/ema", as_tensor(s.ema));
+    crash_point("checkpoint-write");  // half of the checkpoint is in its temp file
     f.write("/adam_m", as_tensor(s.adam_m));
     f.write("/adam_v", as_tensor(s.adam_v));
     f.write_bytes("/layout", nlohmann::json(s.layout).dump());
@@ -64,8 +68,9 @@ std::string save_checkpoint(const std::string& dir, const TrainingState& s, int6
     f.set_attribute("/", "batcher_epoch", s.batcher_epoch);
     f.set_attribute("/", "batcher_position", s.batcher_position);
     f.set_attribute("/", "format", std::string("lcdkit-checkpoint-1"));
-  }
-  commit_temp_file(tmp, path);
+    if (emergency) f.set_attribute("/", "stopped_by", s.stopped_by);
+  });
+  crash_point("checkpoint-renamed");  // in place, older ones not yet pruned
   if (!emergency) {  // prune regular checkpoints beyond `keep`; emergency ones stay until a later save
     auto all = checkpoints_in(dir);
     std::vector<std::string> regular;
@@ -82,6 +87,10 @@ TrainingState load_checkpoint(const std::string& path) {
   Hdf5File f = Hdf5File::open(path);
   if (!f.has_attribute("/", "format") || f.string_attribute("/", "format") != "lcdkit-checkpoint-1")
     throw FormatError(path + ": not an lcdkit checkpoint");
+  for (const char* d : {"/params", "/ema", "/adam_m", "/adam_v", "/layout", "/config", "/rng_state"})
+    if (!f.exists(d)) throw FormatError(path + ": checkpoint lacks " + d);
+  for (const char* a : {"step", "adam_steps", "batcher_epoch", "batcher_position"})
+    if (!f.has_attribute("/", a)) throw FormatError(path + ": checkpoint lacks the attribute " + a);
   TrainingState s;
   s.params = as_vector(f.read_tensor("/params"));
   s.ema = as_vector(f.read_tensor("/ema"));
@@ -90,7 +99,7 @@ TrainingState load_checkpoint(const std::string& path) {
   try {
     s.layout = nlohmann::json::parse(f.read_bytes("/layout")).get<decltype(s.layout)>();
   } catch (const nlohmann::json::exception& e) {
-    throw FormatError(path + ": corrupt parameter layout (" + e.what() + ")");
+    throw FormatError(path + ": corrupt parameter layout (" + json_error_text(e) + ")");
   }
   s.config_json = f.read_bytes("/config");
   s.rng_state = f.read_bytes("/rng_state");
@@ -98,15 +107,45 @@ TrainingState load_checkpoint(const std::string& path) {
   s.adam_steps = f.int_attribute("/", "adam_steps");
   s.batcher_epoch = f.int_attribute("/", "batcher_epoch");
   s.batcher_position = f.int_attribute("/", "batcher_position");
+  if (f.has_attribute("/", "stopped_by")) s.stopped_by = f.string_attribute("/", "stopped_by");
   const size_t n = s.params.size();
   if (s.ema.size() != n || s.adam_m.size() != n || s.adam_v.size() != n)
     throw FormatError(path + ": weights, EMA and AdamW moments have different sizes");
+  int64_t layout_size = 0;
+  for (const auto& [name, shape] : s.layout) {
+    int64_t count = 1;
+    for (int64_t d : shape) {
+      if (d < 0 || d > (int64_t{1} << 32)) throw FormatError(path + ": parameter \"" + name + "\" has a bad shape in the layout");
+      count *= d;
+    }
+    layout_size += count;
+    if (layout_size > (int64_t{1} << 40)) throw FormatError(path + ": the layout is impossibly large");
+  }
+  if (layout_size != static_cast<int64_t>(n))
+    throw FormatError(path + ": the layout describes " + std::to_string(layout_size) + " values but /params holds " +
+                      std::to_string(n));
+  if (s.step < 0 || s.adam_steps < 0 || s.adam_steps > s.step || s.batcher_epoch < 0 || s.batcher_position < 0)
+    throw FormatError(path + ": step " + std::to_string(s.step) + ", adam_steps " + std::to_string(s.adam_steps) + ", batcher (" +
+                      std::to_string(s.batcher_epoch) + ", " + std::to_string(s.batcher_position) + ") are not a reachable state");
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(s.params[i]) || !std::isfinite(s.ema[i]) || !std::isfinite(s.adam_m[i]) || !std::isfinite(s.adam_v[i]) ||
+        s.adam_v[i] < 0)
+      throw FormatError(path + ": holds NaN, infinite or impossible values (element " + std::to_string(i) + ")");
+  if (s.stopped_by != "" && s.stopped_by != "nonfinite" && s.stopped_by != "error")
+    throw FormatError(path + ": unknown stopped_by \"" + s.stopped_by + "\"");
   return s;
 }
 
 std::string latest_checkpoint(const std::string& dir) {
+  const auto all = checkpoints_newest_first(dir);
+  return all.empty() ? std::string() : all.front();
+}
+
+std::vector<std::string> checkpoints_newest_first(const std::string& dir) {
   auto all = checkpoints_in(dir);
-  return all.empty() ? std::string() : all.back().second;
+  std::vector<std::string> out;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) out.push_back(it->second);
+  return out;
 }
 
 }  // namespace lcd

@@ -2,6 +2,8 @@
 #include "train/config.h"
 
 #include <filesystem>
+#include <limits>
+#include <map>
 #include <fstream>
 #include <sstream>
 
@@ -116,6 +118,37 @@ bool same_kind(const json& want, const json& got) {
   return false;
 }
 
+// What each list holds (lists have no element to infer it from when their default is empty).
+const std::map<std::string, json>& list_elements() {
+  static const std::map<std::string, json> kinds = {
+      {"lora.targets", "to_q"}, {"samples.labels", 0}, {"samples.lcm_steps", 4}};
+  return kinds;
+}
+
+// Integers fit the fields they fill (no wrap-around: seeds are 0..2^63−1, every other integer fits 32 bits); list
+// elements have the list's kind. The error names the key, the position in a list and the value.
+void check_value_range(const std::string& key, const json& v, const std::string& origin) {
+  auto check_integer = [&](const std::string& where, const json& x) {
+    const bool seed = key == "seed" || key == "samples.seed";
+    const int64_t lo = seed ? 0 : std::numeric_limits<int32_t>::min(), hi = seed ? std::numeric_limits<int64_t>::max()
+                                                                             : std::numeric_limits<int32_t>::max();
+    const bool fits = x.is_number_unsigned() ? x.get<uint64_t>() <= static_cast<uint64_t>(hi)
+                                             : x.get<int64_t>() >= lo && x.get<int64_t>() <= hi;
+    if (!fits)
+      throw ConfigError(origin + ": \"" + where + "\" = " + x.dump() + " is out of range [" + std::to_string(lo) + ", " +
+                        std::to_string(hi) + "]");
+  };
+  if (v.is_number_integer()) check_integer(key, v);
+  if (!v.is_array()) return;
+  auto kind = list_elements().find(key);
+  for (size_t i = 0; i < v.size(); ++i) {
+    const std::string where = key + "[" + std::to_string(i) + "]";
+    if (kind != list_elements().end() && !same_kind(kind->second, v[i]))
+      throw ConfigError(origin + ": \"" + where + "\" must be " + type_name(kind->second) + ", got " + v[i].dump());
+    if (v[i].is_number_integer()) check_integer(where, v[i]);
+  }
+}
+
 // Overlays `user` on `defaults`, rejecting unknown keys and wrong types.
 void overlay(json& target, const json& user, const std::string& prefix, const std::string& origin) {
   for (auto it = user.begin(); it != user.end(); ++it) {
@@ -134,6 +167,7 @@ void overlay(json& target, const json& user, const std::string& prefix, const st
     } else {
       if (!same_kind(slot, it.value()))
         throw ConfigError(origin + ": \"" + key + "\" must be " + type_name(slot) + ", got " + it.value().dump());
+      check_value_range(key, it.value(), origin);
       slot = it.value();
     }
   }
@@ -168,6 +202,7 @@ TrainConfig parse_train_config(const json& user, const std::string& origin) {
   };
   TrainConfig c;
   c.resolved = r;
+  c.source_path = origin;
   c.objective = r["objective"];
   if (c.objective != "lcd" && c.objective != "diffusion") throw fail("objective", r["objective"], "must be \"lcd\" or \"diffusion\"");
   c.model_dir = r["model"];
@@ -176,7 +211,7 @@ TrainConfig parse_train_config(const json& user, const std::string& origin) {
   if (r["seed"].get<int64_t>() < 0) throw fail("seed", r["seed"], "must be ≥ 0");
   c.seed = r["seed"].get<uint64_t>();
   c.threads = r["threads"];
-  if (c.threads < 0) throw fail("threads", r["threads"], "must be ≥ 0");
+  if (c.threads < 0 || c.threads > 4096) throw fail("threads", r["threads"], "must be 0..4096");
 
   const json& d = r["data"];
   c.data_source = d["source"];
@@ -193,7 +228,7 @@ TrainConfig parse_train_config(const json& user, const std::string& origin) {
     throw fail("data.source", d["source"], "must be \"fashion-mnist\" or \"folder\"");
   if (c.data_split != "train" && c.data_split != "test") throw fail("data.split", d["split"], "must be \"train\" or \"test\"");
   if (c.data_limit == 0 || c.data_limit < -1) throw fail("data.limit", d["limit"], "must be -1 (all) or positive");
-  if (c.encode_batch < 1) throw fail("data.encode_batch", d["encode_batch"], "must be ≥ 1");
+  if (c.encode_batch < 1 || c.encode_batch > 65536) throw fail("data.encode_batch", d["encode_batch"], "must be 1..65536");
 
   const json& l = r["lora"];
   c.lora_enabled = l["enabled"];
@@ -201,8 +236,10 @@ TrainConfig parse_train_config(const json& user, const std::string& origin) {
   c.lora.alpha = l["alpha"];
   c.init_adapter = l["init_adapter"];
   if (!l["targets"].empty()) c.lora.targets = l["targets"].get<std::vector<std::string>>();
-  if (c.lora.rank < 1) throw fail("lora.rank", l["rank"], "must be ≥ 1");
+  if (c.lora.rank < 1 || c.lora.rank > 4096) throw fail("lora.rank", l["rank"], "must be 1..4096");
   if (!(c.lora.alpha > 0)) throw fail("lora.alpha", l["alpha"], "must be > 0");
+  for (const auto& t : c.lora.targets)
+    if (t.empty()) throw fail("lora.targets", l["targets"], "a target must not be empty");
   if (!c.lora_enabled && c.objective == "lcd") throw fail("lora.enabled", l["enabled"], "objective lcd trains a LoRA adapter");
 
   const json& x = r["lcd"];
@@ -251,7 +288,7 @@ TrainConfig parse_train_config(const json& user, const std::string& origin) {
   c.batch_size = t["batch_size"];
   c.time_limit_minutes = t["time_limit_minutes"];
   if (c.steps < 1) throw fail("train.steps", t["steps"], "must be ≥ 1");
-  if (c.batch_size < 1) throw fail("train.batch_size", t["batch_size"], "must be ≥ 1");
+  if (c.batch_size < 1 || c.batch_size > 65536) throw fail("train.batch_size", t["batch_size"], "must be 1..65536");
   if (c.time_limit_minutes < 0) throw fail("train.time_limit_minutes", t["time_limit_minutes"], "must be ≥ 0");
   c.precision = t["precision"];
   if (c.precision != "auto" && c.precision != "fp32" && c.precision != "bf16")
@@ -260,7 +297,7 @@ TrainConfig parse_train_config(const json& user, const std::string& origin) {
   c.checkpoint_keep = r["checkpoint"]["keep"];
   c.log_every = r["log"]["every"];
   if (c.checkpoint_every < 1) throw fail("checkpoint.every", r["checkpoint"]["every"], "must be ≥ 1");
-  if (c.checkpoint_keep < 1) throw fail("checkpoint.keep", r["checkpoint"]["keep"], "must be ≥ 1");
+  if (c.checkpoint_keep < 1 || c.checkpoint_keep > 100000) throw fail("checkpoint.keep", r["checkpoint"]["keep"], "must be 1..100000");
   if (c.log_every < 1) throw fail("log.every", r["log"]["every"], "must be ≥ 1");
 
   const json& s = r["samples"];
@@ -272,7 +309,12 @@ TrainConfig parse_train_config(const json& user, const std::string& origin) {
   c.samples_teacher_steps = s["teacher_steps"];
   c.samples_guidance = s["guidance"];
   if (c.samples_every < 0) throw fail("samples.every", s["every"], "must be ≥ 0");
-  if (c.samples_per_label < 1) throw fail("samples.per_label", s["per_label"], "must be ≥ 1");
+  if (c.samples_per_label < 1 || c.samples_per_label > 1000) throw fail("samples.per_label", s["per_label"], "must be 1..1000");
+  if (c.samples_labels.size() > 1000) throw fail("samples.labels", s["labels"], "at most 1000 labels");
+  for (int64_t label : c.samples_labels)
+    if (label < 0) throw fail("samples.labels", s["labels"], "labels are ≥ 0");
+  if (c.samples_teacher_steps < 1 || c.samples_teacher_steps > 1000)
+    throw fail("samples.teacher_steps", s["teacher_steps"], "must be 1..1000");
   for (int n : c.samples_lcm_steps)
     if (n < 1 || n > 50) throw fail("samples.lcm_steps", s["lcm_steps"], "each must be 1..50");
 

@@ -14,6 +14,7 @@ namespace lcd {
 
 struct TrainConfig {
   nlohmann::json resolved;  // the full config, defaults filled in
+  std::string source_path;  // the file it was read from (the origin in errors)
 
   std::string objective;  // "lcd" or "diffusion"
   std::string model_dir, output_dir;

@@ -19,7 +19,11 @@ TrainableLora::TrainableLora(Module& model, const LoraSettings& s, Rng& rng) {
     for (int64_t i = 0; i < down.numel(); ++i) down.data()[i] = static_cast<float>((2.0 * rng.uniform() - 1.0) * bound);
     factors.emplace_back(name, down, up, s.alpha);
   }
-  if (factors.empty()) throw ConfigError("lora.targets match no Linear or Conv2d module of the UNet");
+  if (factors.empty()) {
+    std::string list;
+    for (const auto& t : s.targets) list += (list.empty() ? "" : ", ") + t;
+    throw ConfigError("lora.targets [" + list + "] match no Linear or Conv2d module of the UNet");
+  }
   build(model, factors);
 }
 

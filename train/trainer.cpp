@@ -14,9 +14,11 @@
 #include <sstream>
 
 #include "autograd/atomic_file.h"
+#include "autograd/crash_points.h"
 #include "autograd/errors.h"
 #include "autograd/threads.h"
 #include "infer/tools/cli.h"
+#include "infer/tools/no_overwrite.h"
 #include "datasets/batcher.h"
 #include "datasets/png.h"
 #include "infer/io/lora_io.h"
@@ -37,13 +39,23 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 std::atomic<bool> g_stop_requested{false};
+
+const char* kNonFiniteAdvice =
+    " (lower optim.lr, lcd.guidance_max or optim.max_grad_norm in the config; --resume then continues from the last "
+    "regular checkpoint with them)";
+
+const std::pair<const char*, const char*> kAdjustableOnResume[] = {
+    {"optim", "lr"}, {"optim", "max_grad_norm"}, {"lcd", "guidance_min"}, {"lcd", "guidance_max"}};
 extern "C" void request_stop(int) { g_stop_requested = true; }
 
-// Keys that may change between a run and its resume without changing the computation.
+// Keys that may change between a run and its resume without changing what a step computes, and the settings
+// that the non-finite-loss advice names (a lower learning rate, a smaller guidance range, tighter clipping),
+// which change it on purpose and are recorded in config_history.jsonl.
 nlohmann::json computation_keys(nlohmann::json c) {
   for (const char* k : {"output_dir", "threads", "checkpoint", "log", "samples"}) c.erase(k);
   c["train"].erase("steps");
   c["train"].erase("time_limit_minutes");
+  for (const auto& [group, key] : kAdjustableOnResume) c[group].erase(key);
   return c;
 }
 
@@ -95,7 +107,13 @@ struct Trainer::State {
   };
 
   TrainingState snapshot(bool last_good) const;
-  void restore(const TrainingState& t, const std::string& origin);
+  // The construction steps, in order: nothing is written before the inputs and the resume state have loaded.
+  void check_run_dir(bool resuming, const std::string& config_source) const;
+  void load_inputs();
+  std::string resume_from_checkpoint(nlohmann::json* changes);
+  void check_against_run(const TrainingState& t, const std::string& origin) const;
+  void restore(const TrainingState& t);
+  void prepare_run_dir(const std::string& resumed_from, const nlohmann::json& changes) const;
   StepResult one_step();
   void write_samples(const std::string& tag);
   void export_results();
@@ -110,58 +128,199 @@ Trainer::Trainer(TrainConfig config, const std::string& resume_dir) : s_(std::ma
   s.run_dir = resume_dir.empty() ? c.output_dir : resume_dir;
   c.resolved["output_dir"] = s.run_dir;
   s.checkpoint_dir = (fs::path(s.run_dir) / "checkpoints").string();
-  if (resume_dir.empty() && !latest_checkpoint(s.checkpoint_dir).empty())
-    throw ConfigError("output_dir \"" + s.run_dir + "\" already holds a run; continue it with --resume " + s.run_dir +
-                      " or choose another output_dir");
-  if (!resume_dir.empty() && latest_checkpoint(s.checkpoint_dir).empty())
-    throw ConfigError("--resume " + resume_dir + ": no checkpoint in " + s.checkpoint_dir);
-  fs::create_directories(s.run_dir);
-
-  s.unet = load_unet((fs::path(c.model_dir) / "unet").string());
-  s.vae = load_autoencoder((fs::path(c.model_dir) / "vae").string());
-  const fs::path sched = fs::path(c.model_dir) / "scheduler" / "scheduler_config.json";
-  s.schedule = fs::exists(sched) ? NoiseSchedule::from_config(read_json_file(sched.string()), sched.string())
-                                 : NoiseSchedule::scaled_linear();
-  s.data = load_training_data(c, *s.vae);
-  s.rng = Rng(c.seed);
-  if (c.lora_enabled) {
-    s.lora = c.init_adapter.empty() ? std::make_unique<TrainableLora>(*s.unet, c.lora, s.rng)
-                                    : std::make_unique<TrainableLora>(*s.unet, read_lora(c.init_adapter));
-    s.params = &s.lora->online();
-  } else {
-    std::vector<std::pair<std::string, Tensor>> all;
-    for (auto& [name, t] : s.unet->named_parameters()) all.emplace_back(name, *t);
-    s.full = FlatParameters(all);
-    s.params = &s.full;
-  }
-  s.optimizer = std::make_unique<AdamW>(*s.params, AdamWConfig{c.beta1, c.beta2, c.adam_eps, c.weight_decay});
-  s.batcher = std::make_unique<Batcher>(s.data.size(), c.batch_size, c.seed);
-
-  const std::string config_path = (fs::path(s.run_dir) / "config.json").string();
-  if (!resume_dir.empty()) {
-    const std::string ckpt = latest_checkpoint(s.checkpoint_dir);
-    TrainingState t = load_checkpoint(ckpt);
-    const auto saved = computation_keys(nlohmann::json::parse(t.config_json));
-    const auto now = computation_keys(c.resolved);
-    if (saved != now) {
-      const std::string key = first_difference(saved, now).empty() ? first_difference(now, saved) : first_difference(saved, now);
-      throw ConfigError("--resume: the config differs from the run's in \"" + key + "\" (only train.steps, "
-                        "train.time_limit_minutes, threads, checkpoint, log and samples may change)");
-    }
-    s.restore(t, ckpt);
-    // Keep the metrics of the steps up to the checkpoint only.
-    const std::string metrics = (fs::path(s.run_dir) / "metrics.jsonl").string();
-    std::ifstream in(metrics);
-    std::string kept, line;
-    while (std::getline(in, line))
-      if (!line.empty() && nlohmann::json::parse(line).value("step", int64_t(0)) <= s.step) kept += line + "\n";
-    write_file_atomically(metrics, kept);
-    std::cerr << "lcd-train: resumed " << s.run_dir << " at step " << s.step << " from " << ckpt << "\n";
-  }
-  write_file_atomically(config_path, c.resolved.dump(2) + "\n");
+  // 1. Where the run goes, 2. every input, 3. the state to resume from; 4. only then the run directory.
+  s.check_run_dir(!resume_dir.empty(), c.source_path);
+  s.load_inputs();
+  nlohmann::json changes = nlohmann::json::object();
+  const std::string resumed_from = resume_dir.empty() ? "" : s.resume_from_checkpoint(&changes);
+  s.prepare_run_dir(resumed_from, changes);
   s.good_rng = s.rng.state();
   s.good_epoch = s.batcher->epoch();
   s.good_position = s.batcher->position();
+}
+
+void Trainer::State::check_run_dir(bool resuming, const std::string& config_source) const {
+  const TrainConfig& c = config;
+  if (!resuming && !latest_checkpoint(checkpoint_dir).empty())
+    throw ConfigError("output_dir \"" + run_dir + "\" already holds a run; continue it with --resume " + run_dir +
+                      " or choose another output_dir");
+  if (resuming && latest_checkpoint(checkpoint_dir).empty())
+    throw ConfigError("--resume " + run_dir + ": no checkpoint in " + checkpoint_dir);
+  // The run directory may not be (or lie inside) an input folder, and nothing it writes may be an input file.
+  refuse_overwriting_inputs({"output_dir", run_dir}, {{"model", c.model_dir}, {"data.path", c.data_path}});
+  const fs::path run(run_dir);
+  const std::vector<NamedPath> inputs = {{"lora.init_adapter", c.init_adapter},
+                                         {"data.labels_file", c.labels_file},
+                                         {"data.latent_cache", c.latent_cache},
+                                         {"the config", resuming ? "" : config_source}};
+  for (const char* written : {"config.json", "metrics.jsonl", "config_history.jsonl", "adapter", "adapter_ema", "unet",
+                              "checkpoints", "samples"})
+    for (const NamedPath& in : inputs)
+      if (!in.path.empty() && path_within(in.path, (run / written).string()))
+        throw UsageError(in.what + " " + in.path + " lies where the run writes " + (run / written).string() +
+                         "; lcdkit never overwrites an input");
+  refuse_overwriting_inputs({"data.latent_cache", c.latent_cache},
+                            {{"model", c.model_dir}, {"lora.init_adapter", c.init_adapter}, {"data.labels_file", c.labels_file},
+                             {"the config", config_source}});
+}
+
+void Trainer::State::load_inputs() {
+  const TrainConfig& c = config;
+  unet = load_unet((fs::path(c.model_dir) / "unet").string());
+  vae = load_autoencoder((fs::path(c.model_dir) / "vae").string());
+  const fs::path sched = fs::path(c.model_dir) / "scheduler" / "scheduler_config.json";
+  schedule = fs::exists(sched) ? NoiseSchedule::from_config(read_json_file(sched.string()), sched.string())
+                               : NoiseSchedule::scaled_linear();
+  if (vae->config.latent_channels != unet->config.in_channels)
+    throw ConfigError(c.model_dir + ": the autoencoder makes " + std::to_string(vae->config.latent_channels) +
+                      " latent channels but the UNet takes " + std::to_string(unet->config.in_channels));
+  const Tensor table = load_cond_embeddings(c.model_dir);  // (classes + 1, L, D)
+  if (table.size(2) != unet->config.cross_attention_dim)
+    throw FormatError(c.model_dir + ": cond_embeddings " + table.shape().str() + " do not fit the UNet's cross_attention_dim " +
+                      std::to_string(unet->config.cross_attention_dim));
+  for (int64_t label : c.samples_labels)
+    if (label >= table.size(0) - 1)
+      throw ConfigError(c.source_path + ": \"samples.labels\" = " + c.resolved["samples"]["labels"].dump() + ": " +
+                        std::to_string(label) + " has no row in the model's condition table (" +
+                        std::to_string(table.size(0) - 1) + " classes)");
+  data = load_training_data(c, *vae);
+  const Shape& lat = data.cache.latents.shape();  // (N, C, h, w)
+  if (lat[1] != unet->config.in_channels || lat[2] != unet->config.sample_size || lat[3] != unet->config.sample_size)
+    throw FormatError(c.latent_cache + ": latents " + lat.str() + " do not fit the UNet (" +
+                      std::to_string(unet->config.in_channels) + " channels, sample_size " +
+                      std::to_string(unet->config.sample_size) + ")");
+  if (data.size() / c.batch_size < 1)
+    throw ConfigError(c.source_path + ": \"train.batch_size\" = " + std::to_string(c.batch_size) + ": larger than the " +
+                      std::to_string(data.size()) + " training images");
+  rng = Rng(c.seed);
+  if (c.lora_enabled) {
+    try {
+      lora = c.init_adapter.empty() ? std::make_unique<TrainableLora>(*unet, c.lora, rng)
+                                    : std::make_unique<TrainableLora>(*unet, read_lora(c.init_adapter));
+    } catch (const FormatError& e) {
+      const std::string m = e.what();
+      throw FormatError(c.init_adapter.empty() || m.find(c.init_adapter) != std::string::npos ? m : c.init_adapter + ": " + m);
+    }
+    params = &lora->online();
+  } else {
+    std::vector<std::pair<std::string, Tensor>> all;
+    for (auto& [name, t] : unet->named_parameters()) all.emplace_back(name, *t);
+    full = FlatParameters(all);
+    params = &full;
+  }
+  optimizer = std::make_unique<AdamW>(*params, AdamWConfig{c.beta1, c.beta2, c.adam_eps, c.weight_decay});
+  batcher = std::make_unique<Batcher>(data.size(), c.batch_size, c.seed);
+}
+
+// A checkpoint fits this run: same parameters, a batcher position this data can have, a readable generator
+// state and config. Checked before any state is touched.
+void Trainer::State::check_against_run(const TrainingState& t, const std::string& origin) const {
+  if (t.layout != layout_of(*params) || static_cast<int64_t>(t.params.size()) != params->size())
+    throw FormatError(origin + ": the checkpoint's parameters do not match this run's (different model or LoRA)");
+  if (t.batcher_position > batcher->batches_per_epoch())
+    throw FormatError(origin + ": batcher position " + std::to_string(t.batcher_position) + " is past the " +
+                      std::to_string(batcher->batches_per_epoch()) + " batches of an epoch of this data");
+  Rng probe;
+  try {
+    probe.set_state(t.rng_state);
+    (void)nlohmann::json::parse(t.config_json).at("train");
+  } catch (const std::exception& e) {
+    throw FormatError(origin + ": corrupt generator state or config (" + json_error_text(e) + ")");
+  }
+}
+
+std::string Trainer::State::resume_from_checkpoint(nlohmann::json* changes) {
+  // The newest intact checkpoint; after a non-finite loss, the newest regular one before it (its emergency
+  // checkpoint holds the state that was already diverging; it is the fallback when no regular one exists).
+  std::string chosen, nonfinite_path;
+  TrainingState t, nonfinite_state;
+  std::vector<std::string> skipped;  // reported when an older checkpoint is used, or in the error when none is
+  for (const std::string& path : checkpoints_newest_first(checkpoint_dir)) {
+    TrainingState candidate;
+    try {
+      candidate = load_checkpoint(path);
+      check_against_run(candidate, path);
+    } catch (const Error& e) {
+      skipped.push_back(e.what());
+      continue;
+    }
+    if (candidate.stopped_by == "nonfinite" && nonfinite_path.empty()) {
+      nonfinite_path = path;
+      nonfinite_state = std::move(candidate);
+      continue;
+    }
+    if (!nonfinite_path.empty() && !candidate.stopped_by.empty()) continue;
+    chosen = path;
+    t = std::move(candidate);
+    break;
+  }
+  if (chosen.empty() && !nonfinite_path.empty()) {
+    chosen = nonfinite_path;
+    t = std::move(nonfinite_state);
+  }
+  if (chosen.empty())
+    throw FormatError("--resume " + run_dir + ": no intact checkpoint in " + checkpoint_dir +
+                      (skipped.empty() ? "" : " (newest: " + skipped.front() + ")"));
+  for (const auto& why : skipped) std::cerr << "lcd-train: skipping a damaged checkpoint: " << why << "\n";
+  if (!nonfinite_path.empty())
+    std::cerr << "lcd-train: " << nonfinite_path << " was saved when the loss became non-finite; resuming from " << chosen << "\n";
+
+  const nlohmann::json saved_config = nlohmann::json::parse(t.config_json);
+  const auto saved = computation_keys(saved_config);
+  const auto now = computation_keys(config.resolved);
+  if (saved != now) {
+    const std::string key = first_difference(saved, now).empty() ? first_difference(now, saved) : first_difference(saved, now);
+    throw ConfigError("--resume: the config differs from the run's in \"" + key + "\" (only train.steps, "
+                      "train.time_limit_minutes, threads, checkpoint, log, samples, optim.lr, optim.max_grad_norm and "
+                      "lcd.guidance_min/max may change)");
+  }
+  for (const auto& [group, key] : kAdjustableOnResume) {
+    const nlohmann::json before = saved_config.contains(group) ? saved_config[group].value(key, nlohmann::json()) : nlohmann::json();
+    const nlohmann::json after = config.resolved[group][key];
+    if (before != after) {
+      (*changes)[std::string(group) + "." + key] = {before, after};
+      std::cerr << "lcd-train: " << group << "." << key << " changes from " << before.dump() << " to " << after.dump()
+                << " on resume (recorded in config_history.jsonl)\n";
+    }
+  }
+  restore(t);
+  return chosen;
+}
+
+void Trainer::State::prepare_run_dir(const std::string& resumed_from, const nlohmann::json& changes) const {
+  const fs::path run(run_dir);
+  fs::create_directories(run);
+  for (const char* sub : {"", "checkpoints", "adapter", "adapter_ema", "unet", "samples"}) remove_stale_temp_files((run / sub).string());
+  if (resumed_from.empty()) {
+    write_file_atomically((run / "metrics.jsonl").string(), "");  // a run killed before its first checkpoint left these
+  } else {
+    // The metrics of the steps up to the checkpoint only; a line cut by a kill is dropped.
+    const std::string metrics = (run / "metrics.jsonl").string();
+    std::ifstream in(metrics);
+    std::string kept, line;
+    int64_t cut = 0;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) {
+        ++cut;
+        continue;
+      }
+      if (j["step"].get<int64_t>() <= step) kept += line + "\n";
+    }
+    if (cut) std::cerr << "lcd-train: dropped " << cut << " unreadable line(s) of " << metrics << " (cut by a kill)\n";
+    write_file_atomically(metrics, kept);
+  }
+  // Every start and resume, with the settings that changed, in config_history.jsonl.
+  const std::string history = (run / "config_history.jsonl").string();
+  std::string lines;
+  if (std::ifstream in(history); in) lines.assign(std::istreambuf_iterator<char>(in), {});
+  if (!lines.empty() && lines.back() != '\n') lines += "\n";
+  nlohmann::json entry = {{"event", resumed_from.empty() ? "start" : "resume"}, {"step", step}};
+  if (!resumed_from.empty()) entry["checkpoint"] = fs::path(resumed_from).filename().string();
+  if (!changes.empty()) entry["changed"] = changes;
+  write_file_atomically(history, lines + entry.dump() + "\n");
+  write_file_atomically((run / "config.json").string(), config.resolved.dump(2) + "\n");
 }
 
 Trainer::~Trainer() = default;
@@ -184,9 +343,7 @@ TrainingState Trainer::State::snapshot(bool last_good) const {
   return t;
 }
 
-void Trainer::State::restore(const TrainingState& t, const std::string& origin) {
-  if (t.layout != layout_of(*params))
-    throw FormatError(origin + ": the checkpoint's parameters do not match this run's (different model or LoRA)");
+void Trainer::State::restore(const TrainingState& t) {
   std::copy(t.params.begin(), t.params.end(), params->values());
   if (lora) std::copy(t.ema.begin(), t.ema.end(), lora->ema_values());
   std::copy(t.adam_m.begin(), t.adam_m.end(), optimizer->first_moment());
@@ -241,12 +398,13 @@ Trainer::State::StepResult Trainer::State::one_step() {
     r.loss_huber = std::nan("");
   }
   if (!std::isfinite(r.loss))
-    throw TrainingError("step " + std::to_string(step + 1) + ": the loss is " + std::to_string(r.loss) +
-                        " (try a lower optim.lr or a smaller lcd.guidance_max)");
+    throw NonFiniteError("step " + std::to_string(step + 1) + ": the loss is " + std::to_string(r.loss) + kNonFiniteAdvice);
   r.grad_norm = c.max_grad_norm > 0 ? params->clip_grad_norm(c.max_grad_norm) : params->grad_norm();
   if (!std::isfinite(r.grad_norm))
-    throw TrainingError("step " + std::to_string(step + 1) + ": the gradient norm is " + std::to_string(r.grad_norm));
+    throw NonFiniteError("step " + std::to_string(step + 1) + ": the gradient norm is " + std::to_string(r.grad_norm) +
+                         kNonFiniteAdvice);
   r.lr = learning_rate(c.lr_schedule, c.lr, c.min_lr, c.warmup_steps, c.steps, step + 1);
+  crash_point("step");  // gradients computed, weights not yet updated
   optimizer->step(r.lr);
   if (lora) lora->update_ema(c.objective == "lcd" ? c.ema_decay : 0.0);
   return r;
@@ -268,7 +426,7 @@ void Trainer::State::write_samples(const std::string& tag) {
   Tensor cond = embedding(data.cond_table, rows);
   Tensor uncond = embedding(data.cond_table, {data.unconditional_row()});
   if (lora) lora->use(TrainableLora::Mode::kStudent);
-  const int64_t size = unet->config.raw.value("sample_size", 8);
+  const int64_t size = unet->config.sample_size;
   auto render = [&](const std::string& sampler, int steps, double guidance, const std::string& name) {
     BatchNoise noise(c.samples_seed, 0, n);
     Tensor z = noise.draw(Shape{n, unet->config.in_channels, size, size});
@@ -349,7 +507,11 @@ int64_t Trainer::run() {
         line["loss_huber"] = r.loss_huber;
         line["loss_l2"] = r.loss_l2;
       }
-      metrics << line.dump() << "\n";
+      const std::string text = line.dump() + "\n";
+      metrics << text.substr(0, text.size() / 2);
+      if (crash_point_armed("metrics-line")) metrics.flush();
+      crash_point("metrics-line");  // half a line on disk
+      metrics << text.substr(text.size() / 2);
       const double done = static_cast<double>(s.step - first);
       const double rate = done / std::chrono::duration<double>(Clock::now() - start).count();
       char progress[256];
@@ -363,6 +525,7 @@ int64_t Trainer::run() {
         std::cerr << "\r" << progress << "\033[K" << std::flush;
       }
       if (s.step % c.checkpoint_every == 0) {
+        metrics.flush();  // every step a checkpoint holds is in metrics.jsonl before the checkpoint exists
         save_checkpoint(s.checkpoint_dir, s.snapshot(false), c.checkpoint_keep);
         last_checkpoint = s.step;
       }
@@ -374,7 +537,9 @@ int64_t Trainer::run() {
     }
   } catch (const std::exception& e) {
     metrics.flush();
-    const std::string path = save_checkpoint(s.checkpoint_dir, s.snapshot(true), c.checkpoint_keep, true);
+    TrainingState last_good = s.snapshot(true);
+    last_good.stopped_by = dynamic_cast<const NonFiniteError*>(&e) ? "nonfinite" : "error";
+    const std::string path = save_checkpoint(s.checkpoint_dir, last_good, c.checkpoint_keep);
     throw TrainingError(std::string(e.what()) + "; the state after step " + std::to_string(s.step) + " is saved in " +
                         path + " (resume with --resume " + s.run_dir + ")");
   }

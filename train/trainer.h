@@ -13,6 +13,10 @@ namespace lcd {
 struct TrainingError : Error {
   using Error::Error;
 };
+// The loss or the gradient norm became NaN or infinite.
+struct NonFiniteError : TrainingError {
+  using TrainingError::TrainingError;
+};
 
 class Trainer {
  public:

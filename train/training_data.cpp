@@ -16,7 +16,7 @@ namespace lcd {
 TrainingData load_training_data(const TrainConfig& c, const AutoencoderKL& vae) {
   TrainingData d;
   d.cond_table = load_cond_embeddings(c.model_dir);
-  const int size = static_cast<int>(vae.config.raw.value("sample_size", 32));
+  const int size = static_cast<int>(vae.config.sample_size);
   auto load_images = [&]() -> LabeledImages {
     if (c.data_source == "fashion-mnist") {
       LabeledImages d = load_fashion_mnist(c.data_path, c.data_split == "train" ? Split::kTrain : Split::kTest, c.data_limit);

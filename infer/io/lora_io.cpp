@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -90,12 +91,12 @@ static LoraAdapter read_lora_hdf5(const std::string& path) {
     a.modules[module] = LoraFactors{f.read_tensor(g + "/A"), f.read_tensor(g + "/B"), f.double_attribute(g, "alpha")};
   }
   if (a.modules.empty()) throw FormatError(path + ": no LoRA modules found");
+  validate_lora_adapter(a, path);
   return a;
 }
 
 static void write_lora_hdf5(const std::string& path, const LoraAdapter& adapter) {
-  const std::string tmp = temp_path_for(path);
-  {
+  write_through_temp_file(path, [&](const std::string& tmp) {
     Hdf5File f = Hdf5File::create(tmp);
     f.create_group("/lora");
     for (const auto& [module, fac] : adapter.modules) {
@@ -106,8 +107,7 @@ static void write_lora_hdf5(const std::string& path, const LoraAdapter& adapter)
       f.set_attribute(g, "alpha", fac.alpha);
     }
     for (const auto& [k, v] : adapter.metadata) f.set_attribute("/lora", k, v);
-  }
-  commit_temp_file(tmp, path);
+  });
 }
 
 LoraAdapter read_lora(const std::string& path, bool allow_unmatched, std::vector<std::string>* skipped) {
@@ -121,27 +121,35 @@ LoraAdapter read_lora(const SafetensorsFile& file, const std::string& adapter_co
   LoraAdapter adapter;
   adapter.metadata = file.metadata();
   // Alpha sources for PEFT keys: metadata, then adapter_config.json, else alpha = r.
-  double default_alpha = -1;
+  std::optional<double> default_alpha;
   json alpha_pattern = json::object();
-  auto absorb_config = [&](const json& c, const std::string& prefix) {
-    if (c.contains(prefix + "lora_alpha") && c[prefix + "lora_alpha"].is_number())
+  auto absorb_config = [&](const json& c, const std::string& prefix, const std::string& where) {
+    if (c.contains(prefix + "lora_alpha")) {
+      if (!c[prefix + "lora_alpha"].is_number())
+        throw FormatError(where + ": " + prefix + "lora_alpha = " + c[prefix + "lora_alpha"].dump() + " is not a number");
       default_alpha = c[prefix + "lora_alpha"].get<double>();
-    if (c.contains(prefix + "alpha_pattern") && c[prefix + "alpha_pattern"].is_object())
+    }
+    if (c.contains(prefix + "alpha_pattern") && c[prefix + "alpha_pattern"].is_object()) {
       alpha_pattern = c[prefix + "alpha_pattern"];
+      for (auto it = alpha_pattern.begin(); it != alpha_pattern.end(); ++it)
+        if (!it.value().is_number())
+          throw FormatError(where + ": " + prefix + "alpha_pattern \"" + it.key() + "\" = " + it.value().dump() +
+                            " is not a number");
+    }
   };
   if (auto it = adapter.metadata.find("lora_adapter_metadata"); it != adapter.metadata.end()) {
     try {
-      absorb_config(json::parse(it->second), "unet.");
+      absorb_config(json::parse(it->second), "unet.", file.path() + " (lora_adapter_metadata)");
     } catch (const json::exception& e) {
-      throw FormatError(file.path() + ": lora_adapter_metadata is not valid JSON (" + e.what() + ")");
+      throw FormatError(file.path() + ": lora_adapter_metadata is not valid JSON (" + json_error_text(e) + ")");
     }
   } else if (std::filesystem::exists(adapter_config_path)) {
-    absorb_config(read_json_file(adapter_config_path), "");
+    absorb_config(read_json_file(adapter_config_path), "", adapter_config_path);
   }
 
   struct Pending {
     Tensor down, up;
-    double alpha = -1;
+    std::optional<double> alpha;  // kohya's .alpha
     std::string origin;  // a key, for error messages
   };
   std::map<std::string, Pending> found;
@@ -185,19 +193,20 @@ LoraAdapter read_lora(const SafetensorsFile& file, const std::string& adapter_co
   for (auto& [module, p] : found) {
     if (!p.down.defined() || !p.up.defined())
       throw FormatError(file.path() + ": module \"" + module + "\" has only one of its two LoRA factors (" + p.origin + ")");
-    if (p.down.ndim() != p.up.ndim() || (p.down.ndim() != 2 && p.down.ndim() != 4) || p.up.size(1) != p.down.size(0))
-      throw FormatError(file.path() + ": module \"" + module + "\" has factors " + p.down.shape().str() + " and " +
-                        p.up.shape().str() + " that do not form a LoRA");
+    if (p.down.ndim() < 1) throw FormatError(file.path() + ": module \"" + module + "\" has a scalar down factor");
     const int64_t r = p.down.size(0);
-    double alpha = p.alpha;
-    if (alpha <= 0) {  // PEFT: pattern, then the file-wide alpha; kohya: missing or 0 → rank
-      alpha = default_alpha > 0 ? default_alpha : static_cast<double>(r);
+    double alpha;
+    if (p.alpha) {  // kohya: 0 means alpha = rank, as kohya's LoRAModule
+      alpha = *p.alpha == 0 ? static_cast<double>(r) : *p.alpha;
+    } else {  // PEFT: pattern, then the file-wide alpha, else alpha = r
+      alpha = default_alpha.value_or(static_cast<double>(r));
       for (auto it = alpha_pattern.begin(); it != alpha_pattern.end(); ++it)
         if (module == it.key() || ends_with(module, "." + it.key())) alpha = it.value().get<double>();
     }
     adapter.modules[module] = LoraFactors{p.down, p.up, alpha};
   }
   if (adapter.modules.empty()) throw FormatError(file.path() + ": no LoRA modules found");
+  validate_lora_adapter(adapter, file.path());
   return adapter;
 }
 

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "autograd/errors.h"
+#include "autograd/finite.h"
 #include "infer/nn/config_check.h"
 
 namespace lcd {
@@ -29,6 +30,7 @@ void load_state_dict(Module& module, const SafetensorsFile& file) {
       continue;
     }
     t->copy_from(file.tensor(name));
+    require_finite(*t, file.path() + ": weight \"" + name + "\"");
   }
   std::vector<std::string> unexpected;
   for (const auto& n : file.names())
@@ -95,9 +97,11 @@ std::string weights_hash(const Module& module) {
 Tensor load_cond_embeddings(const std::string& model_dir) {
   const std::string path = require_file(fs::path(model_dir) / "cond_embeddings.safetensors");
   SafetensorsFile f = SafetensorsFile::read(path);
+  if (!f.contains("cond_embeddings")) throw FormatError(path + ": no tensor \"cond_embeddings\"");
   Tensor t = f.tensor("cond_embeddings");
-  if (t.ndim() != 3 || t.size(0) < 2)
-    throw FormatError(path + ": cond_embeddings must be (classes+1, L, D), got " + t.shape().str());
+  if (t.ndim() != 3 || t.size(0) < 2 || t.size(1) < 1 || t.size(2) < 1)
+    throw FormatError(path + ": cond_embeddings must be (classes+1, L, D) with at least one class, got " + t.shape().str());
+  require_finite(t, path + ": cond_embeddings");
   return t;
 }
 

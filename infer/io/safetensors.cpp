@@ -12,6 +12,7 @@
 #include <set>
 
 #include "autograd/errors.h"
+#include "infer/nn/config_check.h"
 #include "infer/io/half.h"
 
 namespace lcd {
@@ -78,7 +79,7 @@ SafetensorsFile SafetensorsFile::parse(std::vector<uint8_t> bytes, const std::st
   try {
     doc = json::parse(header, on_event);
   } catch (const json::exception& e) {
-    throw fail(std::string("header is not valid UTF-8 JSON (") + e.what() + ")");
+    throw fail(std::string("header is not valid UTF-8 JSON (") + json_error_text(e) + ")");
   }
   if (!duplicate.empty()) throw fail("duplicate key \"" + duplicate + "\" in the header");
   if (!doc.is_object()) throw fail("header is not a JSON object");

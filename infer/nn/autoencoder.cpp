@@ -15,30 +15,51 @@ constexpr double kVaeEps = 1e-6;  // diffusers hard-codes eps 1e-6 in the autoen
 AutoencoderConfig AutoencoderConfig::from_json(const json& j, const std::string& origin) {
   ConfigRules rules;
   rules.used = {"in_channels", "out_channels", "latent_channels", "block_out_channels", "layers_per_block",
-                "norm_num_groups", "scaling_factor", "down_block_types", "up_block_types"};
-  rules.free = {"sample_size", "force_upcast"};
+                "norm_num_groups", "scaling_factor", "down_block_types", "up_block_types", "sample_size"};
+  rules.free = {"force_upcast"};
   rules.must_equal = {{"act_fn", "silu"},          {"latents_mean", nullptr},         {"latents_std", nullptr},
                       {"shift_factor", nullptr},   {"mid_block_add_attention", true}, {"use_quant_conv", true},
                       {"use_post_quant_conv", true}};
   check_config_fields(j, rules, origin);
   AutoencoderConfig c;
   c.raw = j;
-  try {
-    c.in_channels = j.value("in_channels", c.in_channels);
-    c.out_channels = j.value("out_channels", c.out_channels);
-    c.latent_channels = j.value("latent_channels", c.latent_channels);
-    c.block_out_channels = j.value("block_out_channels", std::vector<int64_t>{64});
-    c.layers_per_block = j.value("layers_per_block", c.layers_per_block);
-    c.norm_num_groups = j.value("norm_num_groups", c.norm_num_groups);
-    c.scaling_factor = j.value("scaling_factor", c.scaling_factor);
-    for (const auto& t : j.value("down_block_types", std::vector<std::string>(c.block_out_channels.size(), "DownEncoderBlock2D")))
-      if (t != "DownEncoderBlock2D") throw ConfigError(origin + ": unsupported down block type \"" + t + "\"");
-    for (const auto& t : j.value("up_block_types", std::vector<std::string>(c.block_out_channels.size(), "UpDecoderBlock2D")))
-      if (t != "UpDecoderBlock2D") throw ConfigError(origin + ": unsupported up block type \"" + t + "\"");
-  } catch (const json::exception& e) {
-    throw ConfigError(origin + ": a field has the wrong type (" + e.what() + ")");
+  auto field = [&](const char* key, const auto& fallback) { return config_field(j, key, fallback, origin); };
+  c.in_channels = field("in_channels", c.in_channels);
+  c.out_channels = field("out_channels", c.out_channels);
+  c.latent_channels = field("latent_channels", c.latent_channels);
+  c.block_out_channels = field("block_out_channels", std::vector<int64_t>{64});
+  c.layers_per_block = field("layers_per_block", c.layers_per_block);
+  c.norm_num_groups = field("norm_num_groups", c.norm_num_groups);
+  c.scaling_factor = field("scaling_factor", c.scaling_factor);
+  c.sample_size = field("sample_size", c.sample_size);
+  for (const auto& t : field("down_block_types", std::vector<std::string>(c.block_out_channels.size(), "DownEncoderBlock2D")))
+    if (t != "DownEncoderBlock2D") throw ConfigError(origin + ": unsupported down block type \"" + t + "\"");
+  for (const auto& t : field("up_block_types", std::vector<std::string>(c.block_out_channels.size(), "UpDecoderBlock2D")))
+    if (t != "UpDecoderBlock2D") throw ConfigError(origin + ": unsupported up block type \"" + t + "\"");
+  if (field("down_block_types", std::vector<std::string>(c.block_out_channels.size())).size() != c.block_out_channels.size() ||
+      field("up_block_types", std::vector<std::string>(c.block_out_channels.size())).size() != c.block_out_channels.size())
+    throw ConfigError(origin + ": down_block_types and up_block_types need one entry per block_out_channels");
+  if (c.block_out_channels.empty() || c.block_out_channels.size() > 8)
+    throw ConfigError(origin + ": block_out_channels must hold 1..8 entries");
+  auto fail = [&](const std::string& key, const std::string& value, const std::string& why) {
+    return ConfigError(origin + ": field \"" + key + "\" = " + value + ": " + why);
+  };
+  for (auto [key, v] : {std::pair<const char*, int64_t>{"in_channels", c.in_channels}, {"out_channels", c.out_channels},
+                        {"latent_channels", c.latent_channels}})
+    if (v < 1 || v > 4096) throw fail(key, std::to_string(v), "must be 1..4096");
+  if (c.layers_per_block < 1 || c.layers_per_block > 64) throw fail("layers_per_block", std::to_string(c.layers_per_block), "must be 1..64");
+  if (c.norm_num_groups < 1) throw fail("norm_num_groups", std::to_string(c.norm_num_groups), "must be ≥ 1");
+  for (size_t i = 0; i < c.block_out_channels.size(); ++i) {
+    const int64_t ch = c.block_out_channels[i];
+    if (ch < 1 || ch > 65536 || ch % c.norm_num_groups != 0)
+      throw fail("block_out_channels[" + std::to_string(i) + "]", std::to_string(ch),
+                 "must be 1..65536 and a multiple of norm_num_groups " + std::to_string(c.norm_num_groups));
   }
-  if (c.block_out_channels.empty()) throw ConfigError(origin + ": block_out_channels is empty");
+  if (!std::isfinite(c.scaling_factor) || c.scaling_factor <= 0)
+    throw fail("scaling_factor", std::to_string(c.scaling_factor), "must be a finite number > 0");
+  const int64_t factor = int64_t{1} << (c.block_out_channels.size() - 1);
+  if (c.sample_size < 1 || c.sample_size > 16384 || c.sample_size % factor != 0)
+    throw fail("sample_size", std::to_string(c.sample_size), "must be 1..16384 and a multiple of " + std::to_string(factor));
   return c;
 }
 

@@ -16,6 +16,7 @@ struct AutoencoderConfig {
   int layers_per_block = 1;
   int norm_num_groups = 32;
   double scaling_factor = 0.18215;
+  int64_t sample_size = 32;  // image height and width
   nlohmann::json raw;
   static AutoencoderConfig from_json(const nlohmann::json& j, const std::string& origin);
 };

@@ -23,6 +23,18 @@ void check_config_fields(const nlohmann::json& config, const ConfigRules& rules,
   }
 }
 
+std::string json_error_text(const std::exception& e) {
+  std::string m = e.what();
+  if (m.rfind("[json.exception.", 0) == 0)
+    if (const auto close = m.find("] "); close != std::string::npos) m = m.substr(close + 2);
+  if (m.rfind("parse error at ", 0) == 0) m = m.substr(15);
+  return m;
+}
+
+void throw_wrong_type(const std::string& origin, const char* key, const nlohmann::json& value) {
+  throw ConfigError(origin + ": field \"" + key + "\" = " + value.dump() + " has the wrong type or is out of range");
+}
+
 nlohmann::json read_json_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw IoError(path + ": cannot open");
@@ -30,7 +42,7 @@ nlohmann::json read_json_file(const std::string& path) {
   try {
     in >> j;
   } catch (const nlohmann::json::exception& e) {
-    throw ConfigError(path + ": not valid JSON (" + e.what() + ")");
+    throw ConfigError(path + ": not valid JSON (" + json_error_text(e) + ")");
   }
   if (!j.is_object()) throw ConfigError(path + ": expected a JSON object");
   return j;

@@ -1,6 +1,8 @@
 // UNet2DConditionModel: config parsing and the forward pass (see unet.h).
 #include "infer/nn/unet.h"
 
+#include <cmath>
+
 #include "autograd/batch_parallel.h"
 #include "autograd/errors.h"
 #include "infer/nn/config_check.h"
@@ -14,8 +16,8 @@ UNetConfig UNetConfig::from_json(const json& j, const std::string& origin) {
   rules.used = {"in_channels", "out_channels", "down_block_types", "up_block_types", "block_out_channels",
                 "layers_per_block", "attention_head_dim", "num_attention_heads", "cross_attention_dim",
                 "norm_num_groups", "norm_eps", "use_linear_projection", "downsample_padding", "flip_sin_to_cos",
-                "freq_shift", "mid_block_type"};
-  rules.free = {"sample_size", "dropout", "upcast_attention", "addition_embed_type_num_heads"};
+                "freq_shift", "mid_block_type", "sample_size"};
+  rules.free = {"dropout", "upcast_attention", "addition_embed_type_num_heads"};
   rules.must_equal = {
       {"act_fn", "silu"}, {"addition_embed_type", nullptr}, {"addition_time_embed_dim", nullptr},
       {"attention_type", "default"}, {"center_input_sample", false}, {"class_embed_type", nullptr},
@@ -30,15 +32,7 @@ UNetConfig UNetConfig::from_json(const json& j, const std::string& origin) {
       {"timestep_post_act", nullptr}, {"transformer_layers_per_block", 1}};
   check_config_fields(j, rules, origin);
 
-  auto field = [&](const char* key, const auto& fallback) {
-    using V = std::decay_t<decltype(fallback)>;
-    if (!j.contains(key) || j[key].is_null()) return fallback;
-    try {
-      return j[key].get<V>();
-    } catch (const json::exception&) {
-      throw ConfigError(origin + ": field \"" + key + "\" = " + j[key].dump() + " has the wrong type");
-    }
-  };
+  auto field = [&](const char* key, const auto& fallback) { return config_field(j, key, fallback, origin); };
   UNetConfig c;
   c.raw = j;
   c.in_channels = field("in_channels", c.in_channels);
@@ -70,14 +64,57 @@ UNetConfig UNetConfig::from_json(const json& j, const std::string& origin) {
   // diffusers' naming quirk: num_attention_heads defaults to attention_head_dim, which then means heads.
   const json heads = j.contains("num_attention_heads") && !j["num_attention_heads"].is_null() ? j["num_attention_heads"]
                      : j.contains("attention_head_dim") ? j["attention_head_dim"] : json(8);
-  if (heads.is_number_integer()) {
-    c.heads.assign(n, heads.get<int>());
+  auto head_count = [&](const json& h) {
+    if (!h.is_number_integer() || h.get<int64_t>() < 1 || h.get<int64_t>() > 4096)
+      throw ConfigError(origin + ": attention heads " + heads.dump() + ": each must be an integer 1..4096");
+    return h.get<int>();
+  };
+  if (heads.is_number()) {
+    c.heads.assign(n, head_count(heads));
   } else if (heads.is_array() && heads.size() == n) {
-    for (const auto& h : heads) c.heads.push_back(h.get<int>());
+    for (const auto& h : heads) c.heads.push_back(head_count(h));
   } else {
     throw ConfigError(origin + ": attention heads " + heads.dump() + " must be an int or one per block");
   }
+  c.sample_size = field("sample_size", c.sample_size);
+  c.validate(origin);
   return c;
+}
+
+// Every value the builder and the kernels divide by or allocate from, checked once here with the field named.
+void UNetConfig::validate(const std::string& origin) const {
+  auto fail = [&](const std::string& key, const std::string& value, const std::string& why) {
+    return ConfigError(origin + ": field \"" + key + "\" = " + value + ": " + why);
+  };
+  constexpr int64_t kMaxChannels = 1 << 16;
+  auto channels = [&](const char* key, int64_t v) {
+    if (v < 1 || v > kMaxChannels) throw fail(key, std::to_string(v), "must be 1.." + std::to_string(kMaxChannels));
+  };
+  channels("in_channels", in_channels);
+  channels("out_channels", out_channels);
+  channels("cross_attention_dim", cross_attention_dim);
+  if (layers_per_block < 1 || layers_per_block > 64) throw fail("layers_per_block", std::to_string(layers_per_block), "must be 1..64");
+  if (norm_num_groups < 1) throw fail("norm_num_groups", std::to_string(norm_num_groups), "must be ≥ 1");
+  if (!(norm_eps > 0) || !std::isfinite(norm_eps)) throw fail("norm_eps", std::to_string(norm_eps), "must be a finite number > 0");
+  if (!std::isfinite(freq_shift)) throw fail("freq_shift", std::to_string(freq_shift), "must be finite");
+  if (downsample_padding < 0 || downsample_padding > 1)
+    throw fail("downsample_padding", std::to_string(downsample_padding), "must be 0 or 1");
+  if (block_out_channels.size() > 8) throw fail("block_out_channels", std::to_string(block_out_channels.size()) + " blocks", "at most 8");
+  for (size_t i = 0; i < block_out_channels.size(); ++i) {
+    const int64_t ch = block_out_channels[i];
+    const std::string key = "block_out_channels[" + std::to_string(i) + "]";
+    channels(key.c_str(), ch);
+    // 4·C (time embedding) and GEGLU's 8·C must not overflow; C and 2·C… need GroupNorm groups to divide them.
+    if (ch % norm_num_groups != 0)
+      throw fail(key, std::to_string(ch), "must be a multiple of norm_num_groups " + std::to_string(norm_num_groups));
+    if (heads[i] < 1) throw fail("attention_head_dim", std::to_string(heads[i]), "the number of heads must be ≥ 1");
+    if (ch % heads[i] != 0)
+      throw fail("attention_head_dim", std::to_string(heads[i]), "must divide " + key + " = " + std::to_string(ch));
+  }
+  const int64_t factor = int64_t{1} << (block_out_channels.size() - 1);
+  if (sample_size < 1 || sample_size > 4096 || sample_size % factor != 0)
+    throw fail("sample_size", std::to_string(sample_size),
+               "must be 1..4096 and a multiple of " + std::to_string(factor) + " (one halving per down block)");
 }
 
 UNet2DConditionModel::UNet2DConditionModel(const UNetConfig& cfg)

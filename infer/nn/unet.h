@@ -22,10 +22,13 @@ struct UNetConfig {
   int downsample_padding = 1;
   bool flip_sin_to_cos = true;
   double freq_shift = 0;
+  int64_t sample_size = 8;  // latent height and width the model was trained at
   nlohmann::json raw;  // the config as read, written back on save
 
   // Validates strictly (config_check.h); `origin` names the file in errors.
   static UNetConfig from_json(const nlohmann::json& j, const std::string& origin);
+  // Range checks (ConfigError naming the field); from_json calls it.
+  void validate(const std::string& origin) const;
 };
 
 class UNet2DConditionModel : public Module {

@@ -1,7 +1,11 @@
 // Command-line parsing for the tools (see cli.h).
 #include "infer/tools/cli.h"
 
+#include <cerrno>
+#include <cctype>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
@@ -69,6 +73,7 @@ bool ArgParser::parse(const std::vector<std::string>& args) {
         if (i + 1 >= args.size()) throw UsageError(name + " needs a value (" + spec->metavar + ")");
         value = args[++i];
       }
+      if (value.empty()) throw UsageError(name + " needs a value (" + spec->metavar + "), got an empty one");
       if (spec->values)
         spec->values->push_back(value);
       else
@@ -106,55 +111,78 @@ std::string ArgParser::help() const {
   return out.str();
 }
 
-int parse_int(const std::string& flag, const std::string& text) {
-  try {
-    size_t used = 0;
-    const long v = std::stol(text, &used);
-    if (used != text.size()) throw std::invalid_argument(text);
-    return static_cast<int>(v);
-  } catch (const std::exception&) {
+int parse_int(const std::string& flag, const std::string& text, int min, int max) {
+  const std::string range = "[" + std::to_string(min) + ", " + std::to_string(max) + "]";
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])) || *end != '\0')
     throw UsageError(flag + " expects an integer, got \"" + text + "\"");
-  }
+  if (errno == ERANGE || v < min || v > max)
+    throw UsageError(flag + " " + text + " is out of range " + range);
+  return static_cast<int>(v);
+}
+
+uint64_t parse_seed(const std::string& flag, const std::string& text) {
+  errno = 0;
+  char* end = nullptr;
+  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || !std::isdigit(static_cast<unsigned char>(text[0])) || *end != '\0')
+    throw UsageError(flag + " expects a non-negative integer, got \"" + text + "\"");
+  if (errno == ERANGE) throw UsageError(flag + " " + text + " is out of range [0, 2^64 - 1]");
+  return v;
 }
 
 double parse_double(const std::string& flag, const std::string& text) {
-  try {
-    size_t used = 0;
-    const double v = std::stod(text, &used);
-    if (used != text.size() || !std::isfinite(v)) throw std::invalid_argument(text);
-    return v;
-  } catch (const std::exception&) {
+  errno = 0;
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])) || *end != '\0')
     throw UsageError(flag + " expects a number, got \"" + text + "\"");
-  }
+  if (!std::isfinite(v) || errno == ERANGE) throw UsageError(flag + " " + text + " is not a finite number");
+  return v;
 }
 
 std::pair<std::string, double> parse_weighted_path(const std::string& flag, const std::string& text) {
   const auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0) return {text, 1.0};
-  const std::string tail = text.substr(colon + 1);
-  try {
-    size_t used = 0;
-    const double w = std::stod(tail, &used);
-    if (used == tail.size() && std::isfinite(w)) return {text.substr(0, colon), w};
-  } catch (const std::exception&) {
-  }
-  return {text, 1.0};  // a colon that is part of the path
+  std::error_code ec;
+  if (colon == std::string::npos || colon == 0 || std::filesystem::exists(text, ec)) return {text, 1.0};
+  const std::string path = text.substr(0, colon), tail = text.substr(colon + 1);
+  char* end = nullptr;
+  const double w = std::strtod(tail.c_str(), &end);
+  if (!tail.empty() && *end == '\0' && std::isfinite(w)) return {path, w};
+  if (std::filesystem::exists(path, ec))
+    throw UsageError(flag + " " + text + ": the weight \"" + tail + "\" after the colon is not a finite number");
+  return {text, 1.0};  // neither spelling exists: the reader reports the missing file
 }
+
+namespace {
+// Every error is one line: a message that carries newlines (a library's) is folded.
+std::string one_line(std::string m) {
+  for (char& ch : m)
+    if (ch == '\n' || ch == '\r') ch = ' ';
+  return m;
+}
+}  // namespace
 
 int run_tool(const std::string& program, const std::function<int()>& body) {
   try {
     return body();
   } catch (const UsageError& e) {
-    std::cerr << program << ": error: " << e.what() << " (see " << program << " --help)\n";
+    std::cerr << program << ": error: " << one_line(e.what()) << " (see " << program << " --help)\n";
     return 2;
   } catch (const Error& e) {
-    std::cerr << program << ": error: " << e.what() << "\n";
+    std::cerr << program << ": error: " << one_line(e.what()) << "\n";
     return 1;
   } catch (const std::bad_alloc&) {
-    std::cerr << program << ": error: out of memory (try a smaller --batch)\n";
+    std::cerr << program << ": error: out of memory (the inputs or settings ask for more memory than this machine has)\n";
+    return 1;
+  } catch (const std::filesystem::filesystem_error& e) {
+    std::cerr << program << ": error: " << one_line(e.what()) << "\n";
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << program << ": error: " << e.what() << "\n";
+    // Not an lcdkit error: a check is missing somewhere. Still one line, and marked as such.
+    std::cerr << program << ": error: internal error, please report: " << one_line(e.what()) << "\n";
     return 1;
   }
 }

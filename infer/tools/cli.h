@@ -2,7 +2,9 @@
 // --name=VALUE options, repeatable options, boolean flags, positionals, and generated --help. Bad flags throw
 // UsageError; run_tool() turns any lcdkit error into one "tool: error: …" line and a non-zero exit.
 #pragma once
+#include <cstdint>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -38,10 +40,13 @@ class ArgParser {
   std::vector<std::string> given_;
 };
 
-// Number parsing for flag values; the error names the flag.
-int parse_int(const std::string& flag, const std::string& text);
-double parse_double(const std::string& flag, const std::string& text);
-// "FILE" or "FILE:WEIGHT" (weight defaults to 1).
+// Number parsing for flag values, range-checked (no wrap-around); the error names the flag, the value and the range.
+int parse_int(const std::string& flag, const std::string& text, int min = std::numeric_limits<int>::min(),
+              int max = std::numeric_limits<int>::max());
+uint64_t parse_seed(const std::string& flag, const std::string& text);  // 0 .. 2^64 − 1
+double parse_double(const std::string& flag, const std::string& text);  // finite
+// "FILE" or "FILE:WEIGHT" (weight defaults to 1). A colon that is part of an existing file's name stays in the
+// path; "FILE:abc" where FILE exists is a UsageError about the weight.
 std::pair<std::string, double> parse_weighted_path(const std::string& flag, const std::string& text);
 
 // The --precision flag / train.precision value: "fp32", "bf16" or "" / "auto" (the default: bf16 where the

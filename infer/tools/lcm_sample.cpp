@@ -7,7 +7,10 @@
 #include <iostream>
 #include <sstream>
 
+#include <unistd.h>
+
 #include "autograd/errors.h"
+#include "autograd/finite.h"
 #include "autograd/threads.h"
 #include "datasets/png.h"
 #include "infer/io/lora_io.h"
@@ -15,6 +18,7 @@
 #include "infer/nn/config_check.h"
 #include "infer/samplers.h"
 #include "infer/tools/cli.h"
+#include "infer/tools/no_overwrite.h"
 
 namespace lcd {
 
@@ -47,6 +51,119 @@ std::vector<int64_t> parse_labels(const std::string& text, int64_t classes) {
 
 Tensor rows_of(const Tensor& x, int64_t start, int64_t count) { return slice(x, 0, start, count); }
 
+// The numbers of the command line, parsed and range-checked once.
+struct Settings {
+  int steps, batch, per_label;
+  double guidance;
+  uint64_t seed;
+};
+
+Settings parse_settings(const Options& o) {
+  if (o.model.empty() && o.unet.empty()) throw UsageError("give --model DIR (or --unet DIR)");
+  if (o.out.empty() && o.out_dir.empty() && o.latents_out.empty())
+    throw UsageError("nothing to write: give --out, --out-dir or --latents-out");
+  if (o.labels.empty() == o.cond.empty()) throw UsageError("give exactly one of --labels and --cond");
+  const bool lcm = o.sampler == "lcm";
+  if (!lcm && o.sampler != "ddim" && o.sampler != "dpmpp-2m")
+    throw UsageError("--sampler must be lcm, ddim or dpmpp-2m, got \"" + o.sampler + "\"");
+  Settings s;
+  s.steps = o.steps.empty() ? (lcm ? 4 : o.sampler == "ddim" ? 50 : 20) : parse_int("--steps", o.steps, 1, 1000);
+  s.guidance = o.guidance.empty() ? (lcm ? 1.0 : 2.0) : parse_double("--guidance", o.guidance);
+  s.batch = parse_int("--batch", o.batch, 1, 1 << 16);
+  s.per_label = parse_int("--per-label", o.per_label, 1, 1 << 20);
+  s.seed = parse_seed("--seed", o.seed);
+  return s;
+}
+
+// Every output is checked against every input before anything is read or written.
+void refuse_outputs_over_inputs(const Options& o) {
+  std::vector<NamedPath> inputs = {{"--model", o.model}, {"--unet", o.unet}, {"--vae", o.vae}, {"--cond", o.cond},
+                                   {"--noise", o.noise}};
+  for (const auto& spec : o.loras) inputs.push_back({"--lora", parse_weighted_path("--lora", spec).first});
+  for (const NamedPath& out : {NamedPath{"--out", o.out}, NamedPath{"--latents-out", o.latents_out}, NamedPath{"--out-dir", o.out_dir}})
+    refuse_overwriting_inputs(out, inputs);
+  if (!o.out.empty() && !o.latents_out.empty() && path_within(o.out, o.latents_out) && path_within(o.latents_out, o.out))
+    throw UsageError("--out and --latents-out name the same file " + o.out);
+}
+
+// The conditions of every sample (cond, uncond) and a name per sample for --out-dir.
+struct Conditions {
+  Tensor cond, uncond;  // (n, L, D), (1 or n, L, D) or undefined
+  std::vector<std::string> names;
+};
+
+Conditions load_conditions(const Options& o, const Settings& s, const UNetConfig& unet) {
+  Conditions c;
+  if (!o.labels.empty()) {
+    if (o.model.empty()) throw UsageError("--labels needs --model (its cond_embeddings table)");
+    Tensor table = load_cond_embeddings(o.model);  // (classes + 1, L, D)
+    if (table.size(2) != unet.cross_attention_dim)
+      throw FormatError(o.model + ": cond_embeddings " + table.shape().str() + " do not fit the UNet's cross_attention_dim " +
+                        std::to_string(unet.cross_attention_dim));
+    std::vector<int64_t> rows;
+    for (int64_t label : parse_labels(o.labels, table.size(0) - 1))
+      for (int k = 0; k < s.per_label; ++k) {
+        rows.push_back(label);
+        c.names.push_back(std::to_string(label));
+      }
+    NoGradGuard g;
+    c.cond = embedding(table, rows);
+    c.uncond = embedding(table, {table.size(0) - 1});
+  } else {
+    SafetensorsFile f = SafetensorsFile::read(o.cond);
+    if (!f.contains("cond")) throw FormatError(o.cond + ": no tensor \"cond\" (the conditions, (B, L, D))");
+    c.cond = f.tensor("cond");
+    if (f.contains("uncond")) c.uncond = f.tensor("uncond");
+    else if (!o.model.empty() && fs::exists(fs::path(o.model) / "cond_embeddings.safetensors")) {
+      Tensor table = load_cond_embeddings(o.model);
+      c.uncond = slice(table, 0, table.size(0) - 1, 1);
+    }
+    const Shape& cs = c.cond.shape();
+    if (cs.rank() != 3 || cs[0] < 1 || cs[1] < 1 || cs[2] != unet.cross_attention_dim)
+      throw ShapeError(o.cond + ": cond " + cs.str() + " is not (B, L, " + std::to_string(unet.cross_attention_dim) +
+                       ") with B, L ≥ 1");
+    if (c.uncond.defined()) {
+      const Shape& us = c.uncond.shape();
+      if (us.rank() != 3 || (us[0] != 1 && us[0] != cs[0]) || us[1] != cs[1] || us[2] != cs[2])
+        throw ShapeError(o.cond + ": uncond " + us.str() + " does not fit cond " + cs.str() + " (need (1 or B, L, D))");
+    }
+    require_finite(c.cond, o.cond + ": cond");
+    if (f.contains("uncond")) require_finite(c.uncond, o.cond + ": uncond");
+    c.names.assign(cs[0], "cond");
+  }
+  if (s.guidance != 1.0 && !c.uncond.defined())
+    throw UsageError("--guidance " + o.guidance + " needs an unconditional embedding (uncond in --cond, or --model)");
+  if (!o.num.empty() && parse_int("--num", o.num, 1) != c.cond.size(0))
+    throw UsageError("--num " + o.num + " does not match the " + std::to_string(c.cond.size(0)) + " conditions");
+  return c;
+}
+
+// The initial latents from --noise, checked against the model (undefined: drawn from --seed).
+Tensor load_noise(const std::string& path, int64_t n, const UNetConfig& unet) {
+  if (path.empty()) return Tensor();
+  SafetensorsFile f = SafetensorsFile::read(path);
+  if (!f.contains("noise")) throw FormatError(path + ": no tensor \"noise\" (the initial latents, (B, C, H, W))");
+  Tensor noise = f.tensor("noise");
+  const Shape& s = noise.shape();
+  const int64_t factor = int64_t{1} << (unet.block_out_channels.size() - 1);
+  if (s.rank() != 4 || s[0] != n || s[1] != unet.in_channels || s[2] < 1 || s[3] < 1 || s[2] % factor || s[3] % factor)
+    throw ShapeError(path + ": noise " + s.str() + " does not fit " + std::to_string(n) + " samples of " +
+                     std::to_string(unet.in_channels) + " channels (height and width multiples of " + std::to_string(factor) + ")");
+  require_finite(noise, path + ": noise");
+  return noise;
+}
+
+// Refuses a request that cannot fit in memory before any work (latents, images and the decoder's activations).
+void check_memory(int64_t n, const Shape& latent, int64_t image_pixels) {
+  const double per_sample = 4.0 * (latent.numel() / latent[0] + 2.0 * image_pixels);
+  const double need = per_sample * static_cast<double>(n);
+  const double have = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  if (have > 0 && need > have)
+    throw UsageError(std::to_string(n) + " samples need about " + std::to_string(static_cast<int64_t>(need / (1 << 30))) +
+                     " GiB for their latents and images, more than this machine's " +
+                     std::to_string(static_cast<int64_t>(have / (1 << 30))) + " GiB (ask for fewer samples)");
+}
+
 }  // namespace
 
 int lcm_sample_command(int argc, char** argv) {
@@ -75,118 +192,88 @@ int lcm_sample_command(int argc, char** argv) {
   p.option("--precision", "P", kPrecisionHelp, &o.precision);
   if (!p.parse(argc, argv)) return 0;
 
-  if (!o.threads.empty()) set_num_threads(parse_int("--threads", o.threads));
+  // 1. Settings and paths, all checked before anything is loaded.
+  if (!o.threads.empty()) set_num_threads(parse_int("--threads", o.threads, 1, 4096));
+  const Settings set = parse_settings(o);
   apply_precision(o.precision, "lcm-sample", "--precision");
-  if (o.model.empty() && o.unet.empty()) throw UsageError("give --model DIR (or --unet DIR)");
-  if (o.out.empty() && o.out_dir.empty() && o.latents_out.empty())
-    throw UsageError("nothing to write: give --out, --out-dir or --latents-out");
-  if (o.labels.empty() == o.cond.empty()) throw UsageError("give exactly one of --labels and --cond");
-  const bool lcm = o.sampler == "lcm";
-  if (!lcm && o.sampler != "ddim" && o.sampler != "dpmpp-2m")
-    throw UsageError("--sampler must be lcm, ddim or dpmpp-2m, got \"" + o.sampler + "\"");
-  const int steps = o.steps.empty() ? (lcm ? 4 : o.sampler == "ddim" ? 50 : 20) : parse_int("--steps", o.steps);
-  const double guidance = o.guidance.empty() ? (lcm ? 1.0 : 2.0) : parse_double("--guidance", o.guidance);
-  const int batch = parse_int("--batch", o.batch), per_label = parse_int("--per-label", o.per_label);
-  if (steps < 1) throw UsageError("--steps must be at least 1");
-  if (batch < 1) throw UsageError("--batch must be at least 1");
-  if (per_label < 1) throw UsageError("--per-label must be at least 1");
-  const uint64_t seed = static_cast<uint64_t>(parse_int("--seed", o.seed));
+  refuse_outputs_over_inputs(o);
 
+  // 2. Every input: the UNet with its adapters merged, the schedule, the conditions, the noise and (when PNGs
+  //    are asked for) the autoencoder, so that a bad input fails before any output exists.
   const std::string unet_dir = o.unet.empty() ? (fs::path(o.model) / "unet").string() : o.unet;
   auto unet = load_unet(unet_dir);
+  std::vector<std::pair<LoraAdapter, double>> adapters;
   for (const auto& spec : o.loras) {
     auto [path, weight] = parse_weighted_path("--lora", spec);
-    merge_lora(*unet, read_lora(path), weight);
+    adapters.emplace_back(read_lora(path), weight);
+    try {
+      merge_lora(*unet, adapters.back().first, weight);
+    } catch (const FormatError& e) {
+      throw FormatError(path + ": " + e.what());
+    }
   }
   NoiseSchedule schedule = NoiseSchedule::scaled_linear();
   if (!o.model.empty() && fs::exists(fs::path(o.model) / "scheduler/scheduler_config.json")) {
     const std::string path = (fs::path(o.model) / "scheduler/scheduler_config.json").string();
     schedule = NoiseSchedule::from_config(read_json_file(path), path);
   }
-
-  // Conditions.
-  Tensor cond, uncond;
-  std::vector<std::string> names;  // per sample, for --out-dir
-  if (!o.labels.empty()) {
-    if (o.model.empty()) throw UsageError("--labels needs --model (its cond_embeddings table)");
-    Tensor table = load_cond_embeddings(o.model);
-    std::vector<int64_t> rows;
-    for (int64_t label : parse_labels(o.labels, table.size(0) - 1))
-      for (int k = 0; k < per_label; ++k) {
-        rows.push_back(label);
-        names.push_back(std::to_string(label));
-      }
-    NoGradGuard g;
-    cond = embedding(table, rows);
-    uncond = embedding(table, {table.size(0) - 1});
-  } else {
-    SafetensorsFile f = SafetensorsFile::read(o.cond);
-    cond = f.tensor("cond");
-    if (f.contains("uncond")) uncond = f.tensor("uncond");
-    else if (!o.model.empty() && fs::exists(fs::path(o.model) / "cond_embeddings.safetensors")) {
-      Tensor table = load_cond_embeddings(o.model);
-      uncond = slice(table, 0, table.size(0) - 1, 1);
-    }
-    names.assign(cond.size(0), "cond");
+  const Conditions c = load_conditions(o, set, unet->config);
+  const int64_t n = c.cond.size(0);
+  const Tensor noise = load_noise(o.noise, n, unet->config);
+  const int64_t size = unet->config.sample_size;
+  const Shape latent_shape = noise.defined() ? noise.shape() : Shape{n, unet->config.in_channels, size, size};
+  const bool decode = !o.out.empty() || !o.out_dir.empty();
+  std::unique_ptr<AutoencoderKL> vae;
+  if (decode) {
+    vae = load_autoencoder(o.vae.empty() ? (fs::path(o.model) / "vae").string() : o.vae);
+    if (vae->config.latent_channels != unet->config.out_channels)
+      throw ShapeError("the autoencoder takes " + std::to_string(vae->config.latent_channels) + " latent channels but the UNet makes " +
+                       std::to_string(unet->config.out_channels));
   }
-  const int64_t n = cond.size(0);
-  if (cond.ndim() != 3 || cond.size(2) != unet->config.cross_attention_dim)
-    throw ShapeError("conditions " + cond.shape().str() + " are not (B, L, " + std::to_string(unet->config.cross_attention_dim) + ")");
-  if (guidance != 1.0 && !uncond.defined())
-    throw UsageError("--guidance " + o.guidance + " needs an unconditional embedding (uncond in --cond, or --model)");
-  if (!o.num.empty() && parse_int("--num", o.num) != n)
-    throw UsageError("--num " + o.num + " does not match the " + std::to_string(n) + " conditions");
+  const int64_t factor = vae ? int64_t{1} << (vae->config.block_out_channels.size() - 1) : 1;
+  check_memory(n, latent_shape, vae ? vae->config.out_channels * latent_shape[2] * latent_shape[3] * factor * factor : 0);
 
-  // Initial latents.
-  const int64_t size = unet->config.raw.value("sample_size", 8);
-  const Shape latent_shape{n, unet->config.in_channels, size, size};
-  Tensor noise;
-  if (!o.noise.empty()) {
-    noise = SafetensorsFile::read(o.noise).tensor("noise");
-    if (noise.ndim() != 4 || noise.size(0) != n || noise.size(1) != unet->config.in_channels)
-      throw ShapeError(o.noise + ": noise " + noise.shape().str() + " does not fit " + std::to_string(n) +
-                       " samples of " + std::to_string(unet->config.in_channels) + " channels");
-  }
-
-  Tensor latents = Tensor::empty(noise.defined() ? noise.shape() : latent_shape);
+  // 3. Sampling, batch by batch.
+  Tensor latents = Tensor::empty(latent_shape);  // (n, C, H, W)
   const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t start = 0; start < n; start += batch) {
-    const int64_t m = std::min<int64_t>(batch, n - start);
-    BatchNoise streams(seed, start, m);
-    Tensor z = noise.defined() ? rows_of(noise, start, m) : streams.draw(Shape{m, latent_shape[1], size, size});
-    Conditioning c{rows_of(cond, start, m), uncond.defined() && uncond.size(0) == n ? rows_of(uncond, start, m) : uncond,
-                   guidance};
-    Tensor out = run_sampler(o.sampler, schedule, unet_denoiser(*unet, c), z, steps, streams);
+  for (int64_t start = 0; start < n; start += set.batch) {
+    const int64_t m = std::min<int64_t>(set.batch, n - start);
+    BatchNoise streams(set.seed, start, m);
+    Tensor z = noise.defined() ? rows_of(noise, start, m) : streams.draw(Shape{m, latent_shape[1], latent_shape[2], latent_shape[3]});
+    Conditioning cb{rows_of(c.cond, start, m),
+                    c.uncond.defined() && c.uncond.size(0) == n ? rows_of(c.uncond, start, m) : c.uncond, set.guidance};
+    Tensor out = run_sampler(o.sampler, schedule, unet_denoiser(*unet, cb), z, set.steps, streams);
     std::copy(out.data(), out.data() + out.numel(), latents.data() + start * (out.numel() / m));
     std::cerr << "lcm-sample: " << std::min<int64_t>(start + m, n) << "/" << n << " samples, " << o.sampler << " "
-              << steps << " steps, " << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
+              << set.steps << " steps, " << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
               << " s\n";
   }
-  if (!o.latents_out.empty()) write_safetensors(o.latents_out, {{"latents", latents, DType::kF32}});
-  if (o.out.empty() && o.out_dir.empty()) return 0;
+  if (first_nonfinite(latents) >= 0)
+    throw ValueError("sampling produced NaN or infinite latents (the model or an adapter diverges at these settings)");
 
-  const std::string vae_dir = o.vae.empty() ? (fs::path(o.model) / "vae").string() : o.vae;
-  auto vae = load_autoencoder(vae_dir);
-  std::vector<Tensor> decoded;
-  {
+  // 4. Decoding, then every output, each written atomically.
+  Tensor images;  // (n, C, H·f, W·f)
+  if (decode) {
     NoGradGuard g;
-    for (int64_t start = 0; start < n; start += batch) {
-      const int64_t m = std::min<int64_t>(batch, n - start);
+    std::vector<Tensor> decoded;
+    for (int64_t start = 0; start < n; start += set.batch) {
+      const int64_t m = std::min<int64_t>(set.batch, n - start);
       decoded.push_back(vae->decode(scale(rows_of(latents, start, m), 1.0 / vae->config.scaling_factor)));
     }
+    images = concat(decoded, 0);
   }
-  Tensor images = concat(decoded, 0);
+  if (!o.latents_out.empty()) write_safetensors(o.latents_out, {{"latents", latents, DType::kF32}});
   if (!o.out.empty()) {
     // With labels: one row per label (per_label columns), or all labels in one row of up to 10 when per_label is 1.
     const int columns = o.labels.empty() ? static_cast<int>(std::ceil(std::sqrt(double(n))))
-                        : per_label > 1 ? per_label
-                                        : static_cast<int>(std::min<int64_t>(n, 10));
+                        : set.per_label > 1 ? set.per_label
+                                            : static_cast<int>(std::min<int64_t>(n, 10));
     write_png(o.out, image_grid(images, columns));
   }
   if (!o.out_dir.empty()) {
     fs::create_directories(o.out_dir);
     for (int64_t i = 0; i < n; ++i)
-      write_png((fs::path(o.out_dir) / (names[i] + "_" + std::to_string(i) + ".png")).string(), image_at(images, i));
+      write_png((fs::path(o.out_dir) / (c.names[i] + "_" + std::to_string(i) + ".png")).string(), image_at(images, i));
   }
   return 0;
 }

@@ -15,6 +15,7 @@
 #include "infer/lora_math.h"
 #include "infer/nn/layers.h"
 #include "infer/tools/cli.h"
+#include "infer/tools/no_overwrite.h"
 
 namespace lcd {
 
@@ -39,11 +40,12 @@ const char* kDescription =
     "      modules, ranks, alphas, dtypes, metadata and the norm of each ΔW.\n\n"
     "Run lora-merge COMMAND --help for a command's options.";
 
-// Refuses an output path that is one of the inputs (same file after resolving links and relative paths).
+// Refuses an output that is one of the inputs (the shared check: same file after resolving links and relative
+// paths, or a path inside an input folder).
 void refuse_overwrite(const std::string& out, const std::vector<std::string>& inputs) {
-  const fs::path o = fs::weakly_canonical(out);
-  for (const auto& in : inputs)
-    if (fs::weakly_canonical(in) == o) throw UsageError("output " + out + " is also an input; lora-merge never overwrites an input");
+  std::vector<NamedPath> named;
+  for (const auto& in : inputs) named.push_back({"input", in});
+  refuse_overwriting_inputs({"output", out}, named);
 }
 
 std::optional<DType> parse_dtype(const std::string& text) {
@@ -135,8 +137,10 @@ int combine(const std::vector<std::string>& args) {
   if (!p.parse(args)) return 0;
   if (positional.size() < 2) throw UsageError("combine needs OUT and at least one IN");
   const std::string out = positional.front();
+  std::vector<std::string> in_paths;
+  for (auto it = positional.begin() + 1; it != positional.end(); ++it) in_paths.push_back(parse_weighted_path("IN", *it).first);
+  refuse_overwrite(out, in_paths);
   Inputs in = read_inputs(std::vector<std::string>(positional.begin() + 1, positional.end()), allow_unmatched);
-  refuse_overwrite(out, in.paths);
   nlohmann::json recipe = {{"command", "combine"}, {"method", method}};
   for (const auto& w : in.weighted) recipe["inputs"].push_back({{"file", fs::path(w.origin).filename().string()}, {"weight", w.weight}});
   LoraAdapter result;
@@ -146,7 +150,7 @@ int combine(const std::vector<std::string>& args) {
   } else if (method == "svd") {
     if (rank.empty() == energy.empty()) throw UsageError("--method svd needs exactly one of --rank and --energy");
     TruncationReport report;
-    result = combine_svd(in.weighted, rank.empty() ? 0 : parse_int("--rank", rank),
+    result = combine_svd(in.weighted, rank.empty() ? 0 : parse_int("--rank", rank, 1, 1 << 20),
                          energy.empty() ? 0.0 : parse_double("--energy", energy), &report);
     print_report(report);
     recipe["rank"] = rank;
@@ -175,8 +179,13 @@ int fold(const std::vector<std::string>& args) {
   p.rest("IN[:WEIGHT]...", "adapters with optional weights", &specs);
   if (!p.parse(args)) return 0;
   if (unet_dir.empty() || out_dir.empty()) throw UsageError("fold needs --unet DIR and --out DIR");
-  if (fs::exists(out_dir) && fs::weakly_canonical(out_dir) == fs::weakly_canonical(unet_dir))
-    throw UsageError("--out " + out_dir + " is the input UNet directory; lora-merge never overwrites an input");
+  std::vector<NamedPath> inputs = {{"--unet", unet_dir}};
+  for (const auto& spec : specs) inputs.push_back({"input", parse_weighted_path("IN", spec).first});
+  refuse_overwriting_inputs({"--out", out_dir}, inputs);
+  for (const auto& in : inputs)
+    if (in.what != "--unet" && path_within(in.path, out_dir) &&
+        (fs::path(in.path).filename() == "config.json" || fs::path(in.path).filename() == "diffusion_pytorch_model.safetensors"))
+      throw UsageError("--out " + out_dir + " would replace the input " + in.path + "; lcdkit never overwrites an input");
   Inputs in = read_inputs(specs, allow_unmatched);
   auto unet = load_unet(unet_dir);
   std::set<std::string> names;
@@ -218,8 +227,7 @@ int extract(const std::vector<std::string>& args) {
   if (base.empty() || tuned.empty() || rank.empty() || positional.size() != 1)
     throw UsageError("extract needs --base DIR --tuned DIR --rank R OUT");
   const std::string out = positional.front();
-  refuse_overwrite(out, {(fs::path(base) / "diffusion_pytorch_model.safetensors").string(),
-                         (fs::path(tuned) / "diffusion_pytorch_model.safetensors").string()});
+  refuse_overwrite(out, {base, tuned});
   auto b = load_unet(base);
   auto t = load_unet(tuned);
   std::vector<std::tuple<std::string, Tensor, Tensor>> weights;
@@ -229,7 +237,7 @@ int extract(const std::vector<std::string>& args) {
     weights.emplace_back(name, m->lora_layer()->weight, by_name.at(name)->lora_layer()->weight);
   }
   TruncationReport report;
-  LoraAdapter a = extract_lora(weights, parse_int("--rank", rank), &report);
+  LoraAdapter a = extract_lora(weights, parse_int("--rank", rank, 1, 1 << 20), &report);
   if (a.modules.empty()) throw ValueError("the tuned UNet equals the base in every LoRA target module");
   print_report(report);
   a.metadata["lcdkit.merge_recipe"] = nlohmann::json({{"command", "extract"}, {"rank", rank}}).dump();

@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
     if (config_path.empty()) throw lcd::UsageError("missing CONFIG.json");
     lcd::TrainConfig config = lcd::load_train_config(config_path);
     if (!threads.empty()) {
-      config.threads = lcd::parse_int("--threads", threads);
+      config.threads = lcd::parse_int("--threads", threads, 1, 4096);
       config.resolved["threads"] = config.threads;
     }
     lcd::Trainer trainer(config, resume);
