@@ -60,7 +60,9 @@ void Hdf5File::create_group(const std::string& name) {
     pos = name.find('/', pos + 1);
     const std::string prefix = name.substr(0, pos);
     if (!prefix.empty() && prefix != "/" && !exists(prefix)) {
-      Handle g{H5Gcreate2(id_, prefix.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose};
+      Handle plist{H5Pcreate(H5P_GROUP_CREATE), H5Pclose};
+      H5Pset_obj_track_times(plist.id, false);  // no timestamps: the same content gives the same bytes
+      Handle g{H5Gcreate2(id_, prefix.c_str(), H5P_DEFAULT, plist.id, H5P_DEFAULT), H5Gclose};
       if (g.id < 0) throw IoError(path_ + ": cannot create group " + prefix);
     }
     if (pos == std::string::npos) break;
@@ -71,7 +73,9 @@ static void write_raw(hid_t file, const std::string& path, const std::string& na
                       const std::vector<hsize_t>& dims, const void* data) {
   Handle space{dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
                H5Sclose};
-  Handle set{H5Dcreate2(file, name.c_str(), type, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
+  Handle plist{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
+  H5Pset_obj_track_times(plist.id, false);  // no timestamps: the same content gives the same bytes
+  Handle set{H5Dcreate2(file, name.c_str(), type, space.id, H5P_DEFAULT, plist.id, H5P_DEFAULT), H5Dclose};
   if (set.id < 0 || H5Dwrite(set.id, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
     throw IoError(path + ": cannot write dataset " + name);
 }
@@ -111,33 +115,49 @@ static void read_raw(hid_t file, const std::string& path, const std::string& nam
     throw IoError(path + ": cannot read dataset " + name + " (corrupt file or wrong type)");
 }
 
+// Elements of a dataset (the product of its dimensions), checked before anything is allocated for it: no
+// overflow, and no more than the data the file stores for it (lcdkit writes contiguous, uncompressed data, so a
+// shape larger than its storage is a corrupt or hostile file, not one to allocate gigabytes for).
+int64_t Hdf5File::checked_elements(const std::string& name) const {
+  const std::vector<int64_t> dims = shape(name);
+  if (dims.size() > static_cast<size_t>(Shape::kMaxRank))
+    throw FormatError(path_ + ": dataset " + name + " has rank " + std::to_string(dims.size()) + " (max 5)");
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    if (d < 0 || (d > 0 && n > (int64_t{1} << 40) / d)) throw FormatError(path_ + ": dataset " + name + " has an impossible shape");
+    n *= d;
+  }
+  Handle set{H5Dopen2(id_, name.c_str(), H5P_DEFAULT), H5Dclose};
+  Handle type{H5Dget_type(set.id), H5Tclose};
+  const size_t element_size = type.id < 0 ? 0 : H5Tget_size(type.id);
+  const hsize_t stored = H5Dget_storage_size(set.id);
+  if (element_size == 0 || static_cast<uint64_t>(n) * element_size > stored)
+    throw FormatError(path_ + ": dataset " + name + " declares " + std::to_string(n) + " elements but stores " +
+                      std::to_string(stored) + " bytes");
+  return n;
+}
+
 Tensor Hdf5File::read_tensor(const std::string& name) const {
+  checked_elements(name);
   Tensor t = Tensor::empty(Shape(shape(name)));
   read_raw(id_, path_, name, H5T_NATIVE_FLOAT, t.data());
   return t;
 }
 
-// Elements of a dataset (the product of its dimensions).
-static int64_t element_count(const std::vector<int64_t>& dims) {
-  int64_t n = 1;
-  for (int64_t d : dims) n *= d;
-  return n;
-}
-
 std::vector<double> Hdf5File::read_doubles(const std::string& name) const {
-  std::vector<double> v(element_count(shape(name)));
+  std::vector<double> v(checked_elements(name));
   read_raw(id_, path_, name, H5T_NATIVE_DOUBLE, v.data());
   return v;
 }
 
 std::vector<int64_t> Hdf5File::read_int64(const std::string& name) const {
-  std::vector<int64_t> v(element_count(shape(name)));
+  std::vector<int64_t> v(checked_elements(name));
   read_raw(id_, path_, name, H5T_NATIVE_INT64, v.data());
   return v;
 }
 
 std::string Hdf5File::read_bytes(const std::string& name) const {
-  std::string s(static_cast<size_t>(element_count(shape(name))), '\0');
+  std::string s(static_cast<size_t>(checked_elements(name)), '\0');
   read_raw(id_, path_, name, H5T_NATIVE_UINT8, s.data());
   return s;
 }
@@ -224,12 +244,14 @@ std::vector<std::string> Hdf5File::members(const std::string& group) const {
   Handle g{H5Gopen2(id_, group.c_str(), H5P_DEFAULT), H5Gclose};
   if (g.id < 0) throw IoError(path_ + ": no group " + group);
   H5G_info_t info;
-  H5Gget_info(g.id, &info);
+  if (H5Gget_info(g.id, &info) < 0) throw FormatError(path_ + ": group " + group + " is corrupt");
   std::vector<std::string> names;
   for (hsize_t i = 0; i < info.nlinks; ++i) {
     const ssize_t len = H5Lget_name_by_idx(g.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    if (len < 0 || len > 65536) throw FormatError(path_ + ": group " + group + " has an unreadable member name");
     std::string name(static_cast<size_t>(len), '\0');
-    H5Lget_name_by_idx(g.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), static_cast<size_t>(len) + 1, H5P_DEFAULT);
+    if (H5Lget_name_by_idx(g.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), static_cast<size_t>(len) + 1, H5P_DEFAULT) < 0)
+      throw FormatError(path_ + ": group " + group + " has an unreadable member name");
     names.push_back(name);
   }
   return names;

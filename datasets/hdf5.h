@@ -49,6 +49,7 @@ class Hdf5File {
 
  private:
   Hdf5File(hid_t id, std::string path) : id_(id), path_(std::move(path)) {}
+  int64_t checked_elements(const std::string& name) const;  // elements, after checking the stored bytes hold them
   hid_t id_ = -1;
   std::string path_;
 };

@@ -3,6 +3,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "autograd/errors.h"
@@ -45,16 +46,23 @@ IdxArray read_idx(const std::string& path) {
   const int rank = magic[3];
   if (rank < 1 || rank > 4) throw FormatError(path + ": idx rank " + std::to_string(rank) + " is not 1..4");
   IdxArray out;
+  constexpr int64_t kMaxBytes = int64_t{1} << 32;  // 4 GiB: ninety times Fashion-MNIST's training images
   int64_t count = 1;
   for (int i = 0; i < rank; ++i) {
     unsigned char b[4];
     read_exact(f.get(), b, 4, path, "the dimensions");
     out.dims.push_back(big_endian32(b));
-    count *= out.dims.back();
+    const int64_t d = out.dims.back();
+    if (d != 0 && count > kMaxBytes / d) throw FormatError(path + ": idx dimensions are implausibly large");
+    count *= d;  // no overflow: count · d ≤ 2^32
   }
-  if (count > (int64_t(1) << 34)) throw FormatError(path + ": idx dimensions are implausibly large");
-  out.data.resize(static_cast<size_t>(count));
-  read_exact(f.get(), out.data.data(), out.data.size(), path, "the data");
+  // Read in slices, so that memory grows with the data actually there, not with what the header claims.
+  constexpr int64_t kSlice = int64_t{1} << 20;
+  for (int64_t done = 0; done < count; done += kSlice) {
+    const int64_t n = std::min(kSlice, count - done);
+    out.data.resize(static_cast<size_t>(done + n));
+    read_exact(f.get(), out.data.data() + done, static_cast<size_t>(n), path, "the data");
+  }
   unsigned char extra;
   if (gzread(f.get(), &extra, 1) > 0) throw FormatError(path + ": trailing bytes after the idx data");
   return out;

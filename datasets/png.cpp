@@ -67,6 +67,11 @@ Image8 read_png(const std::string& path, int channels) {
     png_destroy_read_struct(&png, &info, nullptr);
     throw FormatError(path + ": could not convert to " + std::to_string(channels) + " channels");
   }
+  if (static_cast<uint64_t>(img.width) * img.height > (uint64_t{1} << 28)) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    throw FormatError(path + ": " + std::to_string(img.width) + "×" + std::to_string(img.height) +
+                      " pixels is more than lcdkit reads (2^28)");
+  }
   img.pixels.resize(static_cast<size_t>(img.width) * img.height * img.channels);
   rows.resize(img.height);
   for (int y = 0; y < img.height; ++y) rows[y] = img.pixels.data() + static_cast<size_t>(y) * img.width * img.channels;

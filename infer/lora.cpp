@@ -19,7 +19,8 @@ const std::vector<std::string>& default_lora_targets() {
 }
 
 void validate_lora_adapter(const LoraAdapter& adapter, const std::string& origin) {
-  for (const auto& [name, f] : adapter.modules) {
+  for (const auto& [module, f] : adapter.modules) {
+    const std::string& name = module;  // (a lambda may not capture a structured binding in C++17)
     auto fail = [&](const std::string& why) { return FormatError(origin + ": module \"" + name + "\" " + why); };
     if (!f.down.defined() || !f.up.defined()) throw fail("lacks one of its two LoRA factors");
     const Shape& d = f.down.shape();

@@ -143,8 +143,13 @@ std::string latest_checkpoint(const std::string& dir) {
 
 std::vector<std::string> checkpoints_newest_first(const std::string& dir) {
   auto all = checkpoints_in(dir);
+  // By step, newest first; at one step the emergency checkpoint first (it was written after the regular one).
+  auto emergency = [](const std::string& p) { return p.find("-emergency") != std::string::npos; };
+  std::stable_sort(all.begin(), all.end(), [&](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : emergency(a.second) && !emergency(b.second);
+  });
   std::vector<std::string> out;
-  for (auto it = all.rbegin(); it != all.rend(); ++it) out.push_back(it->second);
+  for (const auto& [step, path] : all) out.push_back(path);
   return out;
 }
 

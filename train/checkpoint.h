@@ -30,7 +30,7 @@ std::string save_checkpoint(const std::string& dir, const TrainingState& state, 
 TrainingState load_checkpoint(const std::string& path);
 // The checkpoint with the highest step in dir (emergency ones included); empty if none.
 std::string latest_checkpoint(const std::string& dir);
-// Every checkpoint in dir, newest first.
+// Every checkpoint in dir, newest first (at one step, the emergency one first).
 std::vector<std::string> checkpoints_newest_first(const std::string& dir);
 
 // The names and shapes of a FlatParameters, for the layout check on resume.

@@ -230,10 +230,13 @@ void Trainer::State::check_against_run(const TrainingState& t, const std::string
 }
 
 std::string Trainer::State::resume_from_checkpoint(nlohmann::json* changes) {
-  // The newest intact checkpoint; after a non-finite loss, the newest regular one before it (its emergency
-  // checkpoint holds the state that was already diverging; it is the fallback when no regular one exists).
-  std::string chosen, nonfinite_path;
-  TrainingState t, nonfinite_state;
+  // The newest intact checkpoint. After a non-finite loss (an emergency checkpoint marked "nonfinite", holding the
+  // state that led to it) the newest regular checkpoint from before that state, or, when there is none, the
+  // run's start (the fresh state built from the seed): resuming from the diverging state itself would meet the
+  // same non-finite loss again whatever the new settings.
+  std::string chosen;
+  TrainingState t;
+  int64_t nonfinite_step = -1;
   std::vector<std::string> skipped;  // reported when an older checkpoint is used, or in the error when none is
   for (const std::string& path : checkpoints_newest_first(checkpoint_dir)) {
     TrainingState candidate;
@@ -244,26 +247,27 @@ std::string Trainer::State::resume_from_checkpoint(nlohmann::json* changes) {
       skipped.push_back(e.what());
       continue;
     }
-    if (candidate.stopped_by == "nonfinite" && nonfinite_path.empty()) {
-      nonfinite_path = path;
-      nonfinite_state = std::move(candidate);
+    if (candidate.stopped_by == "nonfinite") {
+      if (nonfinite_step < 0) {
+        nonfinite_step = candidate.step;
+        std::cerr << "lcd-train: " << path << " holds the state that led to a non-finite loss; looking for an earlier "
+                  << "regular checkpoint\n";
+      }
       continue;
     }
-    if (!nonfinite_path.empty() && !candidate.stopped_by.empty()) continue;
+    if (nonfinite_step >= 0 && (!candidate.stopped_by.empty() || candidate.step >= nonfinite_step)) continue;
     chosen = path;
     t = std::move(candidate);
     break;
   }
-  if (chosen.empty() && !nonfinite_path.empty()) {
-    chosen = nonfinite_path;
-    t = std::move(nonfinite_state);
+  if (chosen.empty() && nonfinite_step >= 0) {
+    std::cerr << "lcd-train: no regular checkpoint before step " << nonfinite_step << "; starting the run again from step 0\n";
+    return "the start of the run";
   }
   if (chosen.empty())
     throw FormatError("--resume " + run_dir + ": no intact checkpoint in " + checkpoint_dir +
                       (skipped.empty() ? "" : " (newest: " + skipped.front() + ")"));
   for (const auto& why : skipped) std::cerr << "lcd-train: skipping a damaged checkpoint: " << why << "\n";
-  if (!nonfinite_path.empty())
-    std::cerr << "lcd-train: " << nonfinite_path << " was saved when the loss became non-finite; resuming from " << chosen << "\n";
 
   const nlohmann::json saved_config = nlohmann::json::parse(t.config_json);
   const auto saved = computation_keys(saved_config);
@@ -317,7 +321,7 @@ void Trainer::State::prepare_run_dir(const std::string& resumed_from, const nloh
   if (std::ifstream in(history); in) lines.assign(std::istreambuf_iterator<char>(in), {});
   if (!lines.empty() && lines.back() != '\n') lines += "\n";
   nlohmann::json entry = {{"event", resumed_from.empty() ? "start" : "resume"}, {"step", step}};
-  if (!resumed_from.empty()) entry["checkpoint"] = fs::path(resumed_from).filename().string();
+  if (!resumed_from.empty()) entry["checkpoint"] = fs::path(resumed_from).filename().string();  // or "the start of the run"
   if (!changes.empty()) entry["changed"] = changes;
   write_file_atomically(history, lines + entry.dump() + "\n");
   write_file_atomically((run / "config.json").string(), config.resolved.dump(2) + "\n");
@@ -413,11 +417,8 @@ Trainer::State::StepResult Trainer::State::one_step() {
 void Trainer::State::write_samples(const std::string& tag) {
   const TrainConfig& c = config;
   std::vector<int64_t> rows;
-  for (int64_t label : c.samples_labels) {
-    if (label < 0 || label >= data.unconditional_row())
-      throw ConfigError("samples.labels: " + std::to_string(label) + " has no row in the model's condition table");
+  for (int64_t label : c.samples_labels)  // checked against the condition table at load
     for (int64_t k = 0; k < c.samples_per_label; ++k) rows.push_back(label);
-  }
   if (rows.empty()) return;
   const int64_t n = static_cast<int64_t>(rows.size());
   const fs::path dir = fs::path(run_dir) / "samples";

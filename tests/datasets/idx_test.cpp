@@ -67,6 +67,15 @@ TEST_F(IdxTest, RejectsBadMagicTruncationAndTrailingBytes) {
   EXPECT_THROW(read_idx((dir_ / "cut.gz").string()), IoError);
 }
 
+// Found by fuzz_idx: dimensions whose product overflows int64 (UBSan: signed overflow), and a header claiming
+// gigabytes over a file of a few bytes (memory must follow the data, not the claim).
+TEST_F(IdxTest, RejectsDimensionsThatOverflowOrClaimMoreThanTheFileHolds) {
+  write_file(dir_ / "overflow", idx_bytes(3, {0x00030000, 0x00029ca9, 0xb6c39000}, {1, 2}), false);
+  EXPECT_THROW(read_idx((dir_ / "overflow").string()), FormatError);
+  write_file(dir_ / "claims", idx_bytes(2, {60000, 65536}, {1, 2, 3}), false);  // 3.9 GB claimed, 3 bytes there
+  EXPECT_THROW(read_idx((dir_ / "claims").string()), IoError);
+}
+
 TEST_F(IdxTest, FashionMnistLoaderChecksCountsAndPreprocesses) {
   std::vector<uint8_t> pixels(2 * 28 * 28, 255);
   pixels[0] = 0;

@@ -75,15 +75,20 @@ TEST_F(CrashResume, KillAnywhereThenResumeGivesTheUninterruptedRun) {
   const std::vector<std::string> ref_metrics = metric_lines(root_ / "reference");
   ASSERT_EQ(ref_metrics.size(), 10u);
 
+#ifndef LCDKIT_SANITIZED
   const std::vector<std::pair<std::string, int>> kills = {
       {"step", 2},           {"step", 5},           {"step", 10},          {"metrics-line", 4}, {"metrics-line", 7},
       {"checkpoint-write", 1}, {"checkpoint-write", 2}, {"checkpoint-renamed", 2}, {"checkpoint-renamed", 3}};
+#else  // each point once under ASan, where a run costs ten times as much
+  const std::vector<std::pair<std::string, int>> kills = {
+      {"step", 5}, {"metrics-line", 7}, {"checkpoint-write", 2}, {"checkpoint-renamed", 3}};
+#endif
   for (const auto& [point, n] : kills) {
     const std::string run = "kill-" + point + "-" + std::to_string(n);
     SCOPED_TRACE(run);
     const fs::path cfg = config(run);
     const CmdResult killed = run_tool("lcd-train", cfg.string(), "LCDKIT_CRASH_AT=" + point + ":" + std::to_string(n));
-    ASSERT_EQ(killed.status, -1) << "expected a SIGKILL at " << point << ":" << n << "\n" << killed.output;
+    ASSERT_TRUE(killed.status == -1 || killed.status == 128 + 9) << "expected a SIGKILL at " << point << ":" << n << "\n" << killed.output;
     const fs::path dir = root_ / run;
     // Resume (or, killed before the first checkpoint, start again: resume says there is nothing to resume).
     CmdResult done = run_tool("lcd-train", cfg.string() + " --resume " + dir.string());
@@ -92,30 +97,54 @@ TEST_F(CrashResume, KillAnywhereThenResumeGivesTheUninterruptedRun) {
     ASSERT_EQ(done.status, 0) << done.output;
     EXPECT_EQ(metric_lines(dir), ref_metrics) << "every step logged once, as in the uninterrupted run";
     for (const char* f : {"adapter/pytorch_lora_weights.safetensors", "adapter/adapter.h5", "adapter_ema/adapter_kohya.safetensors"})
-      EXPECT_EQ(slurp(dir / f), slurp(root_ / "reference" / f)) << f << " differs from the uninterrupted run's";
+      EXPECT_TRUE(slurp(dir / f) == slurp(root_ / "reference" / f)) << f << " differs from the uninterrupted run's";
     for (const auto& e : fs::recursive_directory_iterator(dir))
       EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << "stale temp file " << e.path();
   }
 }
 
+TEST_F(CrashResume, ADamagedNewestCheckpointFallsBackToThePreviousOne) {
+  const CmdResult ref = run_tool("lcd-train", config("reference-2").string());
+  ASSERT_EQ(ref.status, 0) << ref.output;
+  const fs::path cfg = config("damaged");
+  const CmdResult killed = run_tool("lcd-train", cfg.string(), "LCDKIT_CRASH_AT=step:8");  // checkpoints at 3 and 6
+  ASSERT_TRUE(killed.status == -1 || killed.status == 128 + 9) << killed.output;
+  const fs::path newest = root_ / "damaged/checkpoints/checkpoint-000006.h5";
+  ASSERT_TRUE(fs::exists(newest));
+  const std::string bytes = slurp(newest);
+  std::ofstream(newest, std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.size() / 3);  // a disk that lost its tail
+  const CmdResult done = run_tool("lcd-train", cfg.string() + " --resume " + (root_ / "damaged").string());
+  ASSERT_EQ(done.status, 0) << done.output;
+  EXPECT_NE(done.output.find("skipping a damaged checkpoint"), std::string::npos) << done.output;
+  EXPECT_EQ(metric_lines(root_ / "damaged"), metric_lines(root_ / "reference-2"));
+  EXPECT_TRUE(slurp(root_ / "damaged/adapter/pytorch_lora_weights.safetensors") ==
+              slurp(root_ / "reference-2/adapter/pytorch_lora_weights.safetensors"));
+}
+
 TEST_F(CrashResume, AfterANonFiniteLossResumeWithALowerLrContinuesFromTheLastRegularCheckpoint) {
-  // A learning rate this large makes the loss non-finite within a few steps (after the step-3 checkpoint).
-  const json diverging = {{"optim", {{"lr", 3.0}, {"max_grad_norm", 0.0}}}, {"checkpoint", {{"every", 3}, {"keep", 5}}},
+  // A learning rate this large makes the loss non-finite within a few steps (measured: at step 3).
+  const json diverging = {{"optim", {{"lr", 30.0}, {"max_grad_norm", 0.0}}}, {"checkpoint", {{"every", 1}, {"keep", 20}}},
                           {"train", {{"steps", 12}}}};
   const fs::path cfg = config("nan", diverging);
   const CmdResult failed = run_tool("lcd-train", cfg.string());
   ASSERT_EQ(failed.status, 1) << failed.output;
   ASSERT_NE(failed.output.find("optim.lr"), std::string::npos) << "the advice names the setting: " << failed.output;
   const fs::path dir = root_ / "nan";
-  std::string emergency;
-  int64_t regular_max = 0;
+  // The emergency checkpoint holds the state after the last finite step k; the recovery must go back further,
+  // to the newest regular checkpoint before k.
+  int64_t emergency_step = -1;
+  std::vector<int64_t> regular;
   for (const auto& e : fs::directory_iterator(dir / "checkpoints")) {
     const std::string name = e.path().filename().string();
-    if (name.find("-emergency") != std::string::npos) emergency = name;
-    else regular_max = std::max<int64_t>(regular_max, std::stoll(name.substr(11, 6)));
+    const int64_t step = std::stoll(name.substr(11, 6));
+    if (name.find("-emergency") != std::string::npos) emergency_step = step;
+    else regular.push_back(step);
   }
-  ASSERT_FALSE(emergency.empty()) << failed.output;
-  ASSERT_GE(regular_max, 3) << "the divergence came before the first checkpoint; raise the test's lr margin: " << failed.output;
+  ASSERT_GE(emergency_step, 2) << failed.output;
+  int64_t expected_step = 0;
+  for (int64_t r : regular)
+    if (r < emergency_step) expected_step = std::max(expected_step, r);
+  ASSERT_GE(expected_step, 1) << failed.output;
 
   // The documented recovery: lower optim.lr in the config, then --resume.
   json changed = diverging;
@@ -132,9 +161,9 @@ TEST_F(CrashResume, AfterANonFiniteLossResumeWithALowerLrContinuesFromTheLastReg
   for (std::string l; std::getline(history, l);) entries.push_back(json::parse(l));
   ASSERT_EQ(entries.size(), 2u);
   EXPECT_EQ(entries[1]["event"], "resume");
-  EXPECT_EQ(entries[1]["step"].get<int64_t>(), regular_max);
+  EXPECT_EQ(entries[1]["step"].get<int64_t>(), expected_step);
   EXPECT_EQ(entries[1]["checkpoint"].get<std::string>().find("emergency"), std::string::npos) << entries[1].dump();
-  EXPECT_EQ(entries[1]["changed"]["optim.lr"], json({3.0, 1e-4})) << entries[1].dump();
+  EXPECT_EQ(entries[1]["changed"]["optim.lr"], json({30.0, 1e-4})) << entries[1].dump();
   // The run finished with finite weights and every step logged once.
   const LoraAdapter a = read_lora((dir / "adapter/adapter.h5").string());
   EXPECT_FALSE(a.modules.empty());
