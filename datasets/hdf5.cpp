@@ -2,6 +2,7 @@
 #include "datasets/hdf5.h"
 
 #include <cstring>
+#include <filesystem>
 
 #include "autograd/errors.h"
 
@@ -131,7 +132,10 @@ int64_t Hdf5File::checked_elements(const std::string& name) const {
   Handle type{H5Dget_type(set.id), H5Tclose};
   const size_t element_size = type.id < 0 ? 0 : H5Tget_size(type.id);
   const hsize_t stored = H5Dget_storage_size(set.id);
-  if (element_size == 0 || static_cast<uint64_t>(n) * element_size > stored)
+  std::error_code ec;
+  const uintmax_t file_bytes = std::filesystem::file_size(path_, ec);  // a corrupt header can claim any storage
+  if (element_size == 0 || static_cast<uint64_t>(n) * element_size > stored ||
+      (!ec && static_cast<uint64_t>(n) * element_size > file_bytes))
     throw FormatError(path_ + ": dataset " + name + " declares " + std::to_string(n) + " elements but stores " +
                       std::to_string(stored) + " bytes");
   return n;

@@ -11,6 +11,7 @@
 # Env: LCDKIT_BUILD_DIR (default build), LCDKIT_JOBS, LCDKIT_SKIP_PORTABLE=1 (native pass only, for quick local runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root="$PWD"
 scripts/setup.sh
 jobs="${LCDKIT_JOBS:-$(nproc)}"
 (cd "${LCDKIT_BUILD_DIR:-build}" && ctest --output-on-failure -j"$jobs")
@@ -18,5 +19,6 @@ if [ "${LCDKIT_SKIP_PORTABLE:-0}" != 1 ]; then
   portable="${LCDKIT_BUILD_DIR:-build}-portable-sanitized"
   cmake -S . -B "$portable" -DCMAKE_BUILD_TYPE=Release -DLCDKIT_NATIVE=OFF -DLCDKIT_SANITIZE=ON -DLCDKIT_BUILD_BENCH=OFF > /dev/null
   cmake --build "$portable" -j"$jobs"
-  (cd "$portable" && ONEDNN_MAX_CPU_ISA=AVX2 ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 ctest --output-on-failure -j"$jobs" -E '^FmnistConvNet\.')
+  (cd "$portable" && ONEDNN_MAX_CPU_ISA=AVX2 ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
+    LSAN_OPTIONS=suppressions="$root/tests/lsan_thirdparty.supp" ctest --output-on-failure -j"$jobs" -E '^FmnistConvNet\.')
 fi
