@@ -174,16 +174,12 @@ void Trainer::State::load_inputs() {
   if (vae->config.latent_channels != unet->config.in_channels)
     throw ConfigError(c.model_dir + ": the autoencoder makes " + std::to_string(vae->config.latent_channels) +
                       " latent channels but the UNet takes " + std::to_string(unet->config.in_channels));
-  const Tensor table = load_cond_embeddings(c.model_dir);  // (classes + 1, L, D)
-  if (table.size(2) != unet->config.cross_attention_dim)
-    throw FormatError(c.model_dir + ": cond_embeddings " + table.shape().str() + " do not fit the UNet's cross_attention_dim " +
-                      std::to_string(unet->config.cross_attention_dim));
+  data = load_training_data(c, *vae, unet->config.cross_attention_dim);
   for (int64_t label : c.samples_labels)
-    if (label >= table.size(0) - 1)
+    if (label >= data.unconditional_row())
       throw ConfigError(c.source_path + ": \"samples.labels\" = " + c.resolved["samples"]["labels"].dump() + ": " +
                         std::to_string(label) + " has no row in the model's condition table (" +
-                        std::to_string(table.size(0) - 1) + " classes)");
-  data = load_training_data(c, *vae);
+                        std::to_string(data.unconditional_row()) + " classes)");
   const Shape& lat = data.cache.latents.shape();  // (N, C, h, w)
   if (lat[1] != unet->config.in_channels || lat[2] != unet->config.sample_size || lat[3] != unet->config.sample_size)
     throw FormatError(c.latent_cache + ": latents " + lat.str() + " do not fit the UNet (" +

@@ -13,9 +13,9 @@
 
 namespace lcd {
 
-TrainingData load_training_data(const TrainConfig& c, const AutoencoderKL& vae) {
+TrainingData load_training_data(const TrainConfig& c, const AutoencoderKL& vae, int64_t condition_dim) {
   TrainingData d;
-  d.cond_table = load_cond_embeddings(c.model_dir);
+  d.cond_table = load_cond_embeddings(c.model_dir, condition_dim);  // before any latent is encoded
   const int size = static_cast<int>(vae.config.sample_size);
   auto load_images = [&]() -> LabeledImages {
     if (c.data_source == "fashion-mnist") {

@@ -17,7 +17,8 @@ struct TrainingData {
   int64_t unconditional_row() const { return cond_table.size(0) - 1; }
 };
 
-TrainingData load_training_data(const TrainConfig& config, const AutoencoderKL& vae);
+// condition_dim: the UNet's cross_attention_dim, checked against the condition table before any encoding.
+TrainingData load_training_data(const TrainConfig& config, const AutoencoderKL& vae, int64_t condition_dim);
 
 // z0 for the batch: the cached latents, or z = (mean + e^{logvar/2} ε)·scaling_factor when sampling the posterior.
 Tensor gather_latents(const TrainingData& data, const std::vector<int64_t>& indices, bool sample_posterior, Rng& rng);

@@ -94,7 +94,7 @@ std::string weights_hash(const Module& module) {
   return hex;
 }
 
-Tensor load_cond_embeddings(const std::string& model_dir) {
+Tensor load_cond_embeddings(const std::string& model_dir, int64_t condition_dim) {
   const std::string path = require_file(fs::path(model_dir) / "cond_embeddings.safetensors");
   SafetensorsFile f = SafetensorsFile::read(path);
   if (!f.contains("cond_embeddings")) throw FormatError(path + ": no tensor \"cond_embeddings\"");
@@ -102,6 +102,9 @@ Tensor load_cond_embeddings(const std::string& model_dir) {
   if (t.ndim() != 3 || t.size(0) < 2 || t.size(1) < 1 || t.size(2) < 1)
     throw FormatError(path + ": cond_embeddings must be (classes+1, L, D) with at least one class, got " + t.shape().str());
   require_finite(t, path + ": cond_embeddings");
+  if (condition_dim > 0 && t.size(2) != condition_dim)
+    throw FormatError(path + ": cond_embeddings " + t.shape().str() + " do not fit the UNet's cross_attention_dim " +
+                      std::to_string(condition_dim));
   return t;
 }
 

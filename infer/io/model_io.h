@@ -25,6 +25,7 @@ void save_module(const Module& module, const nlohmann::json& config, const std::
 std::string weights_hash(const Module& module);
 
 // The condition table of an lcdkit model directory: tensor cond_embeddings (classes+1, L, D), last row unconditional.
-Tensor load_cond_embeddings(const std::string& model_dir);
+// With condition_dim > 0 (the UNet's cross_attention_dim), a table of another width is a FormatError.
+Tensor load_cond_embeddings(const std::string& model_dir, int64_t condition_dim = 0);
 
 }  // namespace lcd

@@ -96,10 +96,7 @@ Conditions load_conditions(const Options& o, const Settings& s, const UNetConfig
   Conditions c;
   if (!o.labels.empty()) {
     if (o.model.empty()) throw UsageError("--labels needs --model (its cond_embeddings table)");
-    Tensor table = load_cond_embeddings(o.model);  // (classes + 1, L, D)
-    if (table.size(2) != unet.cross_attention_dim)
-      throw FormatError(o.model + ": cond_embeddings " + table.shape().str() + " do not fit the UNet's cross_attention_dim " +
-                        std::to_string(unet.cross_attention_dim));
+    Tensor table = load_cond_embeddings(o.model, unet.cross_attention_dim);  // (classes + 1, L, D)
     std::vector<int64_t> rows;
     for (int64_t label : parse_labels(o.labels, table.size(0) - 1))
       for (int k = 0; k < s.per_label; ++k) {
@@ -115,7 +112,7 @@ Conditions load_conditions(const Options& o, const Settings& s, const UNetConfig
     c.cond = f.tensor("cond");
     if (f.contains("uncond")) c.uncond = f.tensor("uncond");
     else if (!o.model.empty() && fs::exists(fs::path(o.model) / "cond_embeddings.safetensors")) {
-      Tensor table = load_cond_embeddings(o.model);
+      Tensor table = load_cond_embeddings(o.model, unet.cross_attention_dim);
       c.uncond = slice(table, 0, table.size(0) - 1, 1);
     }
     const Shape& cs = c.cond.shape();

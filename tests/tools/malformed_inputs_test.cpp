@@ -607,23 +607,20 @@ std::vector<Case> all_cases() {
   auto resume_case = [&](std::string name, std::function<void(TrainingState&)> edit, std::string mention) {
     add("resume-" + name, "lcd-train", "{C}/run/config.json --resume {C}/run", [edit](const fs::path& C) { run_copy(C, edit); }, {mention});
   };
-  // With older intact checkpoints present, a bad newest one is skipped; these cases keep only the bad one.
-  auto only_latest = [](std::function<void(TrainingState&)> edit) {
-    return [edit](TrainingState& t) { edit(t); };
-  };
-  resume_case("position-negative", only_latest([](TrainingState& t) { t.batcher_position = -5; }), "checkpoint");
-  resume_case("position-past-epoch", only_latest([](TrainingState& t) { t.batcher_position = 1000; }), "checkpoint");
-  resume_case("params-longer", only_latest([](TrainingState& t) { t.params.push_back(1); t.ema.push_back(1); t.adam_m.push_back(0); t.adam_v.push_back(0); }),
+  // With older intact checkpoints present, a bad newest one is skipped; these cases keep only the bad one (below).
+  resume_case("position-negative", [](TrainingState& t) { t.batcher_position = -5; }, "checkpoint");
+  resume_case("position-past-epoch", [](TrainingState& t) { t.batcher_position = 1000; }, "checkpoint");
+  resume_case("params-longer", [](TrainingState& t) { t.params.push_back(1); t.ema.push_back(1); t.adam_m.push_back(0); t.adam_v.push_back(0); },
               "checkpoint");
-  resume_case("params-shorter", only_latest([](TrainingState& t) { t.params.pop_back(); t.ema.pop_back(); t.adam_m.pop_back(); t.adam_v.pop_back(); }),
+  resume_case("params-shorter", [](TrainingState& t) { t.params.pop_back(); t.ema.pop_back(); t.adam_m.pop_back(); t.adam_v.pop_back(); },
               "checkpoint");
-  resume_case("params-nan", only_latest([](TrainingState& t) { t.params[0] = std::nanf(""); }), "checkpoint");
-  resume_case("adam-v-negative", only_latest([](TrainingState& t) { t.adam_v[0] = -1; }), "checkpoint");
-  resume_case("rng-garbage", only_latest([](TrainingState& t) { t.rng_state = "not a state"; }), "checkpoint");
-  resume_case("config-garbage", only_latest([](TrainingState& t) { t.config_json = "{"; }), "checkpoint");
-  resume_case("layout-other-model", only_latest([](TrainingState& t) { t.layout[0].first = "other"; }), "checkpoint");
-  resume_case("adam-steps-negative", only_latest([](TrainingState& t) { t.adam_steps = -1; }), "checkpoint");
-  resume_case("adam-steps-ahead", only_latest([](TrainingState& t) { t.adam_steps = t.step + 5; }), "checkpoint");
+  resume_case("params-nan", [](TrainingState& t) { t.params[0] = std::nanf(""); }, "checkpoint");
+  resume_case("adam-v-negative", [](TrainingState& t) { t.adam_v[0] = -1; }, "checkpoint");
+  resume_case("rng-garbage", [](TrainingState& t) { t.rng_state = "not a state"; }, "checkpoint");
+  resume_case("config-garbage", [](TrainingState& t) { t.config_json = "{"; }, "checkpoint");
+  resume_case("layout-other-model", [](TrainingState& t) { t.layout[0].first = "other"; }, "checkpoint");
+  resume_case("adam-steps-negative", [](TrainingState& t) { t.adam_steps = -1; }, "checkpoint");
+  resume_case("adam-steps-ahead", [](TrainingState& t) { t.adam_steps = t.step + 5; }, "checkpoint");
   for (auto& c : cases)
     if (c.name.rfind("resume-", 0) == 0) {
       auto inner = c.setup;
