@@ -2,9 +2,10 @@
 // and step count, N samples per class, decodes them, and reports the FID of the classifier's penultimate
 // features against the 10,000 Fashion-MNIST test images, the class accuracy of the samples, and the time.
 // Usage: quality --model DIR [--lora FILE[:W]]... [--eval SPEC,...] [--per-class N] [--guidance S] [--threads N]
-//   SPEC = sampler:steps[:guidance], e.g. ddim:50:3,dpmpp-2m:4:3,lcm:4 (lcm defaults to guidance 1).
+//   SPEC = sampler:steps[:guidance[:eta]], e.g. ddim:50:3,dpmpp-2m:4:3,lcm:4,tcd:4:1:0.3 (the samplers for
+//   distilled adapters, lcm, tcd and pcm, default to guidance 1; eta is TCD's γ, default 0.3).
 //   Default: teacher DDIM and DPM-Solver++(2M) at 1, 2, 4, 8, 50 steps with CFG, and, when --lora is given,
-//   LCM at 1, 2, 4, 8 steps. --lora adapters go into the lcm rows' UNet, --teacher-lora ones into the other
+//   LCM at 1, 2, 4, 8 steps. --lora adapters go into the lcm/tcd/pcm rows' UNet, --teacher-lora ones into the other
 //   rows' (a style adapter sampled with DDIM); --unet replaces the model's UNet (a `lora-merge fold` output).
 //   --style invert measures against the restyled test set and adds the style score (bench/metrics/style_metric.h).
 //   SPEC vae:0 is the autoencoder's ceiling: N test images per class (restyled), encoded and decoded, no sampling.
@@ -34,7 +35,23 @@ namespace {
 struct Eval {
   std::string sampler;
   int steps;
-  double guidance;
+  double guidance;  // < 0: the teacher rows' --guidance
+  double eta = 0.3;
+
+  // <sampler>-<steps>.png, with the guidance and γ when they are not the sampler's defaults.
+  std::string grid_name() const {
+    std::string name = sampler + "-" + std::to_string(steps);
+    char extra[64];
+    if (sampler != "vae" && guidance != find_sampler(sampler).default_guidance) {
+      std::snprintf(extra, sizeof extra, "-s%g", guidance);
+      name += extra;
+    }
+    if (sampler == "tcd") {
+      std::snprintf(extra, sizeof extra, "-eta%g", eta);
+      name += extra;
+    }
+    return name + ".png";
+  }
 };
 
 std::vector<Eval> parse_evals(const std::string& text) {
@@ -42,12 +59,16 @@ std::vector<Eval> parse_evals(const std::string& text) {
   std::stringstream in(text);
   for (std::string item; std::getline(in, item, ',');) {
     std::stringstream parts(item);
-    std::string sampler, steps, guidance;
+    std::string sampler, steps, guidance, eta;
     std::getline(parts, sampler, ':');
     std::getline(parts, steps, ':');
     std::getline(parts, guidance, ':');
-    if (sampler.empty() || steps.empty()) throw UsageError("--eval: \"" + item + "\" is not sampler:steps[:guidance]");
-    out.push_back({sampler, parse_int("--eval", steps), guidance.empty() ? (sampler == "lcm" ? 1.0 : -1.0) : parse_double("--eval", guidance)});
+    std::getline(parts, eta, ':');
+    if (sampler.empty() || steps.empty()) throw UsageError("--eval: \"" + item + "\" is not sampler:steps[:guidance[:eta]]");
+    const bool distilled = sampler != "vae" && find_sampler(sampler).for_distilled;
+    Eval e{sampler, parse_int("--eval", steps), guidance.empty() ? (distilled ? 1.0 : -1.0) : parse_double("--eval", guidance)};
+    if (!eta.empty()) e.eta = parse_double("--eval", eta);
+    out.push_back(e);
   }
   return out;
 }
@@ -85,14 +106,14 @@ int main(int argc, char** argv) {
     ArgParser p("quality", "--model DIR [--lora FILE[:W]]... [options]",
                 "FID (classifier features vs the Fashion-MNIST test set) and class accuracy per sampler and step count.");
     p.option("--model", "DIR", "model directory", &model);
-    p.repeated("--lora", "FILE[:W]", "adapter merged into the UNet for the lcm rows (repeatable)", &loras);
+    p.repeated("--lora", "FILE[:W]", "adapter merged into the UNet for the lcm, tcd and pcm rows (repeatable)", &loras);
     p.repeated("--teacher-lora", "FILE[:W]", "adapter merged into the UNet for the ddim/dpmpp-2m rows (repeatable)",
                &teacher_loras);
     p.option("--unet", "DIR", "UNet directory instead of the model's unet/ (e.g. from lora-merge fold)", &unet_dir);
     p.option("--style", "NAME", "compare with the restyled test set (invert) and report the style score", &style);
     p.option("--grid-dir", "DIR", "write <sampler>-<steps>.png per row: the first samples of each class", &grid_dir);
     p.option("--grid-per-class", "N", "columns of those grids (default 8)", &grid_per_class);
-    p.option("--eval", "SPEC,...", "rows as sampler:steps[:guidance] (default: the full table)", &evals);
+    p.option("--eval", "SPEC,...", "rows as sampler:steps[:guidance[:eta]] (default: the full table)", &evals);
     p.option("--per-class", "N", "samples per class", &per_class);
     p.option("--guidance", "S", "guidance of the teacher rows", &guidance);
     p.option("--threads", "N", "threads", &threads);
@@ -158,7 +179,8 @@ int main(int argc, char** argv) {
                 "FID", "class acc", style.empty() ? "" : "      style", "seconds", static_cast<long long>(n),
                 static_cast<long long>(per));
     for (const Eval& e : rows) {
-      const UNet2DConditionModel& unet = e.sampler == "lcm" ? *student : *teacher;
+      const bool distilled = e.sampler != "vae" && find_sampler(e.sampler).for_distilled;
+      const UNet2DConditionModel& unet = distilled ? *student : *teacher;
       const auto t0 = std::chrono::steady_clock::now();
       std::vector<Tensor> images;
       NoGradGuard g;
@@ -170,7 +192,7 @@ int main(int argc, char** argv) {
         const int64_t size = unet.config.sample_size;
         Tensor z = noise.draw(Shape{m, unet.config.in_channels, size, size});
         Conditioning c{embedding(table, rows_m), embedding(table, {table.size(0) - 1}), e.guidance};
-        Tensor lat = run_sampler(e.sampler, schedule, unet_denoiser(unet, c), z, e.steps, noise);
+        Tensor lat = find_sampler(e.sampler).run(schedule, unet_denoiser(unet, c), z, {e.steps, e.eta, &noise});
         images.push_back(vae->decode(scale(lat, 1.0 / vae->config.scaling_factor)));
       }
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -181,12 +203,14 @@ int main(int argc, char** argv) {
       for (int64_t i = 0; i < n; ++i) correct += predicted[i] == labels[i];
       char style_column[32] = "";
       if (!style.empty()) std::snprintf(style_column, sizeof style_column, " %9.1f%%", 100 * style_score(all));
-      std::printf("%-10s %6d %9.2f %9.2f %9.1f%%%s %10.1f\n", e.sampler.c_str(), e.steps, e.guidance,
+      char label[32];
+      std::snprintf(label, sizeof label, e.sampler == "tcd" ? "%s/eta%g" : "%s", e.sampler.c_str(), e.eta);
+      std::printf("%-10s %6d %9.2f %9.2f %9.1f%%%s %10.1f\n", label, e.steps, e.guidance,
                   frechet_distance(feature_stats(features), reference), 100.0 * correct / n, style_column, secs);
       if (!grid_dir.empty()) {
         std::vector<Tensor> firsts;  // rows = classes, columns = the first samples of each
         for (int64_t k = 0; k < 10; ++k) firsts.push_back(slice(all, 0, k * per, std::min(grid_columns, per)));
-        write_png((fs::path(grid_dir) / (e.sampler + "-" + std::to_string(e.steps) + ".png")).string(),
+        write_png((fs::path(grid_dir) / e.grid_name()).string(),
                   image_grid(concat(firsts, 0), static_cast<int>(std::min(grid_columns, per))));
       }
       std::fflush(stdout);

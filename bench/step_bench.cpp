@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
         BatchNoise noise(1, 0, 64);
         Tensor z = noise.draw(latent_shape);
         Conditioning c{embedding(table, labels_of(64)), embedding(table, {uncond_row}), lcm ? 1.0 : 2.0};
-        Tensor lat = run_sampler(lcm ? "lcm" : "ddim", schedule, unet_denoiser(*unet, c), z, lcm ? 4 : 50, noise);
+        Tensor lat = find_sampler(lcm ? "lcm" : "ddim").run(schedule, unet_denoiser(*unet, c), z, {lcm ? 4 : 50, 0.0, &noise});
         if (decode) vae->decode(scale(lat, 1.0 / vae->config.scaling_factor));
       };
     } else {

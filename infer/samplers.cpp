@@ -114,12 +114,93 @@ Tensor lcm_sample(const NoiseSchedule& s, const Denoiser& model, Tensor z, int s
   return denoised;
 }
 
-Tensor run_sampler(const std::string& name, const NoiseSchedule& s, const Denoiser& model, const Tensor& z, int steps,
-                   BatchNoise& noise) {
-  if (name == "lcm") return lcm_sample(s, model, z, steps, noise);
-  if (name == "ddim") return ddim_sample(s, model, z, steps);
-  if (name == "dpmpp-2m") return dpmpp_2m_sample(s, model, z, steps);
-  throw ValueError("unknown sampler \"" + name + "\" (lcm, ddim or dpmpp-2m)");
+Tensor tcd_sample(const NoiseSchedule& s, const Denoiser& model, Tensor z, int steps, double gamma, BatchNoise& noise,
+                  int original_steps) {
+  if (!(gamma >= 0 && gamma <= 1)) throw ValueError("TCD's eta (γ) must be in [0, 1], got " + std::to_string(gamma));
+  NoGradGuard no_grad;
+  const std::vector<int> ts = lcm_timesteps(steps, original_steps, s.num_train_timesteps());
+  for (size_t i = 0; i < ts.size(); ++i) {
+    // 1. The model's x̂0 and ε̂ at t.
+    const int t = ts[i], next = i + 1 < ts.size() ? ts[i + 1] : 0;
+    const std::vector<int> at(z.size(0), t);
+    Tensor out = model(z, t);
+    Tensor x0 = predicted_x0(s, out, z, at), eps = predicted_eps(s, out, z, at);
+    // 2. The jump along the trajectory to s = ⌊(1 − γ) t'⌋.
+    const int ts_s = static_cast<int>(std::floor((1.0 - gamma) * next));
+    const double a_s = s.alphas_cumprod[ts_s];
+    Tensor x_s = lincomb(std::sqrt(a_s), x0, std::sqrt(1.0 - a_s), eps);  // (B, C, H, W)
+    // 3. Noise back up to t' (not after the last step, and never for γ = 0).
+    if (gamma > 0 && i + 1 < ts.size()) {
+      const double r = s.alphas_cumprod[next] / a_s;
+      z = lincomb(std::sqrt(r), x_s, std::sqrt(1.0 - r), noise.draw(z.shape()));
+    } else {
+      z = x_s;
+    }
+  }
+  return z;
+}
+
+Tensor pcm_sample(const NoiseSchedule& s, const Denoiser& model, Tensor z, int phases, int original_steps) {
+  NoGradGuard no_grad;
+  const int T = s.num_train_timesteps();
+  const std::vector<int> grid = lcd_grid(original_steps, T);
+  const std::vector<int> starts = pcm_phase_starts(phases, original_steps);
+  int j = original_steps - 1;  // the top of the last phase
+  for (int m = phases - 1; m >= 0; --m) {
+    const int t = grid[j], edge = pcm_lower_edge(j, phases, original_steps, T);
+    const std::vector<int> at(z.size(0), t);
+    Tensor out = model(z, t);
+    Tensor x0 = predicted_x0(s, out, z, at), eps = predicted_eps(s, out, z, at);
+    const double a = s.alphas_cumprod[edge];
+    z = lincomb(std::sqrt(a), x0, std::sqrt(1.0 - a), eps);  // DDIM to the phase's lower edge
+    j = starts[m] - 1;
+  }
+  return z;
+}
+
+namespace {
+
+Tensor run_lcm(const NoiseSchedule& s, const Denoiser& m, const Tensor& z, const SamplerRun& r) {
+  return lcm_sample(s, m, z, r.steps, *r.noise);
+}
+Tensor run_tcd(const NoiseSchedule& s, const Denoiser& m, const Tensor& z, const SamplerRun& r) {
+  return tcd_sample(s, m, z, r.steps, r.eta, *r.noise);
+}
+Tensor run_pcm(const NoiseSchedule& s, const Denoiser& m, const Tensor& z, const SamplerRun& r) {
+  return pcm_sample(s, m, z, r.steps);
+}
+Tensor run_ddim(const NoiseSchedule& s, const Denoiser& m, const Tensor& z, const SamplerRun& r) {
+  return ddim_sample(s, m, z, r.steps);
+}
+Tensor run_dpmpp_2m(const NoiseSchedule& s, const Denoiser& m, const Tensor& z, const SamplerRun& r) {
+  return dpmpp_2m_sample(s, m, z, r.steps);
+}
+
+}  // namespace
+
+const std::vector<SamplerSpec>& sampler_table() {
+  static const std::vector<SamplerSpec> table = {
+      {"lcm", "LCM multistep (1-8 steps) for an LCM-LoRA", true, 4, 1.0, run_lcm},
+      {"tcd", "TCD, LCM's timesteps with a stochastic jump of --eta γ (0: deterministic)", true, 4, 1.0, run_tcd},
+      {"pcm", "PCM, --steps phases (the adapter's lcd.phases), deterministic", true, 4, 1.0, run_pcm},
+      {"ddim", "the teacher's DDIM (η = 0) with classifier-free guidance", false, 50, 2.0, run_ddim},
+      {"dpmpp-2m", "the teacher's DPM-Solver++(2M) with classifier-free guidance", false, 20, 2.0, run_dpmpp_2m},
+  };
+  return table;
+}
+
+std::string sampler_names() {
+  std::string out;
+  const auto& table = sampler_table();
+  for (size_t i = 0; i < table.size(); ++i)
+    out += std::string(i == 0 ? "" : i + 1 == table.size() ? " or " : ", ") + table[i].name;
+  return out;
+}
+
+const SamplerSpec& find_sampler(const std::string& name) {
+  for (const SamplerSpec& spec : sampler_table())
+    if (name == spec.name) return spec;
+  throw ValueError("unknown sampler \"" + name + "\" (" + sampler_names() + ")");
 }
 
 }  // namespace lcd

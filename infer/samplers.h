@@ -1,6 +1,8 @@
-// Samplers (DESIGN.md §4): DDIM (η = 0) and DPM-Solver++(2M) for the teacher with classifier-free guidance,
-// and LCM multistep sampling, as diffusers' DDIMScheduler, DPMSolverMultistepScheduler and LCMScheduler compute
-// them with Stable Diffusion's settings. Stateless: each takes a denoiser and returns the final latents.
+// Samplers (DESIGN.md §4, §10): DDIM (η = 0) and DPM-Solver++(2M) for the teacher with classifier-free
+// guidance; LCM multistep, TCD and PCM sampling for distilled adapters, as diffusers' DDIMScheduler,
+// DPMSolverMultistepScheduler, LCMScheduler and TCDScheduler compute them with Stable Diffusion's settings.
+// Stateless: each takes a denoiser and returns the final latents. Tools reach them through one table
+// (sampler_table), which holds each sampler's defaults and documentation.
 #pragma once
 #include <functional>
 #include <vector>
@@ -46,8 +48,38 @@ class BatchNoise {
 Tensor lcm_sample(const NoiseSchedule& s, const Denoiser& model, Tensor z, int steps, BatchNoise& noise,
                   int original_steps = 50);
 
-// One sampler run by name ("lcm", "ddim", "dpmpp-2m"); throws ValueError for an unknown name.
-Tensor run_sampler(const std::string& name, const NoiseSchedule& s, const Denoiser& model, const Tensor& z, int steps,
-                   BatchNoise& noise);
+// TCD (diffusers' TCDScheduler, its "strategic stochastic sampling"): LCM's timesteps; from t with next
+// timestep t' (0 after the last) and s = ⌊(1 − γ)t'⌋: x_s = √ᾱ_s x̂0 + √(1 − ᾱ_s) ε̂ (no boundary scalings),
+// then z = √(ᾱ_t'/ᾱ_s) x_s + √(1 − ᾱ_t'/ᾱ_s) ε' with fresh noise, except on the last step or when γ = 0.
+// Returns the last x_s.
+Tensor tcd_sample(const NoiseSchedule& s, const Denoiser& model, Tensor z, int steps, double gamma, BatchNoise& noise,
+                  int original_steps = 50);
+
+// PCM: `phases` deterministic DDIM jumps along the phase edges of the skipping-step grid (pcm_phase_edges),
+// from t = grid[N−1] to each phase's lower edge, the last to ᾱ_0.
+Tensor pcm_sample(const NoiseSchedule& s, const Denoiser& model, Tensor z, int phases, int original_steps = 50);
+
+// What a run of any sampler takes beyond the model and the starting latents.
+struct SamplerRun {
+  int steps = 4;
+  double eta = 0.3;  // TCD's γ
+  BatchNoise* noise = nullptr;  // per-step noise (LCM, TCD)
+};
+
+// One row per sampler: its name, what it is for, its defaults and how to run it. lcm-sample, bench/quality and
+// the trainer's sample grids read it; adding a sampler is adding a row.
+struct SamplerSpec {
+  const char* name;
+  const char* doc;
+  bool for_distilled;  // run with the distilled adapter (guidance off by default)
+  int default_steps;
+  double default_guidance;
+  Tensor (*run)(const NoiseSchedule& s, const Denoiser& model, const Tensor& z, const SamplerRun& run);
+};
+const std::vector<SamplerSpec>& sampler_table();
+// The row of `name`; a ValueError listing the names otherwise.
+const SamplerSpec& find_sampler(const std::string& name);
+// "lcm, tcd, pcm, ddim or dpmpp-2m", for help texts and errors.
+std::string sampler_names();
 
 }  // namespace lcd

@@ -31,6 +31,33 @@ double NoiseSchedule::sigma(int t) const {
   return std::sqrt(1.0 - alphas_cumprod[t]);
 }
 
+double NoiseSchedule::alpha_at(double t) const {
+  const int last = num_train_timesteps() - 1;
+  if (!(t >= 0 && t <= last)) throw ValueError("time " + std::to_string(t) + " outside [0, " + std::to_string(last) + "]");
+  const int i = std::min(static_cast<int>(std::floor(t)), last - 1);
+  const double f = t - i;
+  const double log_a = 0.5 * ((1 - f) * std::log(alphas_cumprod[i]) + f * std::log(alphas_cumprod[i + 1]));
+  return std::exp(log_a);
+}
+
+double NoiseSchedule::sigma_at(double t) const {
+  const double a = alpha_at(t);
+  return std::sqrt(1.0 - a * a);
+}
+
+double NoiseSchedule::lambda_at(double t) const { return std::log(alpha_at(t)) - std::log(sigma_at(t)); }
+
+double NoiseSchedule::time_of_lambda(double lambda) const {
+  double lo = 0, hi = num_train_timesteps() - 1;  // λ(lo) ≥ λ ≥ λ(hi)
+  if (!(lambda <= lambda_at(lo) && lambda >= lambda_at(hi)))
+    throw ValueError("λ = " + std::to_string(lambda) + " outside the schedule's range");
+  for (int i = 0; i < 60; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (lambda_at(mid) > lambda ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
 static NoiseSchedule from_betas(const std::vector<double>& betas) {
   NoiseSchedule s;
   double prod = 1.0;
@@ -98,6 +125,23 @@ std::vector<int> lcd_grid(int n, int T) {
   return grid;
 }
 
+std::vector<int> pcm_phase_starts(int phases, int n) {
+  if (phases < 1 || phases > n)
+    throw ValueError("PCM phases must be 1.." + std::to_string(n) + ", got " + std::to_string(phases));
+  std::vector<int> starts(phases);
+  for (int m = 0; m < phases; ++m) starts[m] = (m * n) / phases;  // ⌊linspace(0, N, M, endpoint=False)⌋
+  return starts;
+}
+
+int pcm_lower_edge(int j, int phases, int n, int T) {
+  if (j < 0 || j >= n) throw ValueError("grid index " + std::to_string(j) + " is outside 0.." + std::to_string(n - 1));
+  const std::vector<int> starts = pcm_phase_starts(phases, n);
+  int start = 0;
+  for (int s : starts)
+    if (s <= j) start = s;
+  return start > 0 ? lcd_grid(n, T)[start - 1] : 0;
+}
+
 std::vector<int> lcm_timesteps(int steps, int original_steps, int T) {
   if (steps < 1 || steps > original_steps)
     throw ValueError("LCM steps must be 1.." + std::to_string(original_steps) + ", got " + std::to_string(steps));
@@ -134,8 +178,9 @@ static std::vector<double> gather(const NoiseSchedule& s, const std::vector<int>
   return v;
 }
 
-Tensor predicted_x0(const NoiseSchedule& s, const Tensor& out, const Tensor& z, const std::vector<int>& t) {
-  const Tensor a = per_sample(gather(s, t, true)), sg = per_sample(gather(s, t, false));
+Tensor predicted_x0_at(const NoiseSchedule& s, const Tensor& out, const Tensor& z, const std::vector<double>& alpha,
+                       const std::vector<double>& sigma) {
+  const Tensor a = per_sample(alpha), sg = per_sample(sigma);
   switch (s.prediction) {
     case PredictionType::kEpsilon: return div(sub(z, mul(sg, out)), a);  // (z − σ ε)/α
     case PredictionType::kVPrediction: return sub(mul(a, z), mul(sg, out));  // α z − σ v
@@ -144,14 +189,23 @@ Tensor predicted_x0(const NoiseSchedule& s, const Tensor& out, const Tensor& z, 
   return out;
 }
 
-Tensor predicted_eps(const NoiseSchedule& s, const Tensor& out, const Tensor& z, const std::vector<int>& t) {
-  const Tensor a = per_sample(gather(s, t, true)), sg = per_sample(gather(s, t, false));
+Tensor predicted_eps_at(const NoiseSchedule& s, const Tensor& out, const Tensor& z, const std::vector<double>& alpha,
+                        const std::vector<double>& sigma) {
+  const Tensor a = per_sample(alpha), sg = per_sample(sigma);
   switch (s.prediction) {
     case PredictionType::kEpsilon: return out;
     case PredictionType::kVPrediction: return add(mul(a, out), mul(sg, z));  // α v + σ z
     case PredictionType::kSample: return div(sub(z, mul(a, out)), sg);       // (z − α x0)/σ
   }
   return out;
+}
+
+Tensor predicted_x0(const NoiseSchedule& s, const Tensor& out, const Tensor& z, const std::vector<int>& t) {
+  return predicted_x0_at(s, out, z, gather(s, t, true), gather(s, t, false));
+}
+
+Tensor predicted_eps(const NoiseSchedule& s, const Tensor& out, const Tensor& z, const std::vector<int>& t) {
+  return predicted_eps_at(s, out, z, gather(s, t, true), gather(s, t, false));
 }
 
 }  // namespace lcd

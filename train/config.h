@@ -1,7 +1,7 @@
-// lcd-train's configuration: every key, its default and its meaning live in one table (config.cpp,
-// kDefaultConfig / kConfigDocs). A config file overrides any subset; an unknown key, a wrong type or an
-// impossible value is a ConfigError naming the key and the value. The resolved config (defaults filled in) is
-// written into the run directory.
+// lcd-train's configuration: every key has one row in one table (config.cpp, config_keys): its default, its
+// meaning, its check and the field it fills. A config file overrides any subset; an unknown key, a wrong type or
+// an impossible value is a ConfigError naming the key and the value. The resolved config (defaults filled in)
+// is written into the run directory.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
@@ -16,7 +16,7 @@ struct TrainConfig {
   nlohmann::json resolved;  // the full config, defaults filled in
   std::string source_path;  // the file it was read from (the origin in errors)
 
-  std::string objective;  // "lcd" or "diffusion"
+  std::string objective;  // a row of objective_table (train/objective.h)
   std::string model_dir, output_dir;
   uint64_t seed;
   int threads;
@@ -28,9 +28,10 @@ struct TrainConfig {
   bool lora_enabled;
   LoraSettings lora;
   std::string init_adapter;  // continue from an adapter file (optional)
-  // lcd
+  // lcd (and pcm, lcf)
   LcdSettings lcd;
-  double guidance_min, guidance_max, ema_decay;
+  double guidance_min, guidance_max, ema_decay, lcd_cond_dropout;
+  int pcm_phases;
   // diffusion
   double cond_dropout;
   // optimiser and schedule
@@ -55,7 +56,9 @@ struct TrainConfig {
 TrainConfig parse_train_config(const nlohmann::json& user, const std::string& origin);
 TrainConfig load_train_config(const std::string& path);
 
-// "key: default — meaning" lines for every key (lcd-train --help-config).
+// "key = default" and its meaning for every key (lcd-train --help-config).
 std::string describe_config();
+// Every key of the table, dotted ("optim.lr"), in table order.
+std::vector<std::string> config_key_names();
 
 }  // namespace lcd

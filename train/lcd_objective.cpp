@@ -21,11 +21,17 @@ Tensor per_sample_of(const std::vector<int>& t, F f) {
   return per_sample(v);
 }
 
-// f(z, t) = c_skip(t) z + c_out(t) x̂0: the consistency function's boundary parameterisation.
-Tensor consistency_output(const NoiseSchedule& s, const Tensor& net_out, const Tensor& z, const std::vector<int>& t) {
+// The consistency function f(z, t): c_skip(t) z + c_out(t) x̂0 (LCD), or PCM's DDIM jump to the sample's
+// lower phase edge, √ᾱ_e x̂0 + √(1 − ᾱ_e) ε̂.
+Tensor consistency_output(const NoiseSchedule& s, const Tensor& net_out, const Tensor& z, const std::vector<int>& t,
+                          const std::vector<int>& edge) {
   Tensor x0 = predicted_x0(s, net_out, z, t);  // (B, C, H, W)
-  return add(mul(per_sample_of(t, [](int ti) { return boundary_scalings(ti).c_skip; }), z),
-             mul(per_sample_of(t, [](int ti) { return boundary_scalings(ti).c_out; }), x0));
+  if (edge.empty())
+    return add(mul(per_sample_of(t, [](int ti) { return boundary_scalings(ti).c_skip; }), z),
+               mul(per_sample_of(t, [](int ti) { return boundary_scalings(ti).c_out; }), x0));
+  Tensor eps = predicted_eps(s, net_out, z, t);
+  return add(mul(per_sample_of(edge, [&](int e) { return s.alpha(e); }), x0),
+             mul(per_sample_of(edge, [&](int e) { return s.sigma(e); }), eps));
 }
 
 template <typename V>
@@ -39,46 +45,65 @@ LcdTargets lcd_targets(const UNet2DConditionModel& unet, TrainableLora& lora, co
                        const LcdSettings& settings, const LcdBatch& b) {
   NoGradGuard no_grad;
   const int64_t n = b.z0.size(0);
-  const int T = s.num_train_timesteps();
-  const std::vector<int> grid = lcd_grid(settings.num_ddim_timesteps, T);
-  const int k = T / settings.num_ddim_timesteps;
+  const int T = s.num_train_timesteps(), N = settings.num_ddim_timesteps;
+  const std::vector<int> grid = lcd_grid(N, T);
+  const int k = T / N;
   LcdTargets out;
-  std::vector<double> acp_prev;
-  // 1. Grid times t_s = grid[j], t_e = max(t_s − k, 0).
+  // 1. Grid times t_s = grid[j], t_e = max(t_s − k, 0) (for PCM, the phase's lower edge bounds t_e from below;
+  //    it is a grid point or 0, so the same t_e).
   for (int64_t i = 0; i < n; ++i) {
-    if (b.j[i] < 0 || b.j[i] >= settings.num_ddim_timesteps) throw ValueError("grid index out of range");
+    if (b.j[i] < 0 || b.j[i] >= N) throw ValueError("grid index out of range");
     out.t_s.push_back(grid[b.j[i]]);
     out.t_e.push_back(std::max(grid[b.j[i]] - k, 0));
-    acp_prev.push_back(b.j[i] > 0 ? s.alphas_cumprod[grid[b.j[i] - 1]] : s.alphas_cumprod[0]);
+    if (settings.phases > 0) out.edge.push_back(pcm_lower_edge(b.j[i], settings.phases, N, T));
   }
   // 2. Forward noising.
-  out.z_s = add(mul(per_sample_of(out.t_s, [&](int t) { return s.alpha(t); }), b.z0),
-                mul(per_sample_of(out.t_s, [&](int t) { return s.sigma(t); }), b.eps));  // (B, C, H, W)
+  const Tensor a_s = per_sample_of(out.t_s, [&](int t) { return s.alpha(t); });
+  const Tensor sg_s = per_sample_of(out.t_s, [&](int t) { return s.sigma(t); });
+  out.z_s = add(mul(a_s, b.z0), mul(sg_s, b.eps));  // (B, C, H, W)
 
-  // 4. Teacher, cond and uncond in one pass.
-  lora.use(TrainableLora::Mode::kTeacher);
-  std::vector<double> t2 = as_double(out.t_s);
-  t2.insert(t2.end(), t2.begin(), t2.end());
-  Tensor both = unet.forward(concat(std::vector<Tensor>{out.z_s, out.z_s}, 0), t2,
-                             concat(std::vector<Tensor>{b.cond, b.uncond}, 0));  // (2B, C, H, W)
-  Tensor raw_c = slice(both, 0, 0, n), raw_u = slice(both, 0, n, n);
-  Tensor x0_c = predicted_x0(s, raw_c, out.z_s, out.t_s), x0_u = predicted_x0(s, raw_u, out.z_s, out.t_s);
-  out.eps_cond = predicted_eps(s, raw_c, out.z_s, out.t_s);
-  out.eps_uncond = predicted_eps(s, raw_u, out.z_s, out.t_s);
-  const Tensor w = per_sample(b.guidance);
-  Tensor X = add(x0_u, mul(w, sub(x0_c, x0_u)));
-  Tensor E = add(out.eps_uncond, mul(w, sub(out.eps_cond, out.eps_uncond)));
-  if (settings.solver != OdeSolver::kDdim) throw ConfigError("lcd.solver: only \"ddim\" is implemented so far");
-  std::vector<double> a, sg;
-  for (double v : acp_prev) {
-    a.push_back(std::sqrt(v));
-    sg.push_back(std::sqrt(1.0 - v));
+  if (settings.teacher_free) {
+    // 4. LCF: the same noise further along the forward process.
+    out.z_e = add(mul(per_sample_of(out.t_e, [&](int t) { return s.alpha(t); }), b.z0),
+                  mul(per_sample_of(out.t_e, [&](int t) { return s.sigma(t); }), b.eps));
+  } else {
+    // 4. Teacher (base only), cond and uncond in one pass at every point the solver evaluates.
+    lora.use(TrainableLora::Mode::kTeacher);
+    const Tensor w = per_sample(b.guidance);
+    const Tensor cond_uncond = concat(std::vector<Tensor>{b.cond, b.uncond}, 0);  // (2B, L, D)
+    auto guided = [&](const Tensor& z, const std::vector<double>& t, bool keep_eps) {
+      std::vector<double> t2 = t, a, sg;
+      t2.insert(t2.end(), t.begin(), t.end());
+      for (double ti : t) {
+        a.push_back(s.alpha_at(ti));
+        sg.push_back(s.sigma_at(ti));
+      }
+      Tensor both = unet.forward(concat(std::vector<Tensor>{z, z}, 0), t2, cond_uncond);  // (2B, C, H, W)
+      Tensor raw_c = slice(both, 0, 0, n), raw_u = slice(both, 0, n, n);
+      Tensor x0_c = predicted_x0_at(s, raw_c, z, a, sg), x0_u = predicted_x0_at(s, raw_u, z, a, sg);
+      Tensor eps_c = predicted_eps_at(s, raw_c, z, a, sg), eps_u = predicted_eps_at(s, raw_u, z, a, sg);
+      if (keep_eps) {
+        out.eps_cond = eps_c;
+        out.eps_uncond = eps_u;
+      }
+      return GuidedPrediction{add(x0_u, mul(w, sub(x0_c, x0_u))), add(eps_u, mul(w, sub(eps_c, eps_u)))};
+    };
+    const GuidedPrediction at_s = guided(out.z_s, as_double(out.t_s), true);
+    out.z_e = teacher_solve(settings.solver, s, [&](const Tensor& z, const std::vector<double>& t) { return guided(z, t, false); },
+                            out.z_s, at_s, out.t_s, out.t_e);
   }
-  out.z_e = add(mul(per_sample(a), X), mul(per_sample(sg), E));  // Ψ_DDIM
 
-  // 5. Target: base + EMA LoRA.
+  // 5. Target: base + EMA LoRA; for PCM, z_e itself where t_e is already the phase's lower edge.
   lora.use(TrainableLora::Mode::kTarget);
-  out.target = consistency_output(s, unet.forward(out.z_e, as_double(out.t_e), b.cond), out.z_e, out.t_e);
+  out.target = consistency_output(s, unet.forward(out.z_e, as_double(out.t_e), b.cond), out.z_e, out.t_e, out.edge);
+  if (!out.edge.empty()) {
+    std::vector<double> at_edge, inside;
+    for (int64_t i = 0; i < n; ++i) {
+      at_edge.push_back(out.t_e[i] == out.edge[i] ? 1.0 : 0.0);
+      inside.push_back(1.0 - at_edge.back());
+    }
+    out.target = add(mul(per_sample(at_edge), out.z_e), mul(per_sample(inside), out.target));
+  }
   lora.use(TrainableLora::Mode::kStudent);
   return out;
 }
@@ -86,7 +111,7 @@ LcdTargets lcd_targets(const UNet2DConditionModel& unet, TrainableLora& lora, co
 LcdStudentPart lcd_student(const UNet2DConditionModel& unet, const NoiseSchedule& s, const LcdSettings& settings,
                            const LcdBatch& b, const LcdTargets& tg, int64_t begin, int64_t count) {
   const double share = static_cast<double>(count) / static_cast<double>(b.z0.size(0));
-  const std::vector<int> t_s = part_of(tg.t_s, begin, count);
+  const std::vector<int> t_s = part_of(tg.t_s, begin, count), edge = tg.edge.empty() ? tg.edge : part_of(tg.edge, begin, count);
   Tensor z_s, target, cond;
   {
     NoGradGuard no_grad;
@@ -96,7 +121,7 @@ LcdStudentPart lcd_student(const UNet2DConditionModel& unet, const NoiseSchedule
   }
   // 3. Student, with grad through the online LoRA only.
   LcdStudentPart out;
-  out.pred = consistency_output(s, unet.forward(z_s, as_double(t_s), cond), z_s, t_s);
+  out.pred = consistency_output(s, unet.forward(z_s, as_double(t_s), cond), z_s, t_s, edge);
   // 6. Loss: this part's share of the batch mean.
   Tensor part_mean = settings.loss == LossType::kHuber ? pseudo_huber_loss(out.pred, target, settings.huber_c)
                                                        : mse_loss(out.pred, target);
@@ -114,6 +139,7 @@ LcdStep lcd_forward(const UNet2DConditionModel& unet, TrainableLora& lora, const
   LcdStep out;
   out.t_s = tg.t_s;
   out.t_e = tg.t_e;
+  out.edge = tg.edge;
   out.z_s = tg.z_s;
   out.eps_cond = tg.eps_cond;
   out.eps_uncond = tg.eps_uncond;

@@ -1,10 +1,13 @@
-// One LCD step's computation (DESIGN.md §4 steps 1–6):
+// One consistency-distillation step (DESIGN.md §4 steps 1–6, §10), for LCD and its variants:
 //   z_s = α_{t_s} z_0 + σ_{t_s} ε                                            (t_s = grid[j])
-//   pred = c_skip(t_s) z_s + c_out(t_s) x̂0_θ(z_s, t_s, c)                   (student: base + online LoRA, grad)
+//   pred = f_θ(z_s, t_s, c)                                                  (student: base + online LoRA, grad)
 //   X = x̂0_u + s(x̂0_c − x̂0_u), E = ε_u + s(ε_c − ε_u)                      (teacher: base only, no grad)
-//   z_e = √acp_prev[j] X + √(1 − acp_prev[j]) E                              (Ψ = DDIM)
-//   target = c_skip(t_e) z_e + c_out(t_e) x̂0_θ⁻(z_e, t_e, c)                (target: base + EMA LoRA, no grad)
+//   z_e = Ψ(z_s; t_s → t_e)                                                  (DDIM, DPM-Solver-2 or ++(2S))
+//   target = f_θ⁻(z_e, t_e, c)                                               (target: base + EMA LoRA, no grad)
 //   loss = mean(√((pred − target)² + c²) − c)  or  mean((pred − target)²)
+// with the consistency function f(z, t) = c_skip(t) z + c_out(t) x̂0 (LCD) or, for PCM with M phases,
+// f(z, t) = √ᾱ_e x̂0 + √(1 − ᾱ_e) ε̂ at the lower edge e of j's phase (the target is z_e itself when t_e = e).
+// LCF (consistency fine-tuning, no teacher) takes z_e = α_{t_e} z_0 + σ_{t_e} ε on the forward process instead.
 // in two stages: the no-grad stages for the whole batch (lcd_targets: steps 1, 2, 4, 5, batch-parallel inside
 // the UNet), then the student and its loss for any range of samples (lcd_student: steps 3 and 6), so that the
 // trainer can run the student's forward and backward batch-parallel (lcd_loss_and_gradients).
@@ -14,18 +17,20 @@
 #include "autograd/flat_parameters.h"
 #include "infer/nn/unet.h"
 #include "infer/schedule.h"
+#include "train/teacher_solver.h"
 #include "train/trainable_lora.h"
 
 namespace lcd {
 
 enum class LossType { kHuber, kL2 };
-enum class OdeSolver { kDdim, kDpmSolver2, kDpmSolverPP2S };
 
 struct LcdSettings {
   int num_ddim_timesteps = 50;
   LossType loss = LossType::kHuber;
   double huber_c = 0.001;
   OdeSolver solver = OdeSolver::kDdim;
+  int phases = 0;            // PCM's M; 0: LCD's boundary parameterisation
+  bool teacher_free = false;  // LCF: z_e on the forward process from the same noise
 };
 
 struct LcdBatch {
@@ -38,7 +43,7 @@ struct LcdBatch {
 
 // Steps 1, 2, 4 and 5, without a tape.
 struct LcdTargets {
-  std::vector<int> t_s, t_e;
+  std::vector<int> t_s, t_e, edge;  // edge: PCM's lower phase edge per sample (empty for LCD)
   Tensor z_s, eps_cond, eps_uncond, z_e, target;  // (B, C, H, W) each
 };
 // Evaluates the teacher and the target through `lora`'s mode switch and leaves the LoRA in student mode.
@@ -58,7 +63,7 @@ LcdStudentPart lcd_student(const UNet2DConditionModel& unet, const NoiseSchedule
 
 // The whole step on one tape for the whole batch (the golden test checks every intermediate).
 struct LcdStep {
-  std::vector<int> t_s, t_e;
+  std::vector<int> t_s, t_e, edge;
   Tensor z_s, pred, eps_cond, eps_uncond, z_e, target;
   Tensor loss;       // rank 0, on the tape (student only)
   Tensor loss_huber, loss_l2;  // both values, detached, for reporting

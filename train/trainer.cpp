@@ -27,8 +27,8 @@
 #include "infer/samplers.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
-#include "train/diffusion_objective.h"
 #include "train/lr_schedule.h"
+#include "train/objective.h"
 #include "train/training_data.h"
 
 namespace lcd {
@@ -96,6 +96,7 @@ struct Trainer::State {
   FlatParameters full;  // whole-UNet training (objective diffusion without LoRA)
   FlatParameters* params = nullptr;
   std::unique_ptr<AdamW> optimizer;
+  std::unique_ptr<Objective> objective;
   std::unique_ptr<Batcher> batcher;
   int64_t step = 0;
   // The state as of the last completed step, for emergency checkpoints.
@@ -103,7 +104,8 @@ struct Trainer::State {
   int64_t good_epoch = 0, good_position = 0;
 
   struct StepResult {
-    double loss, loss_huber, loss_l2, grad_norm, lr;
+    StepLosses losses;
+    double grad_norm, lr;
   };
 
   TrainingState snapshot(bool last_good) const;
@@ -205,6 +207,7 @@ void Trainer::State::load_inputs() {
     params = &full;
   }
   optimizer = std::make_unique<AdamW>(*params, AdamWConfig{c.beta1, c.beta2, c.adam_eps, c.weight_decay});
+  objective = find_objective(c.objective)->make(c, ObjectiveContext{*unet, lora.get(), *params, schedule, data});
   batcher = std::make_unique<Batcher>(data.size(), c.batch_size, c.seed);
 }
 
@@ -357,48 +360,13 @@ void Trainer::State::restore(const TrainingState& t) {
 Trainer::State::StepResult Trainer::State::one_step() {
   const TrainConfig& c = config;
   const std::vector<int64_t> idx = batcher->next();
-  const int64_t n = static_cast<int64_t>(idx.size());
-  Tensor z0 = gather_latents(data, idx, c.sample_posterior, rng);
-  std::vector<int64_t> labels = gather_labels(data, idx);
-  const int64_t uncond_row = data.unconditional_row();
+  Tensor z0 = gather_latents(data, idx, c.sample_posterior, rng);  // (B, C, H, W)
   StepResult r{};
   params->zero_grad();
-  if (c.objective == "lcd") {
-    LcdBatch b;
-    b.z0 = z0;
-    for (int64_t i = 0; i < n; ++i) {
-      b.j.push_back(static_cast<int>(rng.uniform_int(c.lcd.num_ddim_timesteps)));
-      b.guidance.push_back(c.guidance_min + (c.guidance_max - c.guidance_min) * rng.uniform());
-    }
-    b.eps = rng.normal_tensor(z0.shape());
-    {
-      NoGradGuard g;
-      b.cond = embedding(data.cond_table, labels);
-      b.uncond = embedding(data.cond_table, std::vector<int64_t>(n, uncond_row));
-    }
-    const LcdLosses l = lcd_loss_and_gradients(*unet, *lora, schedule, c.lcd, b);
-    r.loss = l.loss;
-    r.loss_huber = l.loss_huber;
-    r.loss_l2 = l.loss_l2;
-  } else {
-    DiffusionBatch b;
-    b.z0 = z0;
-    for (int64_t i = 0; i < n; ++i) {
-      b.t.push_back(static_cast<int>(rng.uniform_int(schedule.num_train_timesteps())));
-      if (rng.uniform() < c.cond_dropout) labels[i] = uncond_row;
-    }
-    b.eps = rng.normal_tensor(z0.shape());
-    {
-      NoGradGuard g;
-      b.cond = embedding(data.cond_table, labels);
-    }
-    if (lora) lora->use(TrainableLora::Mode::kStudent);
-    r.loss = diffusion_loss_and_gradients(*unet, schedule, b, *params);
-    r.loss_l2 = r.loss;
-    r.loss_huber = std::nan("");
-  }
-  if (!std::isfinite(r.loss))
-    throw NonFiniteError("step " + std::to_string(step + 1) + ": the loss is " + std::to_string(r.loss) + kNonFiniteAdvice);
+  r.losses = objective->loss_and_gradients(z0, gather_labels(data, idx), rng);
+  const double loss = r.losses.loss;
+  if (!std::isfinite(loss))
+    throw NonFiniteError("step " + std::to_string(step + 1) + ": the loss is " + std::to_string(loss) + kNonFiniteAdvice);
   r.grad_norm = c.max_grad_norm > 0 ? params->clip_grad_norm(c.max_grad_norm) : params->grad_norm();
   if (!std::isfinite(r.grad_norm))
     throw NonFiniteError("step " + std::to_string(step + 1) + ": the gradient norm is " + std::to_string(r.grad_norm) +
@@ -406,7 +374,7 @@ Trainer::State::StepResult Trainer::State::one_step() {
   r.lr = learning_rate(c.lr_schedule, c.lr, c.min_lr, c.warmup_steps, c.steps, step + 1);
   crash_point("step");  // gradients computed, weights not yet updated
   optimizer->step(r.lr);
-  if (lora) lora->update_ema(c.objective == "lcd" ? c.ema_decay : 0.0);
+  if (lora) lora->update_ema(objective->ema_decay());
   return r;
 }
 
@@ -427,16 +395,12 @@ void Trainer::State::write_samples(const std::string& tag) {
   auto render = [&](const std::string& sampler, int steps, double guidance, const std::string& name) {
     BatchNoise noise(c.samples_seed, 0, n);
     Tensor z = noise.draw(Shape{n, unet->config.in_channels, size, size});
-    Tensor latents = run_sampler(sampler, schedule, unet_denoiser(*unet, {cond, uncond, guidance}), z, steps, noise);
+    Tensor latents = find_sampler(sampler).run(schedule, unet_denoiser(*unet, {cond, uncond, guidance}), z, {steps, 0.0, &noise});
     Tensor images = vae->decode(scale(latents, 1.0 / vae->config.scaling_factor));
     write_png((dir / name).string(), image_grid(images, static_cast<int>(c.samples_per_label)));
   };
-  if (c.objective == "lcd") {
-    for (int steps : c.samples_lcm_steps) render("lcm", steps, 1.0, tag + "-lcm" + std::to_string(steps) + ".png");
-  } else {
-    render("ddim", c.samples_teacher_steps, c.samples_guidance,
-           tag + "-ddim" + std::to_string(c.samples_teacher_steps) + ".png");
-  }
+  for (const SampleGrid& grid : objective->sample_grids())
+    render(grid.sampler, grid.steps, grid.guidance, tag + "-" + grid.sampler + std::to_string(grid.steps) + ".png");
 }
 
 void Trainer::State::export_results() {
@@ -448,6 +412,7 @@ void Trainer::State::export_results() {
       tagged.metadata["lcdkit.objective"] = config.objective;
       tagged.metadata["lcdkit.step"] = std::to_string(step);
       tagged.metadata["lcdkit.base_model"] = config.model_dir;
+      for (const auto& [key, value] : objective->adapter_metadata()) tagged.metadata[key] = value;
       write_lora((dir / "pytorch_lora_weights.safetensors").string(), tagged, LoraFormat::kPeft);
       write_lora((dir / "adapter_kohya.safetensors").string(), tagged, LoraFormat::kKohya);
       write_lora((dir / "adapter.h5").string(), tagged, LoraFormat::kHdf5);
@@ -456,7 +421,7 @@ void Trainer::State::export_results() {
       write_file_atomically((dir / "adapter_config.json").string(), peft.dump(2) + "\n");
     };
     write_all(lora->adapter(false), "adapter");
-    if (config.objective == "lcd" && config.ema_decay > 0) write_all(lora->adapter(true), "adapter_ema");
+    if (objective->ema_decay() > 0) write_all(lora->adapter(true), "adapter_ema");
   } else {
     save_module(*unet, unet->config.raw, (fs::path(run_dir) / "unet").string());
   }
@@ -498,12 +463,9 @@ int64_t Trainer::run() {
       s.good_epoch = s.batcher->epoch();
       s.good_position = s.batcher->position();
       const double step_time = std::chrono::duration<double>(Clock::now() - t0).count();
-      nlohmann::json line = {{"step", s.step}, {"loss", r.loss}, {"grad_norm", r.grad_norm}, {"lr", r.lr},
+      nlohmann::json line = {{"step", s.step}, {"loss", r.losses.loss}, {"grad_norm", r.grad_norm}, {"lr", r.lr},
                              {"step_time", step_time}};
-      if (c.objective == "lcd") {
-        line["loss_huber"] = r.loss_huber;
-        line["loss_l2"] = r.loss_l2;
-      }
+      for (const auto& [key, value] : r.losses.reported) line[key] = value;
       const std::string text = line.dump() + "\n";
       metrics << text.substr(0, text.size() / 2);
       if (crash_point_armed("metrics-line")) metrics.flush();
@@ -513,7 +475,7 @@ int64_t Trainer::run() {
       const double rate = done / std::chrono::duration<double>(Clock::now() - start).count();
       char progress[256];
       std::snprintf(progress, sizeof progress, "step %lld/%lld | loss %.5f | grad %.3f | lr %.2e | %.2f it/s | ETA %s",
-                    static_cast<long long>(s.step), static_cast<long long>(c.steps), r.loss, r.grad_norm, r.lr, rate,
+                    static_cast<long long>(s.step), static_cast<long long>(c.steps), r.losses.loss, r.grad_norm, r.lr, rate,
                     format_duration((c.steps - s.step) / std::max(rate, 1e-9)).c_str());
       if (s.step % c.log_every == 0 || s.step == c.steps) {
         metrics.flush();

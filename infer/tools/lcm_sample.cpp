@@ -27,7 +27,7 @@ namespace fs = std::filesystem;
 namespace {
 
 struct Options {
-  std::string model, unet, vae, sampler = "lcm", steps, guidance, labels, per_label = "1", cond, noise, seed = "0",
+  std::string model, unet, vae, sampler = "lcm", steps, guidance, eta = "0.3", labels, per_label = "1", cond, noise, seed = "0",
                                      num, batch = "64", latents_out, out, out_dir, threads, precision;
   std::vector<std::string> loras;
 };
@@ -53,8 +53,9 @@ Tensor rows_of(const Tensor& x, int64_t start, int64_t count) { return slice(x, 
 
 // The numbers of the command line, parsed and range-checked once.
 struct Settings {
+  const SamplerSpec* sampler;
   int steps, batch, per_label;
-  double guidance;
+  double guidance, eta;
   uint64_t seed;
 };
 
@@ -63,12 +64,16 @@ Settings parse_settings(const Options& o) {
   if (o.out.empty() && o.out_dir.empty() && o.latents_out.empty())
     throw UsageError("nothing to write: give --out, --out-dir or --latents-out");
   if (o.labels.empty() == o.cond.empty()) throw UsageError("give exactly one of --labels and --cond");
-  const bool lcm = o.sampler == "lcm";
-  if (!lcm && o.sampler != "ddim" && o.sampler != "dpmpp-2m")
-    throw UsageError("--sampler must be lcm, ddim or dpmpp-2m, got \"" + o.sampler + "\"");
   Settings s;
-  s.steps = o.steps.empty() ? (lcm ? 4 : o.sampler == "ddim" ? 50 : 20) : parse_int("--steps", o.steps, 1, 1000);
-  s.guidance = o.guidance.empty() ? (lcm ? 1.0 : 2.0) : parse_double("--guidance", o.guidance);
+  try {
+    s.sampler = &find_sampler(o.sampler);
+  } catch (const ValueError&) {
+    throw UsageError("--sampler must be " + sampler_names() + ", got \"" + o.sampler + "\"");
+  }
+  s.steps = o.steps.empty() ? s.sampler->default_steps : parse_int("--steps", o.steps, 1, 1000);
+  s.guidance = o.guidance.empty() ? s.sampler->default_guidance : parse_double("--guidance", o.guidance);
+  s.eta = parse_double("--eta", o.eta);
+  if (!(s.eta >= 0 && s.eta <= 1)) throw UsageError("--eta must be in [0, 1], got " + o.eta);
   s.batch = parse_int("--batch", o.batch, 1, 1 << 16);
   s.per_label = parse_int("--per-label", o.per_label, 1, 1 << 20);
   s.seed = parse_seed("--seed", o.seed);
@@ -161,20 +166,29 @@ void check_memory(int64_t n, const Shape& latent, int64_t image_pixels) {
                      std::to_string(static_cast<int64_t>(have / (1 << 30))) + " GiB (ask for fewer samples)");
 }
 
+// "NAME: what it is" for every row of the sampler table.
+std::string sampler_help() {
+  std::string out;
+  for (const SamplerSpec& spec : sampler_table()) out += std::string(out.empty() ? "" : "; ") + spec.name + ": " + spec.doc;
+  return out;
+}
+
 }  // namespace
 
 int lcm_sample_command(int argc, char** argv) {
   Options o;
   ArgParser p("lcm-sample", "--model DIR (--labels L | --cond FILE) [options]",
-              "Samples latents with LCM (1-8 steps, for a model with an LCM-LoRA) or with the teacher's DDIM or\n"
-              "DPM-Solver++(2M) with classifier-free guidance, then decodes them to PNG.");
+              "Samples latents with LCM, TCD or PCM (1-8 steps, for a model with a distilled adapter) or with the\n"
+              "teacher's DDIM or DPM-Solver++(2M) with classifier-free guidance, then decodes them to PNG.");
   p.option("--model", "DIR", "model directory (unet/, vae/, scheduler/, cond_embeddings.safetensors)", &o.model);
   p.option("--unet", "DIR", "UNet directory (instead of DIR/unet)", &o.unet);
   p.option("--vae", "DIR", "autoencoder directory (instead of DIR/vae)", &o.vae);
   p.repeated("--lora", "FILE[:WEIGHT]", "LoRA adapter (PEFT or kohya keys), merged with WEIGHT (default 1); repeatable", &o.loras);
-  p.option("--sampler", "NAME", "lcm, ddim or dpmpp-2m", &o.sampler);
-  p.option("--steps", "N", "sampling steps (default: 4 for lcm, 50 for ddim, 20 for dpmpp-2m)", &o.steps);
-  p.option("--guidance", "S", "guidance scale s, ε = ε_u + s(ε_c − ε_u); 1 = off (default: 1 for lcm, 2 otherwise)", &o.guidance);
+  p.option("--sampler", "NAME", sampler_help(), &o.sampler);
+  p.option("--steps", "N", "sampling steps (default: 4 for lcm, tcd and pcm, 50 for ddim, 20 for dpmpp-2m)", &o.steps);
+  p.option("--guidance", "S", "guidance scale s, ε = ε_u + s(ε_c − ε_u); 1 = off (default: 1 for lcm, tcd and pcm, 2 otherwise)",
+           &o.guidance);
+  p.option("--eta", "γ", "TCD's stochasticity γ in [0, 1] (0: deterministic; default 0.3)", &o.eta);
   p.option("--labels", "L", "comma-separated class labels (rows of the model's condition table), or all", &o.labels);
   p.option("--per-label", "N", "samples per label", &o.per_label);
   p.option("--cond", "FILE", "safetensors with cond (B,L,D) and optionally uncond (B or 1,L,D)", &o.cond);
@@ -239,7 +253,7 @@ int lcm_sample_command(int argc, char** argv) {
     Tensor z = noise.defined() ? rows_of(noise, start, m) : streams.draw(Shape{m, latent_shape[1], latent_shape[2], latent_shape[3]});
     Conditioning cb{rows_of(c.cond, start, m),
                     c.uncond.defined() && c.uncond.size(0) == n ? rows_of(c.uncond, start, m) : c.uncond, set.guidance};
-    Tensor out = run_sampler(o.sampler, schedule, unet_denoiser(*unet, cb), z, set.steps, streams);
+    Tensor out = set.sampler->run(schedule, unet_denoiser(*unet, cb), z, {set.steps, set.eta, &streams});
     std::copy(out.data(), out.data() + out.numel(), latents.data() + start * (out.numel() / m));
     std::cerr << "lcm-sample: " << std::min<int64_t>(start + m, n) << "/" << n << " samples, " << o.sampler << " "
               << set.steps << " steps, " << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()

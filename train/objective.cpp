@@ -1,0 +1,144 @@
+// The objective table (see objective.h).
+#include "train/objective.h"
+
+#include "autograd/errors.h"
+#include "autograd/ops.h"
+#include "train/diffusion_objective.h"
+#include "train/lcd_objective.h"
+
+namespace lcd {
+
+namespace {
+
+// LCD, PCM and LCF: the consistency step of lcd_objective.h with the objective's settings.
+class ConsistencyObjective : public Objective {
+ public:
+  ConsistencyObjective(const TrainConfig& c, const ObjectiveContext& x, LcdSettings settings, std::string sampler)
+      : c_(c), x_(x), settings_(settings), sampler_(std::move(sampler)) {}
+
+  StepLosses loss_and_gradients(const Tensor& z0, std::vector<int64_t> labels, Rng& rng) override {
+    const int64_t n = z0.size(0), uncond_row = x_.data.unconditional_row();
+    LcdBatch b;
+    b.z0 = z0;
+    // Step 1's j and step 2's guidance scale per sample, then ε (this order keeps runs reproducible).
+    for (int64_t i = 0; i < n; ++i) {
+      b.j.push_back(static_cast<int>(rng.uniform_int(settings_.num_ddim_timesteps)));
+      b.guidance.push_back(c_.guidance_min + (c_.guidance_max - c_.guidance_min) * rng.uniform());
+    }
+    b.eps = rng.normal_tensor(z0.shape());
+    if (c_.lcd_cond_dropout > 0)  // the unconditional row for every network: the adapter keeps CFG working
+      for (int64_t i = 0; i < n; ++i)
+        if (rng.uniform() < c_.lcd_cond_dropout) labels[i] = uncond_row;
+    {
+      NoGradGuard g;
+      b.cond = embedding(x_.data.cond_table, labels);                                 // (B, L, D)
+      b.uncond = embedding(x_.data.cond_table, std::vector<int64_t>(n, uncond_row));  // (B, L, D)
+    }
+    const LcdLosses l = lcd_loss_and_gradients(x_.unet, *x_.lora, x_.schedule, settings_, b);
+    return {l.loss, {{"loss_huber", l.loss_huber}, {"loss_l2", l.loss_l2}}};
+  }
+  double ema_decay() const override { return c_.ema_decay; }
+  std::vector<SampleGrid> sample_grids() const override {
+    std::vector<SampleGrid> grids;
+    if (settings_.phases > 0) return {{sampler_, settings_.phases, 1.0}};
+    for (int steps : c_.samples_lcm_steps) grids.push_back({sampler_, steps, 1.0});
+    return grids;
+  }
+  std::vector<std::pair<std::string, std::string>> adapter_metadata() const override {
+    if (settings_.phases == 0) return {};
+    return {{"lcdkit.pcm_phases", std::to_string(settings_.phases)}};
+  }
+
+ private:
+  const TrainConfig& c_;
+  ObjectiveContext x_;
+  LcdSettings settings_;
+  std::string sampler_;
+};
+
+class DiffusionTraining : public Objective {
+ public:
+  DiffusionTraining(const TrainConfig& c, const ObjectiveContext& x) : c_(c), x_(x) {}
+
+  StepLosses loss_and_gradients(const Tensor& z0, std::vector<int64_t> labels, Rng& rng) override {
+    const int64_t n = z0.size(0);
+    DiffusionBatch b;
+    b.z0 = z0;
+    for (int64_t i = 0; i < n; ++i) {
+      b.t.push_back(static_cast<int>(rng.uniform_int(x_.schedule.num_train_timesteps())));
+      if (rng.uniform() < c_.cond_dropout) labels[i] = x_.data.unconditional_row();
+    }
+    b.eps = rng.normal_tensor(z0.shape());
+    {
+      NoGradGuard g;
+      b.cond = embedding(x_.data.cond_table, labels);  // (B, L, D)
+    }
+    if (x_.lora) x_.lora->use(TrainableLora::Mode::kStudent);
+    return {diffusion_loss_and_gradients(x_.unet, x_.schedule, b, x_.params), {}};
+  }
+  double ema_decay() const override { return 0.0; }
+  std::vector<SampleGrid> sample_grids() const override {
+    return {{"ddim", c_.samples_teacher_steps, c_.samples_guidance}};
+  }
+
+ private:
+  const TrainConfig& c_;
+  ObjectiveContext x_;
+};
+
+std::unique_ptr<Objective> make_lcd(const TrainConfig& c, const ObjectiveContext& x) {
+  LcdSettings s = c.lcd;
+  s.phases = 0;
+  s.teacher_free = false;
+  return std::make_unique<ConsistencyObjective>(c, x, s, "lcm");
+}
+
+std::unique_ptr<Objective> make_pcm(const TrainConfig& c, const ObjectiveContext& x) {
+  LcdSettings s = c.lcd;
+  s.phases = c.pcm_phases;
+  s.teacher_free = false;
+  return std::make_unique<ConsistencyObjective>(c, x, s, "pcm");
+}
+
+std::unique_ptr<Objective> make_lcf(const TrainConfig& c, const ObjectiveContext& x) {
+  LcdSettings s = c.lcd;
+  s.phases = 0;
+  s.teacher_free = true;
+  return std::make_unique<ConsistencyObjective>(c, x, s, "lcm");
+}
+
+std::unique_ptr<Objective> make_diffusion(const TrainConfig& c, const ObjectiveContext& x) {
+  return std::make_unique<DiffusionTraining>(c, x);
+}
+
+}  // namespace
+
+const std::vector<ObjectiveSpec>& objective_table() {
+  static const std::vector<ObjectiveSpec> table = {
+      {"lcd", "latent consistency distillation (LCM-LoRA; lcd.* keys)", true, false, make_lcd},
+      {"pcm", "phased consistency distillation: pcm.phases phases, each point mapped to its phase's lower edge (lcd.* keys)",
+       true, false, make_pcm},
+      {"lcf", "latent consistency fine-tuning on your own data, no teacher, from a distilled lora.init_adapter (an EMA "
+              "target, lcd.ema_decay > 0, is advised)",
+       true, true, make_lcf},
+      {"diffusion", "ε-prediction training: a teacher (lora.enabled false) or a style LoRA (diffusion.* keys)", false, false,
+       make_diffusion},
+  };
+  return table;
+}
+
+const ObjectiveSpec* find_objective(const std::string& name) {
+  for (const ObjectiveSpec& spec : objective_table())
+    if (name == spec.name) return &spec;
+  return nullptr;
+}
+
+std::string objective_names() {
+  std::string out;
+  const auto& table = objective_table();
+  for (size_t i = 0; i < table.size(); ++i)
+    out += std::string(i == 0 ? "" : i + 1 == table.size() ? " or " : ", ") + "\"" + table[i].name + "\"";
+  return out;
+}
+
+}  // namespace lcd
