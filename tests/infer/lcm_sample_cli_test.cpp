@@ -68,6 +68,21 @@ TEST_F(LcmSampleCli, WritesGridAndPerSamplePngs) {
   EXPECT_TRUE(fs::exists(path("pngs/cond_1.png")));
 }
 
+// One TCD step from t = 999 lands at s = ⌊(1 − γ)·0⌋ = 0 whatever γ, with no noise after the last step; one PCM
+// phase jumps from 999 to the edge 0: the same DDIM jump, so the same latents bit for bit.
+TEST_F(LcmSampleCli, OneTcdStepEqualsOnePcmPhase) {
+  const std::string common = "--unet " + golden_dir("diffusers-A/unet") + " --steps 1 --cond " + path("cond.safetensors") +
+                             " --noise " + path("noise.safetensors") + " --precision fp32 --latents-out ";
+  const ToolRun tcd = run(common + path("tcd.safetensors") + " --sampler tcd --eta 0.6");
+  const ToolRun pcm = run(common + path("pcm.safetensors") + " --sampler pcm");
+  ASSERT_EQ(tcd.status, 0) << tcd.output;
+  ASSERT_EQ(pcm.status, 0) << pcm.output;
+  const Tensor a = SafetensorsFile::read(path("tcd.safetensors")).tensor("latents");
+  const Tensor b = SafetensorsFile::read(path("pcm.safetensors")).tensor("latents");
+  ASSERT_EQ(a.shape(), b.shape());
+  EXPECT_TRUE(std::equal(a.data(), a.data() + a.numel(), b.data()));
+}
+
 TEST_F(LcmSampleCli, BadInputGivesOneErrorLineAndNonZeroExit) {
   const std::string unet = " --unet " + golden_dir("diffusers-A/unet");
   for (const std::string& args :
@@ -76,6 +91,8 @@ TEST_F(LcmSampleCli, BadInputGivesOneErrorLineAndNonZeroExit) {
         unet + " --cond " + path("cond.safetensors") + " --noise " + path("cond.safetensors") + " --latents-out x",
         unet + " --cond " + path("cond.safetensors") + " --steps zero --latents-out x",
         unet + " --cond " + path("cond.safetensors") + " --sampler euler --latents-out x",
+        unet + " --cond " + path("cond.safetensors") + " --sampler tcd --eta 1.5 --latents-out x",
+        unet + " --cond " + path("cond.safetensors") + " --sampler pcm --steps 60 --latents-out x",
         unet + " --cond " + path("cond.safetensors") + " --num 5 --latents-out x",
         unet + " --cond " + path("cond.safetensors"),  // no output
         std::string(" --model /nonexistent --labels 1 --out x.png")}) {

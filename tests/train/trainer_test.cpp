@@ -7,6 +7,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
 
 #include "autograd/cpu/precision.h"
 #include "autograd/errors.h"
@@ -109,6 +112,52 @@ TEST_F(TrainerTest, ResumeContinuesBitForBit) {
   EXPECT_TRUE(fs::exists(dir_ / "straight-diffusion-fp32-4/samples/final-ddim2.png"));
 }
 
+// Every objective of the table (and each Ψ) trains end to end on the tiny model, writes its grids and adapters,
+// and resumes bit for bit. LCF starts from the adapter of a short LCD run.
+TEST_F(TrainerTest, EveryMethodTrainsAndResumesBitForBit) {
+  Trainer(parse_train_config(config("lcd-init", 2), "init"), "").run();
+  const std::string init = (dir_ / "lcd-init/adapter/pytorch_lora_weights.safetensors").string();
+  struct Method {
+    std::string tag;
+    nlohmann::json overrides;
+    std::string grid;  // a grid the run must write
+  };
+  const std::vector<Method> methods = {
+      {"dpm-solver-2", {{"lcd", {{"solver", "dpm-solver-2"}}}}, "final-lcm1.png"},
+      {"dpm-solver++2s", {{"lcd", {{"solver", "dpm-solver++2s"}}}}, "final-lcm1.png"},
+      {"pcm", {{"objective", "pcm"}, {"pcm", {{"phases", 2}}}, {"lcd", {{"cond_dropout", 0.25}}}}, "final-pcm2.png"},
+      {"lcf", {{"objective", "lcf"}, {"lora", {{"init_adapter", init}}}}, "final-lcm1.png"},
+  };
+  for (const Method& m : methods) {
+    SCOPED_TRACE(m.tag);
+    auto cfg = [&](const std::string& run, int steps) {
+      nlohmann::json c = config(run, steps);
+      c.merge_patch(m.overrides);
+      c["lora"]["rank"] = 2;
+      return parse_train_config(c, run);
+    };
+    const std::string a = "straight-" + m.tag, b = "resumed-" + m.tag;
+    Trainer(cfg(a, 6), "").run();
+    Trainer(cfg(b, 4), "").run();
+    EXPECT_EQ(Trainer(cfg(b, 6), (dir_ / b).string()).run(), 6);
+    EXPECT_EQ(metric_lines(dir_ / a), metric_lines(dir_ / b));
+    expect_same_adapter((dir_ / a / "adapter/adapter.h5").string(), (dir_ / b / "adapter/adapter.h5").string());
+    expect_same_adapter((dir_ / a / "adapter_ema/adapter.h5").string(), (dir_ / b / "adapter_ema/adapter.h5").string());
+    EXPECT_TRUE(fs::exists(dir_ / a / "samples" / m.grid)) << m.grid;
+    const LoraAdapter trained = read_lora((dir_ / a / "adapter/pytorch_lora_weights.safetensors").string());
+    EXPECT_EQ(trained.metadata.at("lcdkit.objective"), cfg(a, 6).objective);
+    if (m.tag == "pcm") EXPECT_EQ(trained.metadata.at("lcdkit.pcm_phases"), "2");
+    if (m.tag == "lcf") {  // it moved away from the adapter it started from
+      const LoraAdapter start = read_lora(init);
+      double moved = 0;
+      for (const auto& [name, f] : trained.modules)
+        for (int64_t i = 0; i < f.up.numel(); ++i)
+          moved = std::max(moved, double(std::abs(f.up.data()[i] - start.modules.at(name).up.data()[i])));
+      EXPECT_GT(moved, 0.0);
+    }
+  }
+}
+
 TEST_F(TrainerTest, ResumeRefusesAChangedComputation) {
   Trainer(parse_train_config(config("r", 3), "a"), "").run();
   auto changed = config("r", 6);
@@ -168,6 +217,12 @@ TEST(TrainConfigTest, ErrorsNameTheKeyAndTheValue) {
   expect_error({{"lora", {{"init_adapter", "/nonexistent.safetensors"}}}}, "lora.init_adapter");
   expect_error({{"objective", "gan"}}, "objective");
   expect_error({{"data", {{"style", "sepia"}}}}, "data.style");
+  expect_error({{"lcd", {{"solver", "euler"}}}}, "lcd.solver");
+  expect_error({{"objective", "pcm"}, {"pcm", {{"phases", 0}}}}, "pcm.phases");
+  expect_error({{"objective", "pcm"}, {"pcm", {{"phases", 60}}}}, "pcm.phases");
+  expect_error({{"objective", "lcf"}}, "lora.init_adapter");
+  expect_error({{"objective", "pcm"}, {"lora", {{"enabled", false}}}}, "lora.enabled");
+  expect_error({{"lcd", {{"cond_dropout", 1.5}}}}, "lcd.cond_dropout");
   nlohmann::json bad_model = {{"model", "/nonexistent"}};
   try {
     parse_train_config(bad_model, "cfg.json");
@@ -175,6 +230,33 @@ TEST(TrainConfigTest, ErrorsNameTheKeyAndTheValue) {
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("\"model\""), std::string::npos) << e.what();
   }
+}
+
+// Every key of the table has a meaning in --help-config, every leaf of the resolved defaults is a key of the
+// table, and the objectives named in the doc of "objective" are the table's.
+TEST(TrainConfigTest, EveryKeyIsDocumented) {
+  const std::string help = describe_config();
+  const std::vector<std::string> keys = config_key_names();
+  std::set<std::string> table(keys.begin(), keys.end());
+  EXPECT_EQ(table.size(), keys.size()) << "a key appears twice";
+  std::istringstream lines(help);
+  std::map<std::string, std::string> doc;  // key → its meaning (the line after "  key = default")
+  for (std::string line, key; std::getline(lines, line);) {
+    if (line.rfind("      ", 0) == 0) doc[key] = line.substr(6);
+    else if (line.rfind("  ", 0) == 0) key = line.substr(2, line.find(" = ") - 2);
+  }
+  for (const std::string& k : keys) EXPECT_GT(doc[k].size(), 4u) << k << " has no meaning in --help-config";
+  nlohmann::json user = {{"model", std::string(LCDKIT_SOURCE_DIR) + "/models/fmnist-ldm-v1"}, {"data", {{"path", "/"}}}};
+  const nlohmann::json resolved = parse_train_config(user, "cfg.json").resolved.flatten();
+  for (auto it = resolved.begin(); it != resolved.end(); ++it) {
+    std::string key = it.key().substr(1);
+    const std::string last = key.substr(key.rfind('/') + 1);
+    if (last.find_first_not_of("0123456789") == std::string::npos) key = key.substr(0, key.rfind('/'));  // a list element
+    std::replace(key.begin(), key.end(), '/', '.');
+    EXPECT_TRUE(table.count(key)) << key << " is resolved but not in the table";
+  }
+  for (const char* objective : {"lcd", "pcm", "lcf", "diffusion"})
+    EXPECT_NE(doc["objective"].find(std::string("\"") + objective + "\""), std::string::npos) << objective;
 }
 
 }  // namespace
