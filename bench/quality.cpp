@@ -158,7 +158,9 @@ int main(int argc, char** argv) {
     auto merge_all = [](UNet2DConditionModel& unet, const std::vector<std::string>& specs, const char* flag) {
       for (const auto& spec : specs) {
         auto [path, w] = parse_weighted_path(flag, spec);
-        merge_lora(unet, read_lora(path), w);
+        const LoraAdapter a = read_lora(path);
+        prepare_unet_for(unet, a);
+        merge_lora(unet, a, w);
       }
     };
     merge_all(*student, loras, "--lora");

@@ -3,6 +3,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/errors.h"
@@ -18,7 +19,21 @@ const std::vector<std::string>& default_lora_targets() {
   return targets;
 }
 
+const std::vector<std::string>& adapter_full_weight_names() {
+  static const std::vector<std::string> names = {"time_embedding.cond_proj.weight"};
+  return names;
+}
+
 void validate_lora_adapter(const LoraAdapter& adapter, const std::string& origin) {
+  for (const auto& [name, t] : adapter.full_weights) {
+    const auto& known = adapter_full_weight_names();
+    if (std::find(known.begin(), known.end(), name) == known.end())
+      throw FormatError(origin + ": whole tensor \"" + name + "\" is not one an adapter may carry");
+    if (t.ndim() != 2 || t.size(0) < 1 || t.size(1) < 1)
+      throw FormatError(origin + ": \"" + name + "\" has shape " + t.shape().str() + " (need (out, in))");
+    if (const int64_t i = first_nonfinite(t); i >= 0)
+      throw FormatError(origin + ": \"" + name + "\" has a NaN or infinite value (element " + std::to_string(i) + ")");
+  }
   for (const auto& [module, f] : adapter.modules) {
     const std::string& name = module;  // (a lambda may not capture a structured binding in C++17)
     auto fail = [&](const std::string& why) { return FormatError(origin + ": module \"" + name + "\" " + why); };
@@ -83,6 +98,8 @@ std::map<std::string, Module*> module_map(Module& model) {
 }  // namespace
 
 void attach_lora(Module& model, const LoraAdapter& adapter, double weight) {
+  if (!adapter.full_weights.empty())
+    throw FormatError("an adapter with whole tensors (" + adapter.full_weights.begin()->first + ") can only be merged");
   auto modules = module_map(model);
   std::vector<std::pair<LoraLayer*, LoraBranch>> pending;  // validate everything before changing anything
   for (const auto& [name, f] : adapter.modules)
@@ -102,8 +119,28 @@ void merge_lora(Module& model, const LoraAdapter& adapter, double weight) {
     Tensor& w = find_target(modules, name, f)->weight;
     updates.emplace_back(w, lora_delta(f, weight, w.shape()));
   }
+  std::map<std::string, Tensor*> params;
+  for (auto& [name, t] : model.named_parameters()) params[name] = t;
+  for (const auto& [name, t] : adapter.full_weights) {
+    auto it = params.find(name);
+    if (it == params.end())
+      throw FormatError("the adapter's whole tensor \"" + name + "\" has no parameter of that name in the model" +
+                        (name == "time_embedding.cond_proj.weight" ? " (a guidance-conditioned adapter needs a UNet with "
+                                                                     "time_cond_proj_dim)" : ""));
+    if (it->second->shape() != t.shape())
+      throw FormatError("the adapter's \"" + name + "\" " + t.shape().str() + " does not fit the model's " +
+                        it->second->shape().str());
+    Tensor delta = Tensor::empty(t.shape());
+    for (int64_t i = 0; i < t.numel(); ++i) delta.data()[i] = static_cast<float>(weight * t.data()[i]);
+    updates.emplace_back(*it->second, delta);
+  }
   for (auto& [w, delta] : updates)
     for (int64_t i = 0; i < w.numel(); ++i) w.data()[i] += delta.data()[i];
+}
+
+void prepare_unet_for(UNet2DConditionModel& unet, const LoraAdapter& adapter) {
+  auto it = adapter.full_weights.find("time_embedding.cond_proj.weight");
+  if (it != adapter.full_weights.end() && unet.config.time_cond_proj_dim == 0) unet.add_time_cond_proj(it->second.size(1));
 }
 
 std::vector<std::pair<std::string, Module*>> lora_target_modules(Module& model, const std::vector<std::string>& targets) {

@@ -8,6 +8,7 @@
 
 #include "autograd/tensor.h"
 #include "infer/nn/module.h"
+#include "infer/nn/unet.h"
 
 namespace lcd {
 
@@ -22,8 +23,13 @@ struct LoraFactors {
   bool is_conv() const { return down.ndim() == 4; }
 };
 
+// Whole tensors an adapter may carry beside its factors, by parameter name: the guidance embedding's
+// projection of a guidance-conditioned LCM-LoRA (the base model has none, so its ΔW is the tensor itself).
+const std::vector<std::string>& adapter_full_weight_names();  // {"time_embedding.cond_proj.weight"}
+
 struct LoraAdapter {
   std::map<std::string, LoraFactors> modules;  // "down_blocks.0.resnets.0.conv1" → factors
+  std::map<std::string, Tensor> full_weights;  // parameter name → ΔW (a name of adapter_full_weight_names)
   std::map<std::string, std::string> metadata;  // carried over from the file
   std::string source_style = "peft";            // key style it was read in: "peft", "kohya" or "hdf5"
   std::string source_dtype = "F32";             // dtype of its factors in the file
@@ -31,7 +37,8 @@ struct LoraAdapter {
 
 // Checks what every adapter reader must: each module has a down factor (r, in) or (r, in, kh, kw) and an up
 // factor (out, r) or (out, r, 1, 1) with r ≥ 1 and no zero dimension, a finite alpha > 0, and only finite
-// values. Throws FormatError naming `origin`, the module and what is wrong.
+// values; full weights have known names, rank 2 and finite values. Throws FormatError naming `origin`, the module
+// and what is wrong.
 void validate_lora_adapter(const LoraAdapter& adapter, const std::string& origin);
 
 // scale = weight · alpha / r: the one place where the LoRA scale is computed.
@@ -45,8 +52,13 @@ Tensor lora_delta(const LoraFactors& f, double weight, const Shape& base_shape);
 void attach_lora(Module& model, const LoraAdapter& adapter, double weight);
 // Removes every LoRA branch under `model`.
 void detach_lora(Module& model);
-// W += weight · ΔW for every module of the adapter (same checks as attach_lora).
+// W += weight · ΔW for every module and full weight of the adapter (same checks as attach_lora; a full weight
+// needs a parameter of its name and shape: see prepare_unet_for).
 void merge_lora(Module& model, const LoraAdapter& adapter, double weight);
+
+// Gives `unet` what the adapter's whole tensors need: time_embedding.cond_proj (zero, time_cond_proj_dim from
+// the tensor's width) for a guidance-conditioned adapter, when the UNet has none. Call before merge_lora.
+void prepare_unet_for(UNet2DConditionModel& unet, const LoraAdapter& adapter);
 
 // The Linear/Conv2d modules of `model` whose names end in one of `targets` (a suffix matches whole
 // dot-separated components), as (name, module) pairs in registration order.

@@ -99,8 +99,27 @@ double TruncationReport::total_error() const {
   return std::sqrt(s);
 }
 
+// Σ λ_i T_i for each whole tensor the inputs carry (exact: whole tensors are never truncated).
+std::map<std::string, Tensor> combined_full_weights(const std::vector<WeightedAdapter>& inputs) {
+  std::map<std::string, std::vector<double>> sums;
+  std::map<std::string, Tensor> out;
+  for (const WeightedAdapter& in : inputs)
+    for (const auto& [name, t] : in.adapter->full_weights) {
+      auto [it, fresh] = sums.try_emplace(name, t.numel(), 0.0);
+      if (fresh) out[name] = Tensor::empty(t.shape());
+      else if (out[name].shape() != t.shape())
+        throw FormatError(in.origin + ": \"" + name + "\" " + t.shape().str() + " differs from the other inputs' " +
+                          out[name].shape().str());
+      for (int64_t i = 0; i < t.numel(); ++i) it->second[i] += in.weight * t.data()[i];
+    }
+  for (auto& [name, t] : out)
+    for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = static_cast<float>(sums[name][i]);
+  return out;
+}
+
 LoraAdapter combine_cat(const std::vector<WeightedAdapter>& inputs) {
   LoraAdapter out;
+  out.full_weights = combined_full_weights(inputs);
   for (const auto& [name, g] : group_modules(inputs)) {
     MatD u, v;
     stack(g, &u, &v);
@@ -115,6 +134,7 @@ LoraAdapter combine_svd(const std::vector<WeightedAdapter>& inputs, int64_t rank
   if (rank < 0 || (rank == 0 && !(energy > 0 && energy <= 1)))
     throw ValueError("svd merge needs --rank R > 0 or --energy F in (0, 1]");
   LoraAdapter out;
+  out.full_weights = combined_full_weights(inputs);
   for (const auto& [name, g] : group_modules(inputs)) {
     MatD u, v;
     stack(g, &u, &v);

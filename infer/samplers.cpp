@@ -20,6 +20,9 @@ static Tensor repeat_rows(const Tensor& x, int64_t batch) {
 
 Tensor guided_output(const UNet2DConditionModel& unet, const Tensor& z, int t, const Conditioning& c) {
   const int64_t b = z.size(0);
+  if (unet.config.time_cond_proj_dim > 0)  // guidance distilled into the model: its embedding of w = s − 1, one pass
+    return unet.forward(z, std::vector<double>(b, t), c.cond,
+                        guidance_scale_embedding(std::vector<double>(b, c.guidance - 1.0), unet.config.time_cond_proj_dim));
   if (c.guidance == 1.0) return unet.forward(z, std::vector<double>(b, t), c.cond);
   if (!c.uncond.defined()) throw ValueError("guidance scale " + std::to_string(c.guidance) + " needs an unconditional embedding");
   // One UNet pass over [uncond; cond], as diffusers batches it.

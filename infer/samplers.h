@@ -17,7 +17,9 @@ namespace lcd {
 using Denoiser = std::function<Tensor(const Tensor& z, int t)>;
 
 // Classifier-free guidance with one convention (DESIGN.md §4): ε̃ = ε_u + s(ε_c − ε_u); s = 1 skips the
-// unconditional pass. cond (B, L, D); uncond (B or 1, L, D), used only when s ≠ 1.
+// unconditional pass. cond (B, L, D); uncond (B or 1, L, D), used only when s ≠ 1. A guidance-conditioned UNet
+// (time_cond_proj_dim) gets the embedding of w = s − 1 instead, in one conditional pass, as diffusers' LCM
+// pipeline does.
 struct Conditioning {
   Tensor cond, uncond;
   double guidance = 1.0;

@@ -151,6 +151,14 @@ const std::vector<KeySpec>& config_keys() {
          "probability of training a sample on the unconditional embedding in student, teacher and target, so that the "
          "adapter keeps classifier-free guidance (sample with --guidance > 1; use with guidance_min = max = 1)",
          in_unit(true), into(&TrainConfig::lcd_cond_dropout)},
+        {"lcd.guidance_embedding", false,
+         "guidance-conditioned LCD (the LCM paper's w-condition): the student gets the UNet's time_cond_proj_dim with "
+         "time_embedding.cond_proj (zero-initialised, trained with the LoRA, exported with it) fed diffusers' "
+         "guidance-scale embedding of w = s − 1 for the sample's s ~ U[guidance_min, guidance_max]; lcm-sample --guidance S "
+         "then selects the scale without a CFG pass",
+         any(), [](TrainConfig& c, const json& v) { c.lcd.guidance_embedding = v; }},
+        {"lcd.guidance_embedding_dim", 256, "time_cond_proj_dim of the guidance embedding (diffusers' LCM script: 256)",
+         int_range(2, 4096), [](TrainConfig& c, const json& v) { c.lcd.guidance_embedding_dim = v; }},
         {"pcm.phases", 4, "objective pcm: M phases of the skipping-step grid (sample with --sampler pcm --steps M)",
          int_range(1, 1000), into(&TrainConfig::pcm_phases)},
         {"diffusion.cond_dropout", 0.1, "probability of replacing the condition by the unconditional one (for CFG)", in_unit(true),
@@ -331,6 +339,8 @@ TrainConfig parse_train_config(const json& user, const std::string& origin) {
     throw fail("lora.enabled", "objective " + c.objective + " trains a LoRA adapter");
   if (objective.needs_init_adapter && c.init_adapter.empty())
     throw fail("lora.init_adapter", "objective " + c.objective + " starts from a distilled adapter: name its file here");
+  if (c.lcd.guidance_embedding && c.objective != "lcd" && c.objective != "pcm")
+    throw fail("lcd.guidance_embedding", "only objectives lcd and pcm distil guidance into an embedding");
   if (c.guidance_max < c.guidance_min) throw fail("lcd.guidance_max", "needs 0 ≤ guidance_min ≤ guidance_max");
   if (c.objective == "pcm" && c.pcm_phases > c.lcd.num_ddim_timesteps)
     throw fail("pcm.phases", "at most lcd.num_ddim_timesteps (" + std::to_string(c.lcd.num_ddim_timesteps) + ") phases");

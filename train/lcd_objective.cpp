@@ -94,8 +94,14 @@ LcdTargets lcd_targets(const UNet2DConditionModel& unet, TrainableLora& lora, co
   }
 
   // 5. Target: base + EMA LoRA; for PCM, z_e itself where t_e is already the phase's lower edge.
+  if (settings.guidance_embedding) {
+    std::vector<double> w;
+    for (double g : b.guidance) w.push_back(g - 1.0);
+    out.w_embedding = guidance_scale_embedding(w, settings.guidance_embedding_dim);  // (B, dim)
+  }
   lora.use(TrainableLora::Mode::kTarget);
-  out.target = consistency_output(s, unet.forward(out.z_e, as_double(out.t_e), b.cond), out.z_e, out.t_e, out.edge);
+  out.target = consistency_output(s, unet.forward(out.z_e, as_double(out.t_e), b.cond, out.w_embedding), out.z_e,
+                                  out.t_e, out.edge);
   if (!out.edge.empty()) {
     std::vector<double> at_edge, inside;
     for (int64_t i = 0; i < n; ++i) {
@@ -112,16 +118,17 @@ LcdStudentPart lcd_student(const UNet2DConditionModel& unet, const NoiseSchedule
                            const LcdBatch& b, const LcdTargets& tg, int64_t begin, int64_t count) {
   const double share = static_cast<double>(count) / static_cast<double>(b.z0.size(0));
   const std::vector<int> t_s = part_of(tg.t_s, begin, count), edge = tg.edge.empty() ? tg.edge : part_of(tg.edge, begin, count);
-  Tensor z_s, target, cond;
+  Tensor z_s, target, cond, w_embedding;
   {
     NoGradGuard no_grad;
     z_s = slice(tg.z_s, 0, begin, count);        // (count, C, H, W)
     target = slice(tg.target, 0, begin, count);  // (count, C, H, W)
     cond = slice(b.cond, 0, begin, count);       // (count, L, D)
+    if (tg.w_embedding.defined()) w_embedding = slice(tg.w_embedding, 0, begin, count);  // (count, dim)
   }
   // 3. Student, with grad through the online LoRA only.
   LcdStudentPart out;
-  out.pred = consistency_output(s, unet.forward(z_s, as_double(t_s), cond), z_s, t_s, edge);
+  out.pred = consistency_output(s, unet.forward(z_s, as_double(t_s), cond, w_embedding), z_s, t_s, edge);
   // 6. Loss: this part's share of the batch mean.
   Tensor part_mean = settings.loss == LossType::kHuber ? pseudo_huber_loss(out.pred, target, settings.huber_c)
                                                        : mse_loss(out.pred, target);

@@ -8,6 +8,8 @@
 // with the consistency function f(z, t) = c_skip(t) z + c_out(t) x̂0 (LCD) or, for PCM with M phases,
 // f(z, t) = √ᾱ_e x̂0 + √(1 − ᾱ_e) ε̂ at the lower edge e of j's phase (the target is z_e itself when t_e = e).
 // LCF (consistency fine-tuning, no teacher) takes z_e = α_{t_e} z_0 + σ_{t_e} ε on the forward process instead.
+// Guidance-conditioned LCD feeds student and target the embedding of w = s − 1 (diffusers' LCM script; the
+// teacher, the base model, gets none).
 // in two stages: the no-grad stages for the whole batch (lcd_targets: steps 1, 2, 4, 5, batch-parallel inside
 // the UNet), then the student and its loss for any range of samples (lcd_student: steps 3 and 6), so that the
 // trainer can run the student's forward and backward batch-parallel (lcd_loss_and_gradients).
@@ -31,6 +33,8 @@ struct LcdSettings {
   OdeSolver solver = OdeSolver::kDdim;
   int phases = 0;            // PCM's M; 0: LCD's boundary parameterisation
   bool teacher_free = false;  // LCF: z_e on the forward process from the same noise
+  bool guidance_embedding = false;  // student and target see the embedding of w = s − 1 (time_cond_proj_dim)
+  int guidance_embedding_dim = 256;
 };
 
 struct LcdBatch {
@@ -44,6 +48,7 @@ struct LcdBatch {
 // Steps 1, 2, 4 and 5, without a tape.
 struct LcdTargets {
   std::vector<int> t_s, t_e, edge;  // edge: PCM's lower phase edge per sample (empty for LCD)
+  Tensor w_embedding;  // (B, guidance_embedding_dim) of w = s − 1 for student and target, or undefined
   Tensor z_s, eps_cond, eps_uncond, z_e, target;  // (B, C, H, W) each
 };
 // Evaluates the teacher and the target through `lora`'s mode switch and leaves the LoRA in student mode.

@@ -40,8 +40,10 @@ class ConsistencyObjective : public Objective {
   double ema_decay() const override { return c_.ema_decay; }
   std::vector<SampleGrid> sample_grids() const override {
     std::vector<SampleGrid> grids;
-    if (settings_.phases > 0) return {{sampler_, settings_.phases, 1.0}};
-    for (int steps : c_.samples_lcm_steps) grids.push_back({sampler_, steps, 1.0});
+    // A guidance-conditioned adapter is shown at the middle of its trained range; the others have it built in.
+    const double s = settings_.guidance_embedding ? 0.5 * (c_.guidance_min + c_.guidance_max) : 1.0;
+    if (settings_.phases > 0) return {{sampler_, settings_.phases, s}};
+    for (int steps : c_.samples_lcm_steps) grids.push_back({sampler_, steps, s});
     return grids;
   }
   std::vector<std::pair<std::string, std::string>> adapter_metadata() const override {

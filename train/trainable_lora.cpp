@@ -3,12 +3,13 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
 
 #include "autograd/errors.h"
 
 namespace lcd {
 
-TrainableLora::TrainableLora(Module& model, const LoraSettings& s, Rng& rng) {
+TrainableLora::TrainableLora(Module& model, const LoraSettings& s, Rng& rng, const std::vector<std::string>& full_weights) {
   if (s.rank < 1) throw ConfigError("lora.rank must be at least 1, got " + std::to_string(s.rank));
   std::vector<std::tuple<std::string, Tensor, Tensor, double>> factors;
   for (auto& [name, m] : lora_target_modules(model, s.targets)) {
@@ -24,16 +25,28 @@ TrainableLora::TrainableLora(Module& model, const LoraSettings& s, Rng& rng) {
     for (const auto& t : s.targets) list += (list.empty() ? "" : ", ") + t;
     throw ConfigError("lora.targets [" + list + "] match no Linear or Conv2d module of the UNet");
   }
-  build(model, factors);
+  build(model, factors, full_weights);
 }
 
 TrainableLora::TrainableLora(Module& model, const LoraAdapter& adapter) {
   std::vector<std::tuple<std::string, Tensor, Tensor, double>> factors;
   for (const auto& [name, f] : adapter.modules) factors.emplace_back(name, f.down.clone(), f.up.clone(), f.alpha);
-  build(model, factors);
+  std::vector<std::string> full;
+  for (auto& [name, t] : model.named_parameters()) {
+    auto it = adapter.full_weights.find(name);
+    if (it == adapter.full_weights.end()) continue;
+    if (t->shape() != it->second.shape())
+      throw FormatError("the adapter's \"" + name + "\" " + it->second.shape().str() + " does not fit the model's " + t->shape().str());
+    *t = it->second.clone();
+    full.push_back(name);
+  }
+  if (full.size() != adapter.full_weights.size())
+    throw FormatError("the adapter carries whole tensors the model has no parameter for (" + adapter.full_weights.begin()->first + ")");
+  build(model, factors, full);
 }
 
-void TrainableLora::build(Module& model, const std::vector<std::tuple<std::string, Tensor, Tensor, double>>& factors) {
+void TrainableLora::build(Module& model, const std::vector<std::tuple<std::string, Tensor, Tensor, double>>& factors,
+                          const std::vector<std::string>& full_weights) {
   std::map<std::string, Module*> modules;
   for (auto& [name, m] : model.named_modules()) modules[name] = m;
   std::vector<std::pair<std::string, Tensor>> params;
@@ -51,7 +64,15 @@ void TrainableLora::build(Module& model, const std::vector<std::tuple<std::strin
     params.emplace_back(name + ".lora_A.weight", down);
     params.emplace_back(name + ".lora_B.weight", up);
   }
-  online_ = FlatParameters(params);  // re-points down/up into the flat buffer
+  std::map<std::string, Tensor*> model_params;
+  for (auto& [name, t] : model.named_parameters()) model_params[name] = t;
+  for (const std::string& name : full_weights) {
+    auto it = model_params.find(name);
+    if (it == model_params.end()) throw FormatError("no parameter \"" + name + "\" in the model to train");
+    full_.push_back({name, it->second, *it->second, Tensor()});
+    params.emplace_back(name, *it->second);
+  }
+  online_ = FlatParameters(params);  // re-points down/up (and the whole tensors) into the flat buffer
   ema_ = allocate_storage<float>(online_.size(), false);
   std::memcpy(ema_.get(), online_.values(), sizeof(float) * online_.size());
   const auto& entries = online_.entries();
@@ -61,6 +82,10 @@ void TrainableLora::build(Module& model, const std::vector<std::tuple<std::strin
     sites_[i].ema_down = Tensor::from_storage(a.tensor.shape(), std::shared_ptr<float>(ema_, ema_.get() + a.offset));
     sites_[i].ema_up = Tensor::from_storage(b.tensor.shape(), std::shared_ptr<float>(ema_, ema_.get() + b.offset));
   }
+  for (size_t i = 0; i < full_.size(); ++i) {
+    const auto& e = entries[2 * sites_.size() + i];
+    full_[i].ema = Tensor::from_storage(e.tensor.shape(), std::shared_ptr<float>(ema_, ema_.get() + e.offset));
+  }
 }
 
 void TrainableLora::use(Mode mode) {
@@ -69,6 +94,7 @@ void TrainableLora::use(Mode mode) {
     if (mode == Mode::kStudent) s.branches->push_back({s.down, s.up, s.scale});
     if (mode == Mode::kTarget) s.branches->push_back({s.ema_down, s.ema_up, s.scale});
   }
+  for (FullSite& f : full_) *f.slot = mode == Mode::kTarget ? f.ema : f.online;
 }
 
 void TrainableLora::update_ema(double decay) {
@@ -85,12 +111,18 @@ void TrainableLora::set_ema(const LoraAdapter& adapter) {
     s.ema_down.copy_from(it->second.down);
     s.ema_up.copy_from(it->second.up);
   }
+  for (FullSite& f : full_) {
+    auto it = adapter.full_weights.find(f.name);
+    if (it == adapter.full_weights.end()) throw FormatError("EMA adapter lacks \"" + f.name + "\"");
+    f.ema.copy_from(it->second);
+  }
 }
 
 LoraAdapter TrainableLora::adapter(bool ema) const {
   LoraAdapter a;
   for (const Site& s : sites_)
     a.modules[s.name] = LoraFactors{(ema ? s.ema_down : s.down).clone(), (ema ? s.ema_up : s.up).clone(), s.alpha};
+  for (const FullSite& f : full_) a.full_weights[f.name] = (ema ? f.ema : f.online).clone();
   return a;
 }
 

@@ -1,7 +1,9 @@
 // A trainable LoRA adapter on a frozen UNet (DESIGN.md §5): online factors A, B in FlatParameters (the only
 // tensors with gradients and optimiser state), an EMA copy θ⁻ for the LCD target, and a switch that decides
 // which network a forward pass evaluates: the teacher (base only), the student (base + online) or the target
-// (base + EMA). The frozen base weights are shared by all three.
+// (base + EMA). The frozen base weights are shared by all three. Whole tensors of the model may train with the
+// factors (the guidance embedding's time_embedding.cond_proj.weight): they live in the same flat buffers and are
+// switched with the mode (the teacher is run without their input, so it never sees them).
 #pragma once
 #include <memory>
 #include <string>
@@ -23,8 +25,9 @@ struct LoraSettings {
 class TrainableLora {
  public:
   // Creates factors for every target module of `model`: A Kaiming-uniform (a = √5, bound 1/√fan_in), B = 0.
-  TrainableLora(Module& model, const LoraSettings& settings, Rng& rng);
-  // Creates the factors from an existing adapter (same modules, ranks and alphas), e.g. to continue training.
+  // `full_weights` names parameters of `model` trained as they are, from their current values.
+  TrainableLora(Module& model, const LoraSettings& settings, Rng& rng, const std::vector<std::string>& full_weights = {});
+  // Creates the factors (and whole tensors) from an existing adapter, e.g. to continue training.
   TrainableLora(Module& model, const LoraAdapter& adapter);
 
   enum class Mode { kTeacher, kStudent, kTarget };
@@ -49,8 +52,15 @@ class TrainableLora {
     Tensor ema_down, ema_up;            // EMA (views into ema_)
     double alpha, scale;
   };
-  void build(Module& model, const std::vector<std::tuple<std::string, Tensor, Tensor, double>>& factors);
+  struct FullSite {
+    std::string name;
+    Tensor* slot;       // the model's parameter member
+    Tensor online, ema;  // views into online_ and ema_
+  };
+  void build(Module& model, const std::vector<std::tuple<std::string, Tensor, Tensor, double>>& factors,
+             const std::vector<std::string>& full_weights);
   std::vector<Site> sites_;
+  std::vector<FullSite> full_;
   FlatParameters online_;
   std::shared_ptr<float> ema_;
 };

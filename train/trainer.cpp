@@ -192,9 +192,21 @@ void Trainer::State::load_inputs() {
                       std::to_string(data.size()) + " training images");
   rng = Rng(c.seed);
   if (c.lora_enabled) {
+    // Guidance-conditioned LCD trains time_embedding.cond_proj (zero at the start: the student starts as the
+    // teacher) with the factors.
+    const std::string cond_proj = "time_embedding.cond_proj.weight";
+    if (c.lcd.guidance_embedding && unet->config.time_cond_proj_dim == 0) unet->add_time_cond_proj(c.lcd.guidance_embedding_dim);
     try {
-      lora = c.init_adapter.empty() ? std::make_unique<TrainableLora>(*unet, c.lora, rng)
-                                    : std::make_unique<TrainableLora>(*unet, read_lora(c.init_adapter));
+      if (c.init_adapter.empty()) {
+        lora = std::make_unique<TrainableLora>(*unet, c.lora, rng,
+                                               c.lcd.guidance_embedding ? std::vector<std::string>{cond_proj} : std::vector<std::string>{});
+      } else {
+        LoraAdapter init = read_lora(c.init_adapter);
+        prepare_unet_for(*unet, init);
+        if (c.lcd.guidance_embedding && !init.full_weights.count(cond_proj))
+          init.full_weights[cond_proj] = Tensor::zeros(unet->time_embedding.cond_proj->weight.shape());
+        lora = std::make_unique<TrainableLora>(*unet, init);
+      }
     } catch (const FormatError& e) {
       const std::string m = e.what();
       throw FormatError(c.init_adapter.empty() || m.find(c.init_adapter) != std::string::npos ? m : c.init_adapter + ": " + m);

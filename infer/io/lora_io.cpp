@@ -84,6 +84,8 @@ static LoraAdapter read_lora_hdf5(const std::string& path) {
   if (!f.exists("/lora")) throw FormatError(path + ": no /lora group (not an lcdkit adapter export)");
   LoraAdapter a;
   a.source_style = "hdf5";
+  if (f.exists("/weights"))
+    for (const std::string& name : f.members("/weights")) a.full_weights[name] = f.read_tensor("/weights/" + name);
   for (const std::string& module : f.members("/lora")) {
     const std::string g = "/lora/" + module;
     if (!f.exists(g + "/A") || !f.exists(g + "/B") || !f.has_attribute(g, "alpha"))
@@ -107,6 +109,8 @@ static void write_lora_hdf5(const std::string& path, const LoraAdapter& adapter)
       f.set_attribute(g, "alpha", fac.alpha);
     }
     for (const auto& [k, v] : adapter.metadata) f.set_attribute("/lora", k, v);
+    if (!adapter.full_weights.empty()) f.create_group("/weights");
+    for (const auto& [name, t] : adapter.full_weights) f.write("/weights/" + name, t);
   });
 }
 
@@ -159,7 +163,21 @@ LoraAdapter read_lora(const SafetensorsFile& file, const std::string& adapter_co
                         "(use --allow-unmatched to skip it)");
     if (skipped) skipped->push_back(key);
   };
+  // Whole tensors: "unet.<name>" (PEFT/diffusers keys) or the kohya module name with ".diff" (LyCORIS' and
+  // ComfyUI's key for a full weight difference).
+  auto full_weight_of = [](const std::string& key) -> std::string {
+    for (const std::string& name : adapter_full_weight_names()) {
+      if (key == "unet." + name) return name;
+      const std::string module = name.substr(0, name.rfind('.'));
+      if (key == kKohyaPrefix + module_to_kohya_name(module) + ".diff") return name;
+    }
+    return "";
+  };
   for (const std::string& key : file.names()) {
+    if (const std::string name = full_weight_of(key); !name.empty()) {
+      adapter.full_weights[name] = file.tensor(key);
+      continue;
+    }
     std::string module, role;
     if (key.rfind(kKohyaPrefix, 0) == 0) {
       const std::string rest = key.substr(std::string(kKohyaPrefix).size());
@@ -223,6 +241,8 @@ void write_lora(const std::string& path, const LoraAdapter& adapter, LoraFormat 
       tensors.push_back({base + ".lora_up.weight", f.up, dtype});
       tensors.push_back({base + ".alpha", Tensor::full({}, static_cast<float>(f.alpha)), dtype});
     }
+    for (const auto& [name, t] : adapter.full_weights)
+      tensors.push_back({kKohyaPrefix + module_to_kohya_name(name.substr(0, name.rfind('.'))) + ".diff", t, dtype});
   } else {
     // The most common rank and alpha become r and lora_alpha; the rest go to rank_pattern / alpha_pattern.
     std::map<int64_t, int> rank_count;
@@ -248,6 +268,7 @@ void write_lora(const std::string& path, const LoraAdapter& adapter, LoraFormat 
       if (f.rank() != r) rank_pattern[module] = f.rank();
       if (f.alpha != alpha) alpha_pattern[module] = f.alpha;
     }
+    for (const auto& [name, t] : adapter.full_weights) tensors.push_back({"unet." + name, t, dtype});
     json meta = {{"unet.r", r},
                  {"unet.lora_alpha", alpha},
                  {"unet.peft_type", "LORA"},

@@ -16,7 +16,7 @@ UNetConfig UNetConfig::from_json(const json& j, const std::string& origin) {
   rules.used = {"in_channels", "out_channels", "down_block_types", "up_block_types", "block_out_channels",
                 "layers_per_block", "attention_head_dim", "num_attention_heads", "cross_attention_dim",
                 "norm_num_groups", "norm_eps", "use_linear_projection", "downsample_padding", "flip_sin_to_cos",
-                "freq_shift", "mid_block_type", "sample_size"};
+                "freq_shift", "mid_block_type", "sample_size", "time_cond_proj_dim"};
   rules.free = {"dropout", "upcast_attention", "addition_embed_type_num_heads"};
   rules.must_equal = {
       {"act_fn", "silu"}, {"addition_embed_type", nullptr}, {"addition_time_embed_dim", nullptr},
@@ -27,7 +27,7 @@ UNetConfig UNetConfig::from_json(const json& j, const std::string& origin) {
       {"num_class_embeds", nullptr}, {"only_cross_attention", false},
       {"projection_class_embeddings_input_dim", nullptr}, {"resnet_out_scale_factor", 1.0},
       {"resnet_skip_time_act", false}, {"resnet_time_scale_shift", "default"},
-      {"reverse_transformer_layers_per_block", nullptr}, {"time_cond_proj_dim", nullptr},
+      {"reverse_transformer_layers_per_block", nullptr},
       {"time_embedding_act_fn", nullptr}, {"time_embedding_dim", nullptr}, {"time_embedding_type", "positional"},
       {"timestep_post_act", nullptr}, {"transformer_layers_per_block", 1}};
   check_config_fields(j, rules, origin);
@@ -48,6 +48,8 @@ UNetConfig UNetConfig::from_json(const json& j, const std::string& origin) {
   c.downsample_padding = field("downsample_padding", c.downsample_padding);
   c.flip_sin_to_cos = field("flip_sin_to_cos", c.flip_sin_to_cos);
   c.freq_shift = field("freq_shift", c.freq_shift);
+  if (j.contains("time_cond_proj_dim") && !j["time_cond_proj_dim"].is_null())
+    c.time_cond_proj_dim = field("time_cond_proj_dim", c.time_cond_proj_dim);
   const std::string mid = field("mid_block_type", std::string("UNetMidBlock2DCrossAttn"));
   if (mid != "UNetMidBlock2DCrossAttn")
     throw ConfigError(origin + ": unsupported field \"mid_block_type\" = \"" + mid + "\"");
@@ -93,6 +95,8 @@ void UNetConfig::validate(const std::string& origin) const {
   channels("in_channels", in_channels);
   channels("out_channels", out_channels);
   channels("cross_attention_dim", cross_attention_dim);
+  if (time_cond_proj_dim < 0 || time_cond_proj_dim == 1 || time_cond_proj_dim > 4096)
+    throw fail("time_cond_proj_dim", std::to_string(time_cond_proj_dim), "must be null or 2..4096");
   if (layers_per_block < 1 || layers_per_block > 64) throw fail("layers_per_block", std::to_string(layers_per_block), "must be 1..64");
   if (norm_num_groups < 1) throw fail("norm_num_groups", std::to_string(norm_num_groups), "must be ≥ 1");
   if (!(norm_eps > 0) || !std::isfinite(norm_eps)) throw fail("norm_eps", std::to_string(norm_eps), "must be a finite number > 0");
@@ -128,6 +132,7 @@ UNet2DConditionModel::UNet2DConditionModel(const UNetConfig& cfg)
   BlockSettings s{boc[0] * 4, cfg.norm_num_groups, cfg.norm_eps, 0, cfg.cross_attention_dim, cfg.use_linear_projection};
   register_module("conv_in", &conv_in);
   register_module("time_embedding", &time_embedding);
+  if (cfg.time_cond_proj_dim > 0) time_embedding.add_cond_proj(cfg.time_cond_proj_dim);
   int64_t out = boc[0];
   for (size_t i = 0; i < n; ++i) {
     const int64_t in = out;
@@ -155,8 +160,17 @@ UNet2DConditionModel::UNet2DConditionModel(const UNetConfig& cfg)
   register_module("conv_out", &conv_out);
 }
 
+void UNet2DConditionModel::add_time_cond_proj(int64_t dim) {
+  if (config.time_cond_proj_dim > 0)
+    throw ConfigError("the UNet already has time_cond_proj_dim " + std::to_string(config.time_cond_proj_dim));
+  if (dim < 2 || dim > 4096) throw ConfigError("time_cond_proj_dim " + std::to_string(dim) + " must be 2..4096");
+  time_embedding.add_cond_proj(dim);
+  config.time_cond_proj_dim = dim;
+  config.raw["time_cond_proj_dim"] = dim;
+}
+
 Tensor UNet2DConditionModel::forward(const Tensor& sample, const std::vector<double>& timesteps,
-                                     const Tensor& context) const {
+                                     const Tensor& context, const Tensor& timestep_cond) const {
   if (sample.ndim() != 4 || sample.size(1) != config.in_channels)
     throw ShapeError("UNet: sample " + sample.shape().str() + " is not (B, " + std::to_string(config.in_channels) +
                      ", H, W)");
@@ -169,18 +183,21 @@ Tensor UNet2DConditionModel::forward(const Tensor& sample, const std::vector<dou
   const int64_t levels = static_cast<int64_t>(config.block_out_channels.size()) - 1;
   if (sample.size(2) % (int64_t(1) << levels) || sample.size(3) % (int64_t(1) << levels))
     throw ShapeError("UNet: sample size " + sample.shape().str() + " is not divisible by 2^" + std::to_string(levels));
-  if (grad_enabled() || !splits_batch(sample.size(0))) return forward_unsplit(sample, timesteps, context);
+  if (timestep_cond.defined() && (timestep_cond.ndim() != 2 || timestep_cond.size(0) != sample.size(0)))
+    throw ShapeError("UNet: timestep condition " + timestep_cond.shape().str() + " is not (B, time_cond_proj_dim)");
+  if (grad_enabled() || !splits_batch(sample.size(0))) return forward_unsplit(sample, timesteps, context, timestep_cond);
   return map_parts(sample.size(0), [&](int64_t begin, int64_t count) {
     const std::vector<double> t(timesteps.begin() + begin, timesteps.begin() + begin + count);
-    return forward_unsplit(slice(sample, 0, begin, count), t, slice(context, 0, begin, count));
+    return forward_unsplit(slice(sample, 0, begin, count), t, slice(context, 0, begin, count),
+                           timestep_cond.defined() ? slice(timestep_cond, 0, begin, count) : Tensor());
   });
 }
 
 Tensor UNet2DConditionModel::forward_unsplit(const Tensor& sample, const std::vector<double>& timesteps,
-                                             const Tensor& context) const {
-
+                                             const Tensor& context, const Tensor& timestep_cond) const {
   Tensor temb = time_embedding.forward(
-      timestep_features(timesteps, config.block_out_channels[0], config.flip_sin_to_cos, config.freq_shift));
+      timestep_features(timesteps, config.block_out_channels[0], config.flip_sin_to_cos, config.freq_shift),
+      timestep_cond);  // (B, 4·C0)
   // Channels-last inside (layers.h): (B, C, H, W) → (B, H, W, C) here and back at the end.
   Tensor h = conv_in.forward(permute(sample, {0, 2, 3, 1}));  // (B, H, W, C0)
   std::vector<Tensor> skips{h};

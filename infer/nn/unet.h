@@ -23,6 +23,7 @@ struct UNetConfig {
   bool flip_sin_to_cos = true;
   double freq_shift = 0;
   int64_t sample_size = 8;  // latent height and width the model was trained at
+  int64_t time_cond_proj_dim = 0;  // width of the guidance embedding fed to time_embedding.cond_proj; 0: none
   nlohmann::json raw;  // the config as read, written back on save
 
   // Validates strictly (config_check.h); `origin` names the file in errors.
@@ -35,8 +36,14 @@ class UNet2DConditionModel : public Module {
  public:
   explicit UNet2DConditionModel(const UNetConfig& config);
   // sample (B, C, H, W), timesteps (B) (may differ per sample), context (B, L, cross_attention_dim) → (B, out, H, W)
-  // Without a tape, large batches run batch-parallel (autograd/batch_parallel.h).
-  Tensor forward(const Tensor& sample, const std::vector<double>& timesteps, const Tensor& context) const;
+  // timestep_cond (B, time_cond_proj_dim): the guidance embedding of a guidance-conditioned model (diffusers'
+  // timestep_cond); undefined skips cond_proj. Without a tape, large batches run batch-parallel
+  // (autograd/batch_parallel.h).
+  Tensor forward(const Tensor& sample, const std::vector<double>& timesteps, const Tensor& context,
+                 const Tensor& timestep_cond = Tensor()) const;
+  // Makes a guidance-conditioned model of this one: time_embedding.cond_proj with zero weights, so that it still
+  // computes the same function; time_cond_proj_dim is set in config and config.raw.
+  void add_time_cond_proj(int64_t dim);
 
   UNetConfig config;
   TimestepEmbedding time_embedding;
@@ -48,7 +55,8 @@ class UNet2DConditionModel : public Module {
   Conv2d conv_out;
 
  private:
-  Tensor forward_unsplit(const Tensor& sample, const std::vector<double>& timesteps, const Tensor& context) const;
+  Tensor forward_unsplit(const Tensor& sample, const std::vector<double>& timesteps, const Tensor& context,
+                         const Tensor& timestep_cond) const;
 };
 
 }  // namespace lcd

@@ -133,7 +133,7 @@ Conditions load_conditions(const Options& o, const Settings& s, const UNetConfig
     if (f.contains("uncond")) require_finite(c.uncond, o.cond + ": uncond");
     c.names.assign(cs[0], "cond");
   }
-  if (s.guidance != 1.0 && !c.uncond.defined())
+  if (s.guidance != 1.0 && !c.uncond.defined() && unet.time_cond_proj_dim == 0)
     throw UsageError("--guidance " + o.guidance + " needs an unconditional embedding (uncond in --cond, or --model)");
   if (!o.num.empty() && parse_int("--num", o.num, 1) != c.cond.size(0))
     throw UsageError("--num " + o.num + " does not match the " + std::to_string(c.cond.size(0)) + " conditions");
@@ -217,6 +217,7 @@ int lcm_sample_command(int argc, char** argv) {
   for (const auto& spec : o.loras) {
     auto [path, weight] = parse_weighted_path("--lora", spec);
     adapters.emplace_back(read_lora(path), weight);
+    prepare_unet_for(*unet, adapters.back().first);
     try {
       merge_lora(*unet, adapters.back().first, weight);
     } catch (const FormatError& e) {

@@ -188,6 +188,7 @@ int fold(const std::vector<std::string>& args) {
       throw UsageError("--out " + out_dir + " would replace the input " + in.path + "; lcdkit never overwrites an input");
   Inputs in = read_inputs(specs, allow_unmatched);
   auto unet = load_unet(unet_dir);
+  for (const auto& w : in.weighted) prepare_unet_for(*unet, *w.adapter);
   std::set<std::string> names;
   for (auto& [name, m] : unet->named_modules())
     if (m->lora_layer()) names.insert(name);
@@ -286,6 +287,12 @@ int inspect(const std::vector<std::string>& args) {
     total += n * n;
     std::printf("%-72s %6s %8.4g %6lld %22s %12.5g\n", name.c_str(), f.is_conv() ? "conv" : "linear", f.alpha,
                 static_cast<long long>(f.rank()), f.down.shape().str().c_str(), n);
+  }
+  for (const auto& [name, t] : a.full_weights) {
+    double n = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) n += double(t.data()[i]) * t.data()[i];
+    total += n;
+    std::printf("%-72s %6s %8s %6s %22s %12.5g\n", name.c_str(), "whole", "-", "-", t.shape().str().c_str(), std::sqrt(n));
   }
   std::printf("total |dW|_F = %.6g\n", std::sqrt(total));
   if (!skipped.empty()) std::printf("skipped %zu unmatched keys\n", skipped.size());

@@ -80,6 +80,17 @@ TEST(ModuleGradients, TinyUNetPassesGradientsToEveryParameter) {
   check_module_gradients(unet, [&] { return unet.forward(x, {999, 37}, ctx); }, 4);
 }
 
+// A guidance-conditioned UNet (time_cond_proj_dim) with its guidance embedding: cond_proj gets its gradient too.
+TEST(ModuleGradients, GuidanceConditionedUNetPassesGradientsToCondProj) {
+  nlohmann::json cfg = testing::tiny_unet_config();
+  cfg["time_cond_proj_dim"] = 16;
+  UNet2DConditionModel unet(UNetConfig::from_json(cfg, "tiny"));
+  randomize(unet, 11);
+  Tensor x = random_input({2, 2, 4, 4}, 12), ctx = random_input({2, 3, 6}, 13);
+  const Tensor w = guidance_scale_embedding({0.5, 3.0}, 16);
+  check_module_gradients(unet, [&] { return unet.forward(x, {999, 37}, ctx, w); }, 14);
+}
+
 TEST(ModuleGradients, TinyAutoencoderPassesGradientsToEveryParameter) {
   nlohmann::json cfg = {{"block_out_channels", {8, 8}}, {"layers_per_block", 1}, {"norm_num_groups", 4},
                         {"latent_channels", 2},         {"in_channels", 1},      {"out_channels", 1}};

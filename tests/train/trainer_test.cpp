@@ -15,6 +15,7 @@
 #include "autograd/errors.h"
 #include "autograd/threads.h"
 #include "infer/io/lora_io.h"
+#include "tests/tool_runner.h"
 #include "tests/train/tiny_model.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -127,6 +128,7 @@ TEST_F(TrainerTest, EveryMethodTrainsAndResumesBitForBit) {
       {"dpm-solver++2s", {{"lcd", {{"solver", "dpm-solver++2s"}}}}, "final-lcm1.png"},
       {"pcm", {{"objective", "pcm"}, {"pcm", {{"phases", 2}}}, {"lcd", {{"cond_dropout", 0.25}}}}, "final-pcm2.png"},
       {"lcf", {{"objective", "lcf"}, {"lora", {{"init_adapter", init}}}}, "final-lcm1.png"},
+      {"w-conditioned", {{"lcd", {{"guidance_embedding", true}, {"guidance_embedding_dim", 16}}}}, "final-lcm1.png"},
   };
   for (const Method& m : methods) {
     SCOPED_TRACE(m.tag);
@@ -146,7 +148,32 @@ TEST_F(TrainerTest, EveryMethodTrainsAndResumesBitForBit) {
     EXPECT_TRUE(fs::exists(dir_ / a / "samples" / m.grid)) << m.grid;
     const LoraAdapter trained = read_lora((dir_ / a / "adapter/pytorch_lora_weights.safetensors").string());
     EXPECT_EQ(trained.metadata.at("lcdkit.objective"), cfg(a, 6).objective);
-    if (m.tag == "pcm") EXPECT_EQ(trained.metadata.at("lcdkit.pcm_phases"), "2");
+    if (m.tag == "pcm") {
+      EXPECT_EQ(trained.metadata.at("lcdkit.pcm_phases"), "2");
+    }
+    if (m.tag == "w-conditioned") {  // cond_proj trained from zero and exported with the factors, in every format
+      for (const char* f : {"adapter/pytorch_lora_weights.safetensors", "adapter/adapter_kohya.safetensors", "adapter/adapter.h5"}) {
+        const LoraAdapter exported = read_lora((dir_ / a / f).string());
+        ASSERT_EQ(exported.full_weights.count("time_embedding.cond_proj.weight"), 1u) << f;
+        const Tensor& p = exported.full_weights.at("time_embedding.cond_proj.weight");
+        EXPECT_EQ(p.shape(), (Shape{8, 16}));
+        double norm = 0;
+        for (int64_t i = 0; i < p.numel(); ++i) norm += std::abs(p.data()[i]);
+        EXPECT_GT(norm, 0.0) << f;
+      }
+      // lcm-sample gives the plain teacher the projection and feeds --guidance's w = s − 1: scales differ.
+      auto sample = [&](const std::string& s) {
+        const std::string out = (dir_ / a / ("lat-" + s + ".safetensors")).string();
+        const CmdResult r = run_tool("lcm-sample", "--model " + model_ + " --lora " + (dir_ / a / "adapter/adapter.h5").string() +
+                                                       " --labels 0,1 --steps 2 --guidance " + s + " --latents-out " + out);
+        EXPECT_EQ(r.status, 0) << r.output;
+        return SafetensorsFile::read(out).tensor("latents");
+      };
+      const Tensor low = sample("1.5"), high = sample("3");
+      EXPECT_FALSE(std::equal(low.data(), low.data() + low.numel(), high.data()));
+    } else {
+      EXPECT_TRUE(trained.full_weights.empty());
+    }
     if (m.tag == "lcf") {  // it moved away from the adapter it started from
       const LoraAdapter start = read_lora(init);
       double moved = 0;
