@@ -75,6 +75,9 @@ void expect_same_adapter(const std::string& a, const std::string& b) {
     for (int64_t i = 0; i < f.down.numel(); ++i) ASSERT_EQ(f.down.data()[i], g.down.data()[i]) << name;
     for (int64_t i = 0; i < f.up.numel(); ++i) ASSERT_EQ(f.up.data()[i], g.up.data()[i]) << name;
   }
+  ASSERT_EQ(x.full_weights.size(), y.full_weights.size());
+  for (const auto& [name, t] : x.full_weights)
+    for (int64_t i = 0; i < t.numel(); ++i) ASSERT_EQ(t.data()[i], y.full_weights.at(name).data()[i]) << name;
 }
 
 // Both objectives, in fp32 and (where the CPU has it) bf16, at batch 4 (one part) and at batch 32 (two
@@ -146,6 +149,14 @@ TEST_F(TrainerTest, EveryMethodTrainsAndResumesBitForBit) {
     expect_same_adapter((dir_ / a / "adapter/adapter.h5").string(), (dir_ / b / "adapter/adapter.h5").string());
     expect_same_adapter((dir_ / a / "adapter_ema/adapter.h5").string(), (dir_ / b / "adapter_ema/adapter.h5").string());
     EXPECT_TRUE(fs::exists(dir_ / a / "samples" / m.grid)) << m.grid;
+    // The last checkpoint's adapters, exported by lcd-train, are the run's final ones.
+    for (const char* which : {"", " --ema"}) {
+      const std::string out = (dir_ / a / (std::string("export") + (which[0] ? "-ema" : "") + ".h5")).string();
+      const CmdResult r = run_tool("lcd-train", "--export-checkpoint " + (dir_ / a / "checkpoints/checkpoint-000006.h5").string() +
+                                                    " --out " + out + which);
+      ASSERT_EQ(r.status, 0) << r.output;
+      expect_same_adapter(out, (dir_ / a / (which[0] ? "adapter_ema" : "adapter") / "adapter.h5").string());
+    }
     const LoraAdapter trained = read_lora((dir_ / a / "adapter/pytorch_lora_weights.safetensors").string());
     EXPECT_EQ(trained.metadata.at("lcdkit.objective"), cfg(a, 6).objective);
     if (m.tag == "pcm") {

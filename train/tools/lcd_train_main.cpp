@@ -1,24 +1,48 @@
-// The lcd-train executable: lcd-train CONFIG.json [--resume DIR] [--threads N] (DESIGN.md §7).
+// The lcd-train executable: lcd-train CONFIG.json [--resume DIR] [--threads N] (DESIGN.md §7), and
+// lcd-train --export-checkpoint CKPT --out FILE [--ema]: the adapter of one checkpoint.
 #include <iostream>
 
 #include "autograd/threads.h"
+#include "infer/io/lora_io.h"
 #include "infer/tools/cli.h"
+#include "infer/tools/no_overwrite.h"
+#include "train/checkpoint_export.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
+namespace {
+
+// Writes the adapter of checkpoint `from` to `out` (.h5: HDF5; otherwise PEFT/diffusers safetensors).
+int export_checkpoint(const std::string& from, const std::string& out, bool ema) {
+  if (out.empty()) throw lcd::UsageError("--export-checkpoint needs --out FILE");
+  lcd::refuse_overwriting_inputs({"--out", out}, {{"--export-checkpoint", from}});
+  const lcd::LoraAdapter a = lcd::adapter_from_checkpoint(lcd::load_checkpoint(from), ema, from);
+  const bool h5 = out.size() > 3 && out.compare(out.size() - 3, 3, ".h5") == 0;
+  lcd::write_lora(out, a, h5 ? lcd::LoraFormat::kHdf5 : lcd::LoraFormat::kPeft);
+  std::cerr << "lcd-train: wrote " << out << " (" << (ema ? "EMA" : "online") << " adapter at step " << a.metadata.at("lcdkit.step")
+            << ")\n";
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   return lcd::run_tool("lcd-train", [&] {
-    std::string config_path, resume, threads;
-    bool help_config = false;
-    lcd::ArgParser p("lcd-train", "CONFIG.json [--resume DIR] [--threads N]",
-                     "Latent consistency distillation of a LoRA adapter (objective \"lcd\"), or diffusion training of a\n"
-                     "style LoRA or the whole UNet (objective \"diffusion\"), from a JSON config. See --help-config for\n"
+    std::string config_path, resume, threads, export_from, export_out;
+    bool help_config = false, ema = false;
+    lcd::ArgParser p("lcd-train", "CONFIG.json [--resume DIR] [--threads N] | --export-checkpoint CKPT --out FILE [--ema]",
+                     "Consistency distillation of a LoRA adapter (objectives \"lcd\", \"pcm\", \"lcf\"), or diffusion training\n"
+                     "of a style LoRA or the whole UNet (objective \"diffusion\"), from a JSON config. See --help-config for\n"
                      "every key and its default.");
     p.positional("CONFIG.json", "the run's configuration", &config_path, false);
     p.option("--resume", "DIR", "continue the run in DIR from its latest checkpoint", &resume);
     p.option("--threads", "N", "threads (overrides the config's threads)", &threads);
     p.flag("--help-config", "list every config key with its default and meaning", &help_config);
+    p.option("--export-checkpoint", "CKPT", "write the adapter held by checkpoint CKPT (with --out) and exit", &export_from);
+    p.option("--out", "FILE", "where --export-checkpoint writes (.h5: HDF5, else PEFT safetensors)", &export_out);
+    p.flag("--ema", "--export-checkpoint: the EMA adapter instead of the online one", &ema);
     if (!p.parse(argc, argv)) return 0;
+    if (!export_from.empty()) return export_checkpoint(export_from, export_out, ema);
     if (help_config) {
       std::cout << lcd::describe_config();
       return 0;
