@@ -88,26 +88,21 @@ class DiffusionTraining : public Objective {
   ObjectiveContext x_;
 };
 
-std::unique_ptr<Objective> make_lcd(const TrainConfig& c, const ObjectiveContext& x) {
+// The consistency step with the config's lcd.* settings, PCM's phases (0: LCD's parameterisation) and LCF's
+// teacher-free target; the sampler its grids use.
+std::unique_ptr<Objective> consistency(const TrainConfig& c, const ObjectiveContext& x, int phases, bool teacher_free,
+                                       const char* sampler) {
   LcdSettings s = c.lcd;
-  s.phases = 0;
-  s.teacher_free = false;
-  return std::make_unique<ConsistencyObjective>(c, x, s, "lcm");
+  s.phases = phases;
+  s.teacher_free = teacher_free;
+  return std::make_unique<ConsistencyObjective>(c, x, s, sampler);
 }
 
+std::unique_ptr<Objective> make_lcd(const TrainConfig& c, const ObjectiveContext& x) { return consistency(c, x, 0, false, "lcm"); }
 std::unique_ptr<Objective> make_pcm(const TrainConfig& c, const ObjectiveContext& x) {
-  LcdSettings s = c.lcd;
-  s.phases = c.pcm_phases;
-  s.teacher_free = false;
-  return std::make_unique<ConsistencyObjective>(c, x, s, "pcm");
+  return consistency(c, x, c.pcm_phases, false, "pcm");
 }
-
-std::unique_ptr<Objective> make_lcf(const TrainConfig& c, const ObjectiveContext& x) {
-  LcdSettings s = c.lcd;
-  s.phases = 0;
-  s.teacher_free = true;
-  return std::make_unique<ConsistencyObjective>(c, x, s, "lcm");
-}
+std::unique_ptr<Objective> make_lcf(const TrainConfig& c, const ObjectiveContext& x) { return consistency(c, x, 0, true, "lcm"); }
 
 std::unique_ptr<Objective> make_diffusion(const TrainConfig& c, const ObjectiveContext& x) {
   return std::make_unique<DiffusionTraining>(c, x);
