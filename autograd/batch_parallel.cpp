@@ -83,13 +83,16 @@ double parallel_backward(FlatParameters& params, int64_t batch,
     losses[i] = loss.item();
     loss.backward();
   });
+  // Summed in double and rounded once (or kept unrounded in the wide buffer, for a sum over processes).
   float* g = params.grads();
+  double* wide = params.wide_grads();
   const int64_t n = params.size();
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t k = 0; k < n; ++k) {
-    float s = grads[0].get()[k];
+    double s = grads[0].get()[k];
     for (int64_t i = 1; i < p.count; ++i) s += grads[i].get()[k];
-    g[k] += s;
+    if (wide) wide[k] += s;
+    else g[k] += static_cast<float>(s);
   }
   double total = 0;
   for (double l : losses) total += l;

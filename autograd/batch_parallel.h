@@ -40,7 +40,8 @@ Tensor map_parts(int64_t batch, const std::function<Tensor(int64_t begin, int64_
 
 // The gradients of Σ_parts part_loss(begin, count) with respect to `params`, added into params' gradient
 // buffer, and that sum's value. Each part builds its own graph and runs its own backward on its thread,
-// into a private gradient buffer (GradientRedirect); the buffers are added in part order.
+// into a private gradient buffer (GradientRedirect); the buffers are added in part order, in double (into
+// params.wide_grads() where kept, else rounded once into the float buffer).
 double parallel_backward(FlatParameters& params, int64_t batch,
                          const std::function<Tensor(int64_t begin, int64_t count)>& part_loss);
 

@@ -27,8 +27,13 @@ FlatParameters::FlatParameters(std::vector<std::pair<std::string, Tensor>> param
   }
 }
 
+void FlatParameters::keep_wide_gradients() {
+  if (!wide_grads_ && size_) wide_grads_ = allocate_storage<double>(size_, true);
+}
+
 void FlatParameters::zero_grad() {
   if (size_) std::memset(grads_.get(), 0, sizeof(float) * size_);
+  if (wide_grads_) std::memset(wide_grads_.get(), 0, sizeof(double) * size_);
 }
 
 double FlatParameters::grad_norm() const {

@@ -30,7 +30,13 @@ class FlatParameters {
   const float* grads() const { return grads_.get(); }
   const std::vector<Entry>& entries() const { return entries_; }
 
-  void zero_grad();
+  // Gradient sums kept in double (null until keep_wide_gradients): parallel_backward adds the sum of its parts
+  // here, unrounded, instead of into grads(), so that a sum over processes (train/distributed.h) rounds once,
+  // as one process does, whatever the number of processes.
+  double* wide_grads() { return wide_grads_.get(); }
+  void keep_wide_gradients();
+
+  void zero_grad();  // both buffers
   double grad_norm() const;  // global L2 norm of all gradients, accumulated in double
   // Scales the gradients so their global norm is at most max_norm; returns the norm before clipping.
   double clip_grad_norm(double max_norm);
@@ -38,6 +44,7 @@ class FlatParameters {
  private:
   std::vector<Entry> entries_;
   std::shared_ptr<float> values_, grads_;
+  std::shared_ptr<double> wide_grads_;
   int64_t size_ = 0;
 };
 

@@ -29,7 +29,7 @@ Tensor diffusion_loss_part(const UNet2DConditionModel& unet, const NoiseSchedule
     case PredictionType::kVPrediction: target = sub(mul(a, eps), mul(sg, z0)); break;
     case PredictionType::kSample: target = z0; break;
   }
-  const double share = static_cast<double>(count) / static_cast<double>(b.z0.size(0));
+  const double share = b.weight * static_cast<double>(count) / static_cast<double>(b.z0.size(0));
   return scale(mse_loss(unet.forward(z_t, t, cond), target), share);
 }
 

@@ -15,9 +15,10 @@ struct DiffusionBatch {
   Tensor z0, eps;
   Tensor cond;                // (B, L, D), after condition dropout
   std::vector<int> t;
+  double weight = 1.0;        // the batch's share of the optimised batch: 1, or a process's B_r/B (distributed.h)
 };
 
-// Samples [begin, begin + count)'s share of the batch-mean loss, count/B · mean over the part, on the tape.
+// Samples [begin, begin + count)'s share of the batch-mean loss, weight · count/B · mean over the part, on the tape.
 Tensor diffusion_loss_part(const UNet2DConditionModel& unet, const NoiseSchedule& schedule, const DiffusionBatch& batch,
                            int64_t begin, int64_t count);
 // The whole batch's loss on one tape.

@@ -116,7 +116,7 @@ LcdTargets lcd_targets(const UNet2DConditionModel& unet, TrainableLora& lora, co
 
 LcdStudentPart lcd_student(const UNet2DConditionModel& unet, const NoiseSchedule& s, const LcdSettings& settings,
                            const LcdBatch& b, const LcdTargets& tg, int64_t begin, int64_t count) {
-  const double share = static_cast<double>(count) / static_cast<double>(b.z0.size(0));
+  const double share = b.weight * static_cast<double>(count) / static_cast<double>(b.z0.size(0));
   const std::vector<int> t_s = part_of(tg.t_s, begin, count), edge = tg.edge.empty() ? tg.edge : part_of(tg.edge, begin, count);
   Tensor z_s, target, cond, w_embedding;
   {

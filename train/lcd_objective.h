@@ -43,6 +43,7 @@ struct LcdBatch {
   Tensor cond, uncond;            // (B, L, D) each
   std::vector<int> j;             // grid indices 0..N−1
   std::vector<double> guidance;   // s per sample (diffusers' convention)
+  double weight = 1.0;            // the batch's share of the optimised batch: 1, or a process's B_r/B (distributed.h)
 };
 
 // Steps 1, 2, 4 and 5, without a tape.
@@ -56,8 +57,8 @@ LcdTargets lcd_targets(const UNet2DConditionModel& unet, TrainableLora& lora, co
                        const LcdSettings& settings, const LcdBatch& batch);
 
 // Steps 3 and 6 for samples [begin, begin + count) of the batch (LoRA in student mode): the prediction on the
-// tape, and the part's share of the batch-mean loss, count/B · mean over the part (so the parts' losses add up
-// to the batch's loss), on the tape for the chosen loss and as values for both.
+// tape, and the part's share of the batch-mean loss, weight · count/B · mean over the part (so the parts' losses
+// add up to the batch's loss, and the processes' batches to the optimised one), on the tape for the chosen loss and as values for both.
 struct LcdStudentPart {
   Tensor pred;  // (count, C, H, W)
   Tensor loss;  // rank 0, on the tape

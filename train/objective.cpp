@@ -10,13 +10,22 @@ namespace lcd {
 
 namespace {
 
+bool all_rows(BatchRows rows, int64_t n) { return rows.begin == 0 && rows.count == n; }
+template <typename T> std::vector<T> rows_of(const std::vector<T>& v, BatchRows rows) {
+  return {v.begin() + rows.begin, v.begin() + rows.begin + rows.count};
+}
+Tensor rows_of(const Tensor& x, BatchRows rows) {
+  NoGradGuard g;
+  return slice(x, 0, rows.begin, rows.count);
+}
+
 // LCD, PCM and LCF: the consistency step of lcd_objective.h with the objective's settings.
 class ConsistencyObjective : public Objective {
  public:
   ConsistencyObjective(const TrainConfig& c, const ObjectiveContext& x, LcdSettings settings, std::string sampler)
       : c_(c), x_(x), settings_(settings), sampler_(std::move(sampler)) {}
 
-  StepLosses loss_and_gradients(const Tensor& z0, std::vector<int64_t> labels, Rng& rng) override {
+  StepLosses loss_and_gradients(const Tensor& z0, std::vector<int64_t> labels, Rng& rng, BatchRows rows) override {
     const int64_t n = z0.size(0), uncond_row = x_.data.unconditional_row();
     LcdBatch b;
     b.z0 = z0;
@@ -29,10 +38,18 @@ class ConsistencyObjective : public Objective {
     if (c_.lcd_cond_dropout > 0)  // the unconditional row for every network: the adapter keeps CFG working
       for (int64_t i = 0; i < n; ++i)
         if (rng.uniform() < c_.lcd_cond_dropout) labels[i] = uncond_row;
+    if (!all_rows(rows, n)) {
+      b.z0 = rows_of(z0, rows);     // (B_r, C, H, W)
+      b.eps = rows_of(b.eps, rows);  // (B_r, C, H, W)
+      b.j = rows_of(b.j, rows);
+      b.guidance = rows_of(b.guidance, rows);
+      labels = rows_of(labels, rows);
+      b.weight = static_cast<double>(rows.count) / static_cast<double>(n);
+    }
     {
       NoGradGuard g;
-      b.cond = embedding(x_.data.cond_table, labels);                                 // (B, L, D)
-      b.uncond = embedding(x_.data.cond_table, std::vector<int64_t>(n, uncond_row));  // (B, L, D)
+      b.cond = embedding(x_.data.cond_table, labels);                                          // (B_r, L, D)
+      b.uncond = embedding(x_.data.cond_table, std::vector<int64_t>(labels.size(), uncond_row));  // (B_r, L, D)
     }
     const LcdLosses l = lcd_loss_and_gradients(x_.unet, *x_.lora, x_.schedule, settings_, b);
     return {l.loss, {{"loss_huber", l.loss_huber}, {"loss_l2", l.loss_l2}}};
@@ -62,7 +79,7 @@ class DiffusionTraining : public Objective {
  public:
   DiffusionTraining(const TrainConfig& c, const ObjectiveContext& x) : c_(c), x_(x) {}
 
-  StepLosses loss_and_gradients(const Tensor& z0, std::vector<int64_t> labels, Rng& rng) override {
+  StepLosses loss_and_gradients(const Tensor& z0, std::vector<int64_t> labels, Rng& rng, BatchRows rows) override {
     const int64_t n = z0.size(0);
     DiffusionBatch b;
     b.z0 = z0;
@@ -71,6 +88,13 @@ class DiffusionTraining : public Objective {
       if (rng.uniform() < c_.cond_dropout) labels[i] = x_.data.unconditional_row();
     }
     b.eps = rng.normal_tensor(z0.shape());
+    if (!all_rows(rows, n)) {
+      b.z0 = rows_of(z0, rows);      // (B_r, C, H, W)
+      b.eps = rows_of(b.eps, rows);  // (B_r, C, H, W)
+      b.t = rows_of(b.t, rows);
+      labels = rows_of(labels, rows);
+      b.weight = static_cast<double>(rows.count) / static_cast<double>(n);
+    }
     {
       NoGradGuard g;
       b.cond = embedding(x_.data.cond_table, labels);  // (B, L, D)

@@ -39,11 +39,18 @@ struct SampleGrid {
   double guidance;
 };
 
+// The samples [begin, begin + count) of a batch that this process computes (train/distributed.h).
+struct BatchRows {
+  int64_t begin, count;
+};
+
 class Objective {
  public:
   virtual ~Objective() = default;
-  // The batch's loss for latents z0 (B, C, H, W) with their labels; gradients added into the trainable weights.
-  virtual StepLosses loss_and_gradients(const Tensor& z0, std::vector<int64_t> labels, Rng& rng) = 0;
+  // The loss of latents z0 (B, C, H, W) with their labels; gradients added into the trainable weights. Every
+  // process draws the randomness of the whole batch (a sample's noise, timestep and guidance do not depend on
+  // the number of processes) and computes `rows`, with their share B_r/B of the batch mean (all rows: the loss).
+  virtual StepLosses loss_and_gradients(const Tensor& z0, std::vector<int64_t> labels, Rng& rng, BatchRows rows) = 0;
   // μ of θ⁻ ← μθ⁻ + (1 − μ)θ after each step; 0: the target is the online weights (no EMA adapter exported).
   virtual double ema_decay() const = 0;
   virtual std::vector<SampleGrid> sample_grids() const = 0;

@@ -27,6 +27,7 @@
 #include "infer/samplers.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/lr_schedule.h"
 #include "train/objective.h"
 #include "train/training_data.h"
@@ -102,13 +103,20 @@ struct Trainer::State {
   // The state as of the last completed step, for emergency checkpoints.
   std::string good_rng;
   int64_t good_epoch = 0, good_position = 0;
+  struct Progress {
+    Clock::time_point start;
+    int64_t first_step = 0;
+    bool tty = false;
+  } progress;
 
   struct StepResult {
     StepLosses losses;
     double grad_norm, lr;
+    double comm_time = 0;  // seconds in collectives (multi-process runs)
   };
 
   TrainingState snapshot(bool last_good) const;
+  uint64_t state_hash() const;  // of the weights, EMA, optimiser moments, generator and step
   // The construction steps, in order: nothing is written before the inputs and the resume state have loaded.
   void check_run_dir(bool resuming, const std::string& config_source) const;
   void load_inputs();
@@ -117,6 +125,8 @@ struct Trainer::State {
   void restore(const TrainingState& t);
   void prepare_run_dir(const std::string& resumed_from, const nlohmann::json& changes) const;
   StepResult one_step();
+  void sum_gradients_over_processes();
+  void after_step(const StepResult& r, double step_time, std::ofstream& metrics, int64_t* last_checkpoint);
   void write_samples(const std::string& tag);
   void export_results();
 };
@@ -130,12 +140,29 @@ Trainer::Trainer(TrainConfig config, const std::string& resume_dir) : s_(std::ma
   s.run_dir = resume_dir.empty() ? c.output_dir : resume_dir;
   c.resolved["output_dir"] = s.run_dir;
   s.checkpoint_dir = (fs::path(s.run_dir) / "checkpoints").string();
-  // 1. Where the run goes, 2. every input, 3. the state to resume from; 4. only then the run directory.
-  s.check_run_dir(!resume_dir.empty(), c.source_path);
-  s.load_inputs();
+  // 1. Where the run goes, 2. every input (rank 0 first: it builds a missing latent cache once, which the other
+  // processes then read), 3. the state to resume from; 4. only then the run directory (rank 0). Each stage ends
+  // on every process together, so that an error on one ends all (train/distributed.h).
+  Communicator& comm = world();
+  on_every_process([&] {
+    if (c.batch_size < comm.size())
+      throw ConfigError(c.source_path + ": \"train.batch_size\" = " + std::to_string(c.batch_size) + " is smaller than the " +
+                        std::to_string(comm.size()) + " processes (each computes its rows of every batch)");
+    s.check_run_dir(!resume_dir.empty(), c.source_path);
+  });
+  for (int turn = 0; turn < 2; ++turn)
+    on_every_process([&] {
+      if ((turn == 0) == comm.is_root()) s.load_inputs();
+    });
   nlohmann::json changes = nlohmann::json::object();
-  const std::string resumed_from = resume_dir.empty() ? "" : s.resume_from_checkpoint(&changes);
-  s.prepare_run_dir(resumed_from, changes);
+  std::string resumed_from;
+  on_every_process([&] {
+    if (!resume_dir.empty()) resumed_from = s.resume_from_checkpoint(&changes);
+  });
+  comm.check_identical(s.state_hash(), "the state resumed from " + s.checkpoint_dir);
+  on_every_process([&] {
+    if (comm.is_root()) s.prepare_run_dir(resumed_from, changes);
+  });
   s.good_rng = s.rng.state();
   s.good_epoch = s.batcher->epoch();
   s.good_position = s.batcher->position();
@@ -218,6 +245,7 @@ void Trainer::State::load_inputs() {
     full = FlatParameters(all);
     params = &full;
   }
+  if (world().size() > 1) params->keep_wide_gradients();
   optimizer = std::make_unique<AdamW>(*params, AdamWConfig{c.beta1, c.beta2, c.adam_eps, c.weight_decay});
   objective = find_objective(c.objective)->make(c, ObjectiveContext{*unet, lora.get(), *params, schedule, data});
   batcher = std::make_unique<Batcher>(data.size(), c.batch_size, c.seed);
@@ -332,6 +360,7 @@ void Trainer::State::prepare_run_dir(const std::string& resumed_from, const nloh
   if (std::ifstream in(history); in) lines.assign(std::istreambuf_iterator<char>(in), {});
   if (!lines.empty() && lines.back() != '\n') lines += "\n";
   nlohmann::json entry = {{"event", resumed_from.empty() ? "start" : "resume"}, {"step", step}};
+  if (world().size() > 1) entry["processes"] = world().size();
   if (!resumed_from.empty()) entry["checkpoint"] = fs::path(resumed_from).filename().string();  // or "the start of the run"
   if (!changes.empty()) entry["changed"] = changes;
   write_file_atomically(history, lines + entry.dump() + "\n");
@@ -358,6 +387,22 @@ TrainingState Trainer::State::snapshot(bool last_good) const {
   return t;
 }
 
+uint64_t Trainer::State::state_hash() const {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  auto mix = [&h](const void* data, size_t bytes) {
+    for (size_t i = 0; i < bytes; ++i) h = (h ^ static_cast<const unsigned char*>(data)[i]) * 1099511628211ull;
+  };
+  const size_t n = static_cast<size_t>(params->size()) * sizeof(float);
+  mix(params->values(), n);
+  if (lora) mix(lora->ema_values(), n);
+  mix(optimizer->first_moment(), n);
+  mix(optimizer->second_moment(), n);
+  const std::string r = rng.state();
+  mix(r.data(), r.size());
+  mix(&step, sizeof step);
+  return h;
+}
+
 void Trainer::State::restore(const TrainingState& t) {
   std::copy(t.params.begin(), t.params.end(), params->values());
   if (lora) std::copy(t.ema.begin(), t.ema.end(), lora->ema_values());
@@ -369,13 +414,40 @@ void Trainer::State::restore(const TrainingState& t) {
   step = t.step;
 }
 
+// The processes' gradients summed in double from their unrounded part sums and rounded once, as one process
+// rounds the sum of the same parts: with the same parts (B/N a multiple of the part size), N processes give
+// one process's gradients (train/distributed.h).
+void Trainer::State::sum_gradients_over_processes() {
+  Communicator& comm = world();
+  if (comm.size() == 1) return;
+  const int64_t n = params->size();
+  float* g = params->grads();
+  double* wide = params->wide_grads();  // kept since load_inputs
+  for (int64_t k = 0; k < n; ++k) wide[k] += g[k];  // a batch too small to cut wrote its one part into g
+  comm.sum(wide, n, "summing the gradients");
+  for (int64_t k = 0; k < n; ++k) g[k] = static_cast<float>(wide[k]);
+}
+
 Trainer::State::StepResult Trainer::State::one_step() {
   const TrainConfig& c = config;
-  const std::vector<int64_t> idx = batcher->next();
+  Communicator& comm = world();
+  const std::vector<int64_t> idx = batcher->next();                 // the same batch on every process
   Tensor z0 = gather_latents(data, idx, c.sample_posterior, rng);  // (B, C, H, W)
   StepResult r{};
-  params->zero_grad();
-  r.losses = objective->loss_and_gradients(z0, gather_labels(data, idx), rng);
+  // This process's rows of the batch (all of them in a one-process run); their losses and gradients are their
+  // share of the batch mean, so the sums over the processes are the batch's.
+  const int64_t b = z0.size(0), p = comm.size(), k = comm.rank();
+  const BatchRows rows{b * k / p, b * (k + 1) / p - b * k / p};
+  on_every_process([&] {
+    params->zero_grad();
+    r.losses = objective->loss_and_gradients(z0, gather_labels(data, idx), rng, rows);
+  });
+  std::vector<double> losses = {r.losses.loss};
+  for (const auto& field : r.losses.reported) losses.push_back(field.second);
+  comm.sum(losses.data(), static_cast<int64_t>(losses.size()), "summing the losses");
+  r.losses.loss = losses[0];
+  for (size_t i = 0; i < r.losses.reported.size(); ++i) r.losses.reported[i].second = losses[i + 1];
+  sum_gradients_over_processes();
   const double loss = r.losses.loss;
   if (!std::isfinite(loss))
     throw NonFiniteError("step " + std::to_string(step + 1) + ": the loss is " + std::to_string(loss) + kNonFiniteAdvice);
@@ -439,85 +511,109 @@ void Trainer::State::export_results() {
   }
 }
 
+// Rank 0's records of a finished step: metrics.jsonl, the progress line, checkpoints and sample grids.
+void Trainer::State::after_step(const StepResult& r, double step_time, std::ofstream& metrics, int64_t* last_checkpoint) {
+  const TrainConfig& c = config;
+  nlohmann::json line = {{"step", step}, {"loss", r.losses.loss}, {"grad_norm", r.grad_norm}, {"lr", r.lr},
+                         {"step_time", step_time}};
+  for (const auto& [key, value] : r.losses.reported) line[key] = value;
+  if (world().size() > 1) line["comm_time"] = r.comm_time;
+  const std::string text = line.dump() + "\n";
+  metrics << text.substr(0, text.size() / 2);
+  if (crash_point_armed("metrics-line")) metrics.flush();
+  crash_point("metrics-line");  // half a line on disk
+  metrics << text.substr(text.size() / 2);
+  const double done = static_cast<double>(step - progress.first_step);
+  const double rate = done / std::chrono::duration<double>(Clock::now() - progress.start).count();
+  char line_text[256];
+  std::snprintf(line_text, sizeof line_text, "step %lld/%lld | loss %.5f | grad %.3f | lr %.2e | %.2f it/s | ETA %s",
+                static_cast<long long>(step), static_cast<long long>(c.steps), r.losses.loss, r.grad_norm, r.lr, rate,
+                format_duration((c.steps - step) / std::max(rate, 1e-9)).c_str());
+  if (step % c.log_every == 0 || step == c.steps) {
+    metrics.flush();
+    std::cerr << (progress.tty ? "\r" : "") << line_text << (progress.tty ? "\033[K\n" : "\n");
+  } else if (progress.tty) {
+    std::cerr << "\r" << line_text << "\033[K" << std::flush;
+  }
+  if (step % c.checkpoint_every == 0) {
+    metrics.flush();  // every step a checkpoint holds is in metrics.jsonl before the checkpoint exists
+    save_checkpoint(checkpoint_dir, snapshot(false), c.checkpoint_keep);
+    *last_checkpoint = step;
+  }
+  if (c.samples_every > 0 && step % c.samples_every == 0) {
+    char tag[32];
+    std::snprintf(tag, sizeof tag, "step-%06lld", static_cast<long long>(step));
+    write_samples(tag);
+  }
+}
+
 int64_t Trainer::run() {
   State& s = *s_;
   const TrainConfig& c = s.config;
+  Communicator& comm = world();
   std::signal(SIGINT, request_stop);
   std::signal(SIGTERM, request_stop);
-  const std::string metrics_path = (fs::path(s.run_dir) / "metrics.jsonl").string();
-  std::ofstream metrics(metrics_path, std::ios::app);
-  const bool tty = isatty(STDERR_FILENO);
-  const auto start = Clock::now();
-  const int64_t first = s.step;
+  comm.set_stop_flag(&g_stop_requested);
+  std::ofstream metrics;
+  if (comm.is_root()) metrics.open((fs::path(s.run_dir) / "metrics.jsonl").string(), std::ios::app);
+  s.progress = {Clock::now(), s.step, static_cast<bool>(isatty(STDERR_FILENO))};
   std::cerr << "lcd-train: " << c.objective << " on " << s.data.size() << " latents, " << s.params->size()
             << " trainable parameters, batch " << c.batch_size << ", steps " << s.step << " → " << c.steps << ", "
-            << num_threads() << " threads, " << c.resolved["train"]["precision"].get<std::string>()
-            << "; run directory " << s.run_dir << "\n";
+            << (comm.size() > 1 ? std::to_string(comm.size()) + " processes × " : "") << num_threads() << " threads, "
+            << c.resolved["train"]["precision"].get<std::string>() << "; run directory " << s.run_dir << "\n";
   std::string stop_reason;
   int64_t last_checkpoint = s.step;
   try {
     while (s.step < c.steps) {
-      if (g_stop_requested) {
+      // Every process stops at the same step: the largest wish wins.
+      enum { kGoOn, kTimeLimit, kInterrupted };
+      const double elapsed = std::chrono::duration<double>(Clock::now() - s.progress.start).count();
+      const int wish = g_stop_requested                                                     ? kInterrupted
+                       : c.time_limit_minutes > 0 && elapsed > 60.0 * c.time_limit_minutes ? kTimeLimit
+                                                                                            : kGoOn;
+      const int stop = comm.agree(wish, nullptr);
+      if (stop == kInterrupted) {
         stop_reason = "interrupted";
         break;
       }
-      const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-      if (c.time_limit_minutes > 0 && elapsed > 60.0 * c.time_limit_minutes) {
+      if (stop == kTimeLimit) {
         char reason[64];
         std::snprintf(reason, sizeof reason, "time limit of %g min reached", c.time_limit_minutes);
         stop_reason = reason;
         break;
       }
       const auto t0 = Clock::now();
-      const State::StepResult r = s.one_step();
+      State::StepResult r = s.one_step();
+      r.comm_time = comm.take_wait_seconds();  // this step's stop agreement and sums
       ++s.step;
       s.good_rng = s.rng.state();
       s.good_epoch = s.batcher->epoch();
       s.good_position = s.batcher->position();
       const double step_time = std::chrono::duration<double>(Clock::now() - t0).count();
-      nlohmann::json line = {{"step", s.step}, {"loss", r.losses.loss}, {"grad_norm", r.grad_norm}, {"lr", r.lr},
-                             {"step_time", step_time}};
-      for (const auto& [key, value] : r.losses.reported) line[key] = value;
-      const std::string text = line.dump() + "\n";
-      metrics << text.substr(0, text.size() / 2);
-      if (crash_point_armed("metrics-line")) metrics.flush();
-      crash_point("metrics-line");  // half a line on disk
-      metrics << text.substr(text.size() / 2);
-      const double done = static_cast<double>(s.step - first);
-      const double rate = done / std::chrono::duration<double>(Clock::now() - start).count();
-      char progress[256];
-      std::snprintf(progress, sizeof progress, "step %lld/%lld | loss %.5f | grad %.3f | lr %.2e | %.2f it/s | ETA %s",
-                    static_cast<long long>(s.step), static_cast<long long>(c.steps), r.losses.loss, r.grad_norm, r.lr, rate,
-                    format_duration((c.steps - s.step) / std::max(rate, 1e-9)).c_str());
-      if (s.step % c.log_every == 0 || s.step == c.steps) {
-        metrics.flush();
-        std::cerr << (tty ? "\r" : "") << progress << (tty ? "\033[K\n" : "\n");
-      } else if (tty) {
-        std::cerr << "\r" << progress << "\033[K" << std::flush;
-      }
-      if (s.step % c.checkpoint_every == 0) {
-        metrics.flush();  // every step a checkpoint holds is in metrics.jsonl before the checkpoint exists
-        save_checkpoint(s.checkpoint_dir, s.snapshot(false), c.checkpoint_keep);
-        last_checkpoint = s.step;
-      }
-      if (c.samples_every > 0 && s.step % c.samples_every == 0) {
-        char tag[32];
-        std::snprintf(tag, sizeof tag, "step-%06lld", static_cast<long long>(s.step));
-        s.write_samples(tag);
-      }
+      if (s.step % c.checkpoint_every == 0)
+        comm.check_identical(s.state_hash(), "the training state after step " + std::to_string(s.step));
+      on_every_process([&] {
+        if (comm.is_root()) s.after_step(r, step_time, metrics, &last_checkpoint);
+      });
     }
   } catch (const std::exception& e) {
-    metrics.flush();
-    TrainingState last_good = s.snapshot(true);
-    last_good.stopped_by = dynamic_cast<const NonFiniteError*>(&e) ? "nonfinite" : "error";
-    const std::string path = save_checkpoint(s.checkpoint_dir, last_good, c.checkpoint_keep);
-    throw TrainingError(std::string(e.what()) + "; the state after step " + std::to_string(s.step) + " is saved in " +
-                        path + " (resume with --resume " + s.run_dir + ")");
+    std::string where = "the state after step " + std::to_string(s.step);
+    if (comm.is_root()) {
+      metrics.flush();
+      TrainingState last_good = s.snapshot(true);
+      last_good.stopped_by = dynamic_cast<const NonFiniteError*>(&e) ? "nonfinite" : "error";
+      where += " is saved in " + save_checkpoint(s.checkpoint_dir, last_good, c.checkpoint_keep);
+    }
+    throw TrainingError(std::string(e.what()) + "; " + where + " (resume with --resume " + s.run_dir + ")");
   }
-  metrics.flush();
-  if (last_checkpoint != s.step || s.step == first) save_checkpoint(s.checkpoint_dir, s.snapshot(false), c.checkpoint_keep);
-  s.write_samples("final");
-  s.export_results();
+  on_every_process([&] {
+    if (!comm.is_root()) return;
+    metrics.flush();
+    if (last_checkpoint != s.step || s.step == s.progress.first_step)
+      save_checkpoint(s.checkpoint_dir, s.snapshot(false), c.checkpoint_keep);
+    s.write_samples("final");
+    s.export_results();
+  });
   if (!stop_reason.empty())
     std::cerr << "lcd-train: stopped at step " << s.step << " (" << stop_reason << "); continue with --resume " << s.run_dir << "\n";
   std::cerr << "lcd-train: done at step " << s.step << "; adapters and samples in " << s.run_dir << "\n";

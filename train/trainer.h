@@ -5,18 +5,10 @@
 #include <memory>
 #include <string>
 
-#include "autograd/errors.h"
 #include "train/config.h"
+#include "train/training_errors.h"
 
 namespace lcd {
-
-struct TrainingError : Error {
-  using Error::Error;
-};
-// The loss or the gradient norm became NaN or infinite.
-struct NonFiniteError : TrainingError {
-  using TrainingError::TrainingError;
-};
 
 class Trainer {
  public:
