@@ -80,6 +80,18 @@ Settings parse_settings(const Options& o) {
   return s;
 }
 
+// A PCM adapter is sampled with one step per phase: the count lcd-train records (lcdkit.pcm_phases) is the
+// default of --steps for the pcm sampler; every other sampler keeps `steps`.
+int default_steps_for(const SamplerSpec& sampler, const LoraAdapter& adapter, const std::string& origin, int steps) {
+  const auto phases = adapter.metadata.find("lcdkit.pcm_phases");
+  if (std::string(sampler.name) != "pcm" || phases == adapter.metadata.end()) return steps;
+  try {
+    return parse_int("lcdkit.pcm_phases", phases->second, 1, 1000);
+  } catch (const UsageError& e) {
+    throw FormatError(origin + ": metadata " + e.what());
+  }
+}
+
 // Every output is checked against every input before anything is read or written.
 void refuse_outputs_over_inputs(const Options& o) {
   std::vector<NamedPath> inputs = {{"--model", o.model}, {"--unet", o.unet}, {"--vae", o.vae}, {"--cond", o.cond},
@@ -185,7 +197,8 @@ int lcm_sample_command(int argc, char** argv) {
   p.option("--vae", "DIR", "autoencoder directory (instead of DIR/vae)", &o.vae);
   p.repeated("--lora", "FILE[:WEIGHT]", "LoRA adapter (PEFT or kohya keys), merged with WEIGHT (default 1); repeatable", &o.loras);
   p.option("--sampler", "NAME", sampler_help(), &o.sampler);
-  p.option("--steps", "N", "sampling steps (default: 4 for lcm, tcd and pcm, 50 for ddim, 20 for dpmpp-2m)", &o.steps);
+  p.option("--steps", "N", "sampling steps (default: 4 for lcm and tcd; for pcm the adapter's phases, else 4; 50 for "
+           "ddim, 20 for dpmpp-2m)", &o.steps);
   p.option("--guidance", "S", "guidance scale s, ε = ε_u + s(ε_c − ε_u); 1 = off (default: 1 for lcm, tcd and pcm, 2 otherwise)",
            &o.guidance);
   p.option("--eta", "γ", "TCD's stochasticity γ in [0, 1] (0: deterministic; default 0.3)", &o.eta);
@@ -205,7 +218,7 @@ int lcm_sample_command(int argc, char** argv) {
 
   // 1. Settings and paths, all checked before anything is loaded.
   if (!o.threads.empty()) set_num_threads(parse_int("--threads", o.threads, 1, 4096));
-  const Settings set = parse_settings(o);
+  Settings set = parse_settings(o);
   apply_precision(o.precision, "lcm-sample", "--precision");
   refuse_outputs_over_inputs(o);
 
@@ -223,6 +236,7 @@ int lcm_sample_command(int argc, char** argv) {
     } catch (const FormatError& e) {
       throw FormatError(path + ": " + e.what());
     }
+    if (o.steps.empty()) set.steps = default_steps_for(*set.sampler, adapters.back().first, path, set.steps);
   }
   NoiseSchedule schedule = NoiseSchedule::scaled_linear();
   if (!o.model.empty() && fs::exists(fs::path(o.model) / "scheduler/scheduler_config.json")) {

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "infer/io/lora_io.h"
 #include "tests/infer/golden.h"
 #include "tests/tool_runner.h"
 
@@ -81,6 +82,27 @@ TEST_F(LcmSampleCli, OneTcdStepEqualsOnePcmPhase) {
   const Tensor b = SafetensorsFile::read(path("pcm.safetensors")).tensor("latents");
   ASSERT_EQ(a.shape(), b.shape());
   EXPECT_TRUE(std::equal(a.data(), a.data() + a.numel(), b.data()));
+}
+
+// A PCM adapter records its phases (lcdkit.pcm_phases); --sampler pcm without --steps takes one step per phase.
+TEST_F(LcmSampleCli, PcmStepsDefaultToTheAdaptersPhases) {
+  LoraAdapter a = read_lora(golden_dir("diffusers-A/lora_peft.safetensors"));
+  a.metadata["lcdkit.pcm_phases"] = "2";
+  write_lora(path("pcm2.safetensors"), a, LoraFormat::kPeft);
+  const std::string common = "--unet " + golden_dir("diffusers-A/unet") + " --lora " + path("pcm2.safetensors") +
+                             " --sampler pcm --cond " + path("cond.safetensors") + " --noise " + path("noise.safetensors") +
+                             " --precision fp32 --latents-out ";
+  const ToolRun by_default = run(common + path("default.safetensors"));
+  const ToolRun two = run(common + path("two.safetensors") + " --steps 2");
+  const ToolRun four = run(common + path("four.safetensors") + " --steps 4");
+  ASSERT_EQ(by_default.status, 0) << by_default.output;
+  ASSERT_EQ(two.status, 0) << two.output;
+  ASSERT_EQ(four.status, 0) << four.output;
+  EXPECT_NE(by_default.output.find("pcm 2 steps"), std::string::npos) << by_default.output;
+  auto latents = [&](const char* name) { return SafetensorsFile::read(path(name)).tensor("latents"); };
+  const Tensor d = latents("default.safetensors"), t = latents("two.safetensors"), f = latents("four.safetensors");
+  EXPECT_TRUE(std::equal(d.data(), d.data() + d.numel(), t.data()));
+  EXPECT_FALSE(std::equal(d.data(), d.data() + d.numel(), f.data())) << "an explicit --steps wins";
 }
 
 TEST_F(LcmSampleCli, BadInputGivesOneErrorLineAndNonZeroExit) {
