@@ -125,6 +125,7 @@ struct Trainer::State {
   void restore(const TrainingState& t);
   void prepare_run_dir(const std::string& resumed_from, const nlohmann::json& changes) const;
   StepResult one_step();
+  void sum_losses_over_processes(StepLosses* losses);
   void sum_gradients_over_processes();
   void after_step(const StepResult& r, double step_time, std::ofstream& metrics, int64_t* last_checkpoint);
   void write_samples(const std::string& tag);
@@ -414,6 +415,16 @@ void Trainer::State::restore(const TrainingState& t) {
   step = t.step;
 }
 
+// The processes' shares of the batch-mean losses, summed.
+void Trainer::State::sum_losses_over_processes(StepLosses* l) {
+  if (world().size() == 1) return;
+  std::vector<double> v = {l->loss};
+  for (const auto& field : l->reported) v.push_back(field.second);
+  world().sum(v.data(), static_cast<int64_t>(v.size()), "summing the losses");
+  l->loss = v[0];
+  for (size_t i = 0; i < l->reported.size(); ++i) l->reported[i].second = v[i + 1];
+}
+
 // The processes' gradients summed in double from their unrounded part sums and rounded once, as one process
 // rounds the sum of the same parts: with the same parts (B/N a multiple of the part size), N processes give
 // one process's gradients (train/distributed.h).
@@ -442,11 +453,7 @@ Trainer::State::StepResult Trainer::State::one_step() {
     params->zero_grad();
     r.losses = objective->loss_and_gradients(z0, gather_labels(data, idx), rng, rows);
   });
-  std::vector<double> losses = {r.losses.loss};
-  for (const auto& field : r.losses.reported) losses.push_back(field.second);
-  comm.sum(losses.data(), static_cast<int64_t>(losses.size()), "summing the losses");
-  r.losses.loss = losses[0];
-  for (size_t i = 0; i < r.losses.reported.size(); ++i) r.losses.reported[i].second = losses[i + 1];
+  sum_losses_over_processes(&r.losses);
   sum_gradients_over_processes();
   const double loss = r.losses.loss;
   if (!std::isfinite(loss))

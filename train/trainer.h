@@ -1,6 +1,7 @@
 // The lcd-train loop: objectives lcd and diffusion, AdamW with a learning-rate schedule and gradient clipping,
 // the EMA target, checkpoints (resumable bit for bit), metrics, progress, sample grids and the final adapter
 // exports. A NaN/infinite loss or any error mid-run stops with an emergency checkpoint of the last good state.
+// Under mpirun every process runs this loop on its rows of each batch; rank 0 alone writes (train/distributed.h).
 #pragma once
 #include <memory>
 #include <string>
