@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
                      "every key and its default.");
     p.positional("CONFIG.json", "the run's configuration", &config_path, false);
     p.option("--resume", "DIR", "continue the run in DIR from its latest checkpoint", &resume);
-    p.option("--threads", "N", "threads (overrides the config's threads)", &threads);
+    p.option("--threads", "N", "threads (per process under mpirun; overrides the config's threads)", &threads);
     p.flag("--help-config", "list every config key with its default and meaning", &help_config);
     p.option("--export-checkpoint", "CKPT", "write the adapter held by checkpoint CKPT (with --out) and exit", &export_from);
     p.option("--out", "FILE", "where --export-checkpoint writes (.h5: HDF5, else PEFT safetensors)", &export_out);
