@@ -13,6 +13,7 @@
 
 #include "infer/io/lora_io.h"
 #include "tests/tool_runner.h"
+#include "tests/train/run_files.h"
 #include "tests/train/tiny_model.h"
 
 namespace lcd::testing {
@@ -21,22 +22,6 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// The logged metrics without the wall-clock field.
-std::vector<std::string> metric_lines(const fs::path& run) {
-  std::vector<std::string> out;
-  std::ifstream in(run / "metrics.jsonl");
-  for (std::string l; std::getline(in, l);) {
-    json j = json::parse(l);
-    j.erase("step_time");
-    out.push_back(j.dump());
-  }
-  return out;
-}
 
 class CrashResume : public ::testing::Test {
  protected:
@@ -72,7 +57,7 @@ fs::path CrashResume::root_;
 TEST_F(CrashResume, KillAnywhereThenResumeGivesTheUninterruptedRun) {
   const CmdResult ref = run_tool("lcd-train", config("reference").string());
   ASSERT_EQ(ref.status, 0) << ref.output;
-  const std::vector<std::string> ref_metrics = metric_lines(root_ / "reference");
+  const std::vector<json> ref_metrics = logged_metrics(root_ / "reference");
   ASSERT_EQ(ref_metrics.size(), 10u);
 
 #ifndef LCDKIT_SANITIZED
@@ -95,7 +80,7 @@ TEST_F(CrashResume, KillAnywhereThenResumeGivesTheUninterruptedRun) {
     if (done.status != 0 && done.output.find("no checkpoint") != std::string::npos)
       done = run_tool("lcd-train", cfg.string());
     ASSERT_EQ(done.status, 0) << done.output;
-    EXPECT_EQ(metric_lines(dir), ref_metrics) << "every step logged once, as in the uninterrupted run";
+    EXPECT_EQ(logged_metrics(dir), ref_metrics) << "every step logged once, as in the uninterrupted run";
     for (const char* f : {"adapter/pytorch_lora_weights.safetensors", "adapter/adapter.h5", "adapter_ema/adapter_kohya.safetensors"})
       EXPECT_TRUE(slurp(dir / f) == slurp(root_ / "reference" / f)) << f << " differs from the uninterrupted run's";
     for (const auto& e : fs::recursive_directory_iterator(dir))
@@ -116,7 +101,7 @@ TEST_F(CrashResume, ADamagedNewestCheckpointFallsBackToThePreviousOne) {
   const CmdResult done = run_tool("lcd-train", cfg.string() + " --resume " + (root_ / "damaged").string());
   ASSERT_EQ(done.status, 0) << done.output;
   EXPECT_NE(done.output.find("skipping a damaged checkpoint"), std::string::npos) << done.output;
-  EXPECT_EQ(metric_lines(root_ / "damaged"), metric_lines(root_ / "reference-2"));
+  EXPECT_EQ(logged_metrics(root_ / "damaged"), logged_metrics(root_ / "reference-2"));
   EXPECT_TRUE(slurp(root_ / "damaged/adapter/pytorch_lora_weights.safetensors") ==
               slurp(root_ / "reference-2/adapter/pytorch_lora_weights.safetensors"));
 }
@@ -167,9 +152,9 @@ TEST_F(CrashResume, AfterANonFiniteLossResumeWithALowerLrContinuesFromTheLastReg
   // The run finished with finite weights and every step logged once.
   const LoraAdapter a = read_lora((dir / "adapter/adapter.h5").string());
   EXPECT_FALSE(a.modules.empty());
-  const auto lines = metric_lines(dir);
+  const auto lines = logged_metrics(dir);
   ASSERT_EQ(lines.size(), 12u);
-  for (size_t i = 0; i < lines.size(); ++i) EXPECT_EQ(json::parse(lines[i])["step"].get<size_t>(), i + 1);
+  for (size_t i = 0; i < lines.size(); ++i) EXPECT_EQ(lines[i]["step"].get<size_t>(), i + 1);
   // A changed computation (anything but the advised settings) is still refused on resume.
   json other = c;
   other["lcd"]["huber_c"] = 0.5;

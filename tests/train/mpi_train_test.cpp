@@ -13,6 +13,7 @@
 #include "infer/io/lora_io.h"
 #include "train/checkpoint.h"
 #include "tests/tool_runner.h"
+#include "tests/train/run_files.h"
 #include "tests/train/tiny_model.h"
 
 namespace lcd::testing {
@@ -21,22 +22,6 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-std::vector<json> metrics(const fs::path& run) {
-  std::vector<json> out;
-  std::ifstream in(run / "metrics.jsonl");
-  for (std::string l; std::getline(in, l);) {
-    json j = json::parse(l);
-    j.erase("step_time");
-    j.erase("comm_time");
-    out.push_back(j);
-  }
-  return out;
-}
 
 int count_lines_with(const std::string& text, const std::string& what) {
   int n = 0;
@@ -55,12 +40,7 @@ CmdResult mpirun(const std::vector<Rank>& ranks) {
                     " --allow-run-as-root --oversubscribe";
   for (size_t i = 0; i < ranks.size(); ++i)
     cmd += std::string(i ? " :" : "") + " -np 1 " + ranks[i].env + " " + LCDKIT_BINARY_DIR + "/lcd-train " + ranks[i].args;
-  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  return run_command(cmd);
 }
 CmdResult mpirun2(const std::string& args) { return mpirun({{"", args}, {"", args}}); }
 
@@ -138,7 +118,7 @@ constexpr const char* kAdapter = "adapter/pytorch_lora_weights.safetensors";
 constexpr const char* kEmaAdapter = "adapter_ema/pytorch_lora_weights.safetensors";
 
 void expect_losses_match(const fs::path& a, const fs::path& b, double tolerance) {
-  const std::vector<json> ma = metrics(a), mb = metrics(b);
+  const std::vector<json> ma = logged_metrics(a), mb = logged_metrics(b);
   ASSERT_EQ(ma.size(), mb.size());
   for (size_t i = 0; i < ma.size(); ++i)
     for (const char* key : {"loss", "loss_huber", "loss_l2", "grad_norm"}) {
@@ -169,7 +149,7 @@ TEST_F(MpiTrain, TwoProcessesGiveTheOneProcessRunAndTheSameBitsRunToRun) {
   EXPECT_LE(max_relative_difference(reference() / kAdapter, root_ / "two-a" / kAdapter), 1e-6);
   EXPECT_LE(max_relative_difference(reference() / kEmaAdapter, root_ / "two-a" / kEmaAdapter), 1e-6);
   // Reproducible for a given number of processes: the same bits.
-  EXPECT_EQ(metrics(root_ / "two-a"), metrics(root_ / "two-b"));
+  EXPECT_EQ(logged_metrics(root_ / "two-a"), logged_metrics(root_ / "two-b"));
   for (const char* f : {kAdapter, kEmaAdapter, "adapter/adapter.h5"})
     EXPECT_TRUE(slurp(root_ / "two-a" / f) == slurp(root_ / "two-b" / f)) << f;
   const TrainingState ca = load_checkpoint((root_ / "two-a/checkpoints/checkpoint-000020.h5").string());
@@ -200,7 +180,7 @@ TEST_F(MpiTrain, AKilledProcessEndsTheRunAndResumeWithTwoOrOneProcessFinishesIt)
   const CmdResult resumed = mpirun2(config("killed") + " --resume " + dir.string());
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   EXPECT_TRUE(slurp(dir / kAdapter) == slurp(root_ / "two-whole" / kAdapter));
-  EXPECT_EQ(metrics(dir), metrics(root_ / "two-whole"));
+  EXPECT_EQ(logged_metrics(dir), logged_metrics(root_ / "two-whole"));
   // One process continues the same run (different only in the order of float sums).
   const CmdResult alone = run_tool("lcd-train", config("killed") + " --resume " + (root_ / "killed-copy").string());
   ASSERT_EQ(alone.status, 0) << alone.output;

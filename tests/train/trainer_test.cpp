@@ -16,6 +16,7 @@
 #include "autograd/threads.h"
 #include "infer/io/lora_io.h"
 #include "tests/tool_runner.h"
+#include "tests/train/run_files.h"
 #include "tests/train/tiny_model.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -52,16 +53,6 @@ class TrainerTest : public ::testing::Test {
             {"checkpoint", {{"every", 3}, {"keep", 2}}},
             {"log", {{"every", 100}}},
             {"samples", {{"every", 0}, {"labels", {0, 1}}, {"per_label", 1}, {"lcm_steps", {1}}, {"teacher_steps", 2}}}};
-  }
-  static std::vector<std::string> metric_lines(const fs::path& run) {
-    std::ifstream in(run / "metrics.jsonl");
-    std::vector<std::string> lines;
-    for (std::string l; std::getline(in, l);) {
-      auto j = nlohmann::json::parse(l);
-      j.erase("step_time");  // wall time differs between runs
-      lines.push_back(j.dump());
-    }
-    return lines;
   }
   fs::path dir_;
   std::string model_;
@@ -103,8 +94,8 @@ TEST_F(TrainerTest, ResumeContinuesBitForBit) {
     EXPECT_EQ(Trainer(cfg(b, 4, 2), "").run(), 4);
     // Resume at the checkpoint of step 4 (written at the end) and go on to 6.
     EXPECT_EQ(Trainer(cfg(b, 6, 1), (dir_ / b).string()).run(), 6);
-    EXPECT_EQ(metric_lines(dir_ / a), metric_lines(dir_ / b));
-    EXPECT_EQ(metric_lines(dir_ / a).size(), 6u);
+    EXPECT_EQ(logged_metrics(dir_ / a), logged_metrics(dir_ / b));
+    EXPECT_EQ(logged_metrics(dir_ / a).size(), 6u);
     expect_same_adapter((dir_ / a / "adapter/pytorch_lora_weights.safetensors").string(),
                         (dir_ / b / "adapter/pytorch_lora_weights.safetensors").string());
     if (std::string(objective) == "lcd")
@@ -145,7 +136,7 @@ TEST_F(TrainerTest, EveryMethodTrainsAndResumesBitForBit) {
     Trainer(cfg(a, 6), "").run();
     Trainer(cfg(b, 4), "").run();
     EXPECT_EQ(Trainer(cfg(b, 6), (dir_ / b).string()).run(), 6);
-    EXPECT_EQ(metric_lines(dir_ / a), metric_lines(dir_ / b));
+    EXPECT_EQ(logged_metrics(dir_ / a), logged_metrics(dir_ / b));
     expect_same_adapter((dir_ / a / "adapter/adapter.h5").string(), (dir_ / b / "adapter/adapter.h5").string());
     expect_same_adapter((dir_ / a / "adapter_ema/adapter.h5").string(), (dir_ / b / "adapter_ema/adapter.h5").string());
     EXPECT_TRUE(fs::exists(dir_ / a / "samples" / m.grid)) << m.grid;
