@@ -183,7 +183,7 @@ const std::vector<KeySpec>& config_keys() {
          at_least(0), into(&TrainConfig::time_limit_minutes)},
         {"train.precision", "auto",
          "GEMM operands: \"fp32\", \"bf16\" (AMX-BF16 or AVX512-BF16; runs fp32 elsewhere, saying so) or \"auto\" (the "
-         "default: bf16 where the CPU has AMX, else fp32); the resolved config records what ran",
+         "default: bf16 where the CPU has AMX-BF16 or AVX512-BF16, else fp32); the resolved config records what ran",
          one_of({"auto", "fp32", "bf16"}), into(&TrainConfig::precision)},
         {"checkpoint.every", 100, "checkpoint every K steps (and at the end)", at_least(1), into(&TrainConfig::checkpoint_every)},
         {"checkpoint.keep", 3, "keep the last K checkpoints", int_range(1, 100000), into(&TrainConfig::checkpoint_keep)},

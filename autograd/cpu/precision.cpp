@@ -35,11 +35,15 @@ Precision resolve_precision(Precision requested, std::string* notice) {
   return Precision::kFp32;
 }
 
-// bf16 only where oneDNN runs AMX tiles: with oneDNN limited to AVX512_CORE_BF16 (the kernels a CPU with
-// AVX512-BF16 but no AMX gets) bf16 measured slower than fp32 at this UNet's shapes (2-core Xeon: ceiling
-// 124 against 305 GFLOP/s, lcd-step 0.61 s against 0.42 s; bench/pytorch/compare.sh).
+// bf16 wherever the CPU computes it natively, measured faster than fp32 at this UNet's shapes on both kinds
+// (bench/pytorch/compare.sh, 2 threads, lcd-step): AMX tiles on a Xeon Emerald Rapids (0.29 s against
+// 0.46 s fp32) and AVX512-BF16 on an AMD EPYC Zen 4 (0.20 s against 0.31 s). The one exception is a CPU with
+// AMX whose oneDNN is limited below it to AVX512_CORE_BF16 kernels: that stand-in for a CPU without AMX
+// measured bf16 slower (0.61 s against 0.42 s), so such a limit keeps fp32.
 Precision default_precision() {
-  return bf16_supported() && cpu::kernel_isa() == "avx512_core_amx" ? Precision::kBf16 : Precision::kFp32;
+  if (!bf16_supported()) return Precision::kFp32;
+  const bool amx_held_back = cpu::features().amx_bf16 && cpu::kernel_isa() != "avx512_core_amx";
+  return amx_held_back ? Precision::kFp32 : Precision::kBf16;
 }
 
 Precision compute_precision() { return g_precision.load(std::memory_order_relaxed); }

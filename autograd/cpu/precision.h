@@ -24,7 +24,8 @@ bool bf16_supported();
 // The precision to use when `requested` is asked for: bf16 falls back to fp32 where unsupported, with a
 // one-line `notice` explaining why (empty otherwise).
 Precision resolve_precision(Precision requested, std::string* notice);
-// The default of every tool (`auto`): bf16 where oneDNN runs AMX-BF16 tiles, else fp32.
+// The default of every tool (`auto`): bf16 where the CPU has AMX-BF16 or AVX512-BF16 and oneDNN uses it
+// (not on an AMX CPU whose oneDNN is limited to AVX512_CORE_BF16), else fp32.
 Precision default_precision();
 
 // The process-wide compute precision (set once by a tool's main, or by PrecisionGuard in tests).

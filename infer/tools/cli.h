@@ -54,8 +54,8 @@ std::pair<std::string, double> parse_weighted_path(const std::string& flag, cons
 // asked for but runs fp32, and returns what runs; `what` names the flag or key in errors.
 const char* apply_precision(const std::string& value, const std::string& program, const std::string& what);
 inline constexpr const char* kPrecisionHelp =
-    "GEMM operand precision: fp32, bf16 (AMX-BF16 / AVX512-BF16; fp32 elsewhere) or auto (the default: bf16 with "
-    "AMX, else fp32)";
+    "GEMM operand precision: fp32, bf16 (AMX-BF16 / AVX512-BF16; fp32 elsewhere) or auto (the default: bf16 "
+    "where the CPU has AMX-BF16 or AVX512-BF16, else fp32)";
 
 // Runs a tool's body; lcdkit errors print "<program>: error: <message>" and return 1, usage errors add a
 // hint to run --help and return 2.
