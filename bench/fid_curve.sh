@@ -21,12 +21,12 @@ for arg in "$@"; do
   for ckpt in "$dir"/checkpoint-*.h5; do
     step=$((10#$(basename "$ckpt" .h5 | sed 's/checkpoint-//')))
     ((step % every == 0)) || continue
-    "$build/lcd-train" --export-checkpoint "$ckpt" --out "$tmp/adapter.safetensors" > /dev/null
-    # quality's table row: sampler steps guidance FID accuracy%
+    msg=$("$build/lcd-train" --export-checkpoint "$ckpt" --out "$tmp/adapter.safetensors" 2>&1) || { echo "$msg" >&2; exit 1; }
+    # quality's table row: sampler steps guidance FID accuracy% seconds
     row=$("$build/bench/quality" --model models/fmnist-ldm-v1 --lora "$tmp/adapter.safetensors" \
             --eval "$eval_spec" --precision "$precision" --threads "$threads" | awk 'NF >= 5 && $4 ~ /^[0-9.]+$/ { r = $0 } END { print r }')
     [ -n "$row" ] || { echo "fid_curve.sh: bench/quality printed no row for $ckpt" >&2; exit 1; }
-    read -r _ _ _ fid acc <<< "$row"
+    read -r _ _ _ fid acc _ <<< "$row"
     printf "%s\t%d\t%s\t%s\n" "$label" "$step" "$fid" "$acc" | tee -a "$tmp/curve.tsv"
   done
 done
