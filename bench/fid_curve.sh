@@ -3,7 +3,7 @@
 # For each run, every checkpoint's adapter is exported (lcd-train --export-checkpoint) and scored with
 # bench/quality on one row (default lcm:4, 1,000 samples); writes OUT.tsv (label, step, FID, class accuracy)
 # and OUT.svg (one polyline per run).
-# Usage: bench/fid_curve.sh OUT LABEL=CHECKPOINT_DIR [LABEL=CHECKPOINT_DIR ...]
+# Usage: bench/fid_curve.sh OUT LABEL=CHECKPOINT_DIR [LABEL=CHECKPOINT_DIR ...]   (a LABEL holds no "=")
 # Env: LCDKIT_BUILD_DIR (default build), EVAL (default lcm:4), PRECISION (default fp32), THREADS (default 2),
 #      EVERY (score only steps that are multiples of it; default 100).
 set -euo pipefail
