@@ -104,16 +104,16 @@ double time_matmul(dnnl::engine& eng, int64_t m, int64_t k, int64_t n, dt type, 
 
 int main(int argc, char** argv) {
   return run_tool("bench_ceiling", [&] {
-    std::string model = "models/fmnist-ldm-v1", threads = "2", batch = "64", reps = "20";
+    std::string model = "models/fmnist-ldm-v1", threads, batch = "64", reps = "20";
     bool verbose = false;
     ArgParser p("bench_ceiling", "[options]", "oneDNN's own rate at the UNet's layer shapes (the comparison's ceiling).");
     p.option("--model", "DIR", "model directory", &model);
-    p.option("--threads", "N", "threads", &threads);
+    p.threads(&threads);
     p.option("--batch", "B", "batch of the recorded forward", &batch);
     p.option("--reps", "R", "timed runs per shape", &reps);
     p.flag("--verbose", "print every shape", &verbose);
     if (!p.parse(argc, argv)) return 0;
-    set_num_threads(parse_int("--threads", threads));
+    apply_threads(threads);
     const int b = parse_int("--batch", batch), r = parse_int("--reps", reps);
 
     // Record the layer mix of one forward (with grad mode on and nothing to record, so the batch runs whole).

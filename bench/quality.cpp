@@ -1,7 +1,7 @@
 // bench/quality: the LCM paper's table at small scale. Samples a model (+ adapters) with each requested sampler
 // and step count, N samples per class, decodes them, and reports the FID of the classifier's penultimate
 // features against the 10,000 Fashion-MNIST test images, the class accuracy of the samples, and the time.
-// Usage: quality --model DIR [--lora FILE[:W]]... [--eval SPEC,...] [--per-class N] [--guidance S] [--threads N]
+// Usage: quality --model DIR [--lora FILE[:W]]... [--eval SPEC,...] [--per-label N] [--guidance S] [--threads N]
 //   SPEC = sampler:steps[:guidance[:eta]], e.g. ddim:50:3,dpmpp-2m:4:3,lcm:4,tcd:4:1:0.3 (the samplers for
 //   distilled adapters, lcm, tcd and pcm, default to guidance 1; eta is TCD's γ, default 0.3).
 //   Default: teacher DDIM and DPM-Solver++(2M) at 1, 2, 4, 8, 50 steps with CFG, and, when --lora is given,
@@ -86,7 +86,7 @@ Tensor reconstructions(const AutoencoderKL& vae, const Tensor& images, const std
         ++taken;
       }
     if (taken < per)
-      throw UsageError("--per-class " + std::to_string(per) + ": the test set has fewer images of class " +
+      throw UsageError("--per-label " + std::to_string(per) + ": the test set has fewer images of class " +
                        std::to_string(k));
   }
   const Tensor all = concat(originals, 0);
@@ -100,7 +100,7 @@ Tensor reconstructions(const AutoencoderKL& vae, const Tensor& images, const std
 
 int main(int argc, char** argv) {
   return run_tool("quality", [&] {
-    std::string model, evals, per_class = "100", guidance = "3", threads = "2", seed = "0", batch = "128", classifier, precision,
+    std::string model, evals, per_class = "100", guidance = "3", threads, seed = "0", batch = "128", classifier, precision,
                                  data = kDefaultFashionMnistDir, unet_dir, style, grid_dir, grid_per_class = "8";
     std::vector<std::string> loras, teacher_loras;
     ArgParser p("quality", "--model DIR [--lora FILE[:W]]... [options]",
@@ -112,11 +112,11 @@ int main(int argc, char** argv) {
     p.option("--unet", "DIR", "UNet directory instead of the model's unet/ (e.g. from lora-merge fold)", &unet_dir);
     p.option("--style", "NAME", "compare with the restyled test set (invert) and report the style score", &style);
     p.option("--grid-dir", "DIR", "write <sampler>-<steps>.png per row: the first samples of each class", &grid_dir);
-    p.option("--grid-per-class", "N", "columns of those grids (default 8)", &grid_per_class);
+    p.option("--grid-per-label", "N", "columns of those grids (default 8)", &grid_per_class);
     p.option("--eval", "SPEC,...", "rows as sampler:steps[:guidance[:eta]] (default: the full table)", &evals);
-    p.option("--per-class", "N", "samples per class", &per_class);
+    p.option("--per-label", "N", "samples per class label (as lcm-sample's --per-label)", &per_class);
     p.option("--guidance", "S", "guidance of the teacher rows", &guidance);
-    p.option("--threads", "N", "threads", &threads);
+    p.threads(&threads);
     p.option("--precision", "P", kPrecisionHelp, &precision);
     p.option("--seed", "N", "seed of the samples' noise", &seed);
     p.option("--batch", "N", "samples per forward pass", &batch);
@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
     if (!p.parse(argc, argv)) return 0;
     if (model.empty()) throw UsageError("give --model DIR");
     check_style_has_metric(style);
-    set_num_threads(parse_int("--threads", threads));
+    apply_threads(threads);
     std::printf("precision: %s\n", apply_precision(precision, "quality", "--precision"));
     const double teacher_guidance = parse_double("--guidance", guidance);
     std::vector<Eval> rows;
@@ -165,13 +165,13 @@ int main(int argc, char** argv) {
     };
     merge_all(*student, loras, "--lora");
     merge_all(*teacher, teacher_loras, "--teacher-lora");
-    const int64_t grid_columns = parse_int("--grid-per-class", grid_per_class);
+    const int64_t grid_columns = parse_int("--grid-per-label", grid_per_class);
     if (!grid_dir.empty()) fs::create_directories(grid_dir);
     auto vae = load_autoencoder((fs::path(model) / "vae").string());
     const std::string sched = (fs::path(model) / "scheduler/scheduler_config.json").string();
     const NoiseSchedule schedule = fs::exists(sched) ? NoiseSchedule::from_config(read_json_file(sched), sched) : NoiseSchedule::scaled_linear();
     Tensor table = load_cond_embeddings(model);
-    const int64_t per = parse_int("--per-class", per_class), n = 10 * per, b = parse_int("--batch", batch);
+    const int64_t per = parse_int("--per-label", per_class, 1, 100000), n = 10 * per, b = parse_int("--batch", batch);
     const uint64_t noise_seed = static_cast<uint64_t>(parse_int("--seed", seed));
     std::vector<int64_t> labels;
     for (int64_t k = 0; k < 10; ++k)

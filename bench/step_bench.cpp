@@ -49,17 +49,17 @@ double peak_rss_mib() {
 
 int main(int argc, char** argv) {
   return run_tool("bench_steps", [&] {
-    std::string which, model = "models/fmnist-ldm-v1", threads = "2", reps = "5", warmup = "1", precision = "fp32";
+    std::string which, model = "models/fmnist-ldm-v1", threads, reps = "5", warmup = "1", precision = "fp32";
     ArgParser p("bench_steps", "--case NAME [options]",
                 "Times one lcdkit workload of the PyTorch comparison (see bench/pytorch/compare.sh).");
     p.option("--case", "NAME", "unet-fwd, unet-fwd-128, diffusion-step, lcd-step, lcd-step-128, lcm4, ddim50, lcm4-latents or ddim50-latents", &which);
     p.option("--model", "DIR", "model directory", &model);
-    p.option("--threads", "N", "threads", &threads);
+    p.threads(&threads);
     p.option("--reps", "R", "timed runs", &reps);
     p.option("--warmup", "W", "untimed runs first", &warmup);
     p.option("--precision", "P", kPrecisionHelp, &precision);
     if (!p.parse(argc, argv)) return 0;
-    set_num_threads(parse_int("--threads", threads));
+    apply_threads(threads);
     apply_precision(precision, "bench_steps", "--precision");
 
     auto unet = load_unet((fs::path(model) / "unet").string());

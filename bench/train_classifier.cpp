@@ -27,14 +27,14 @@ static double accuracy(const FmnistClassifier& net, const LabeledImages& data) {
 
 int main(int argc, char** argv) {
   return run_tool("train_classifier", [&] {
-    std::string out = default_classifier_path(), epochs = "4", threads = "2", data = kDefaultFashionMnistDir;
+    std::string out = default_classifier_path(), epochs = "4", threads, data = kDefaultFashionMnistDir;
     ArgParser p("train_classifier", "[OUT] [options]", "Trains the FID feature classifier on Fashion-MNIST.");
     p.positional("OUT", "output safetensors", &out, false);
     p.option("--epochs", "E", "training epochs", &epochs);
-    p.option("--threads", "N", "threads", &threads);
+    p.threads(&threads);
     p.option("--data", "DIR", "Fashion-MNIST idx folder", &data);
     if (!p.parse(argc, argv)) return 0;
-    set_num_threads(parse_int("--threads", threads));
+    apply_threads(threads);
     const LabeledImages train = load_fashion_mnist(data, Split::kTrain), test = load_fashion_mnist(data, Split::kTest);
     FmnistClassifier net;
     net.randomize(1);

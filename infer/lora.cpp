@@ -24,6 +24,24 @@ const std::vector<std::string>& adapter_full_weight_names() {
   return names;
 }
 
+bool is_text_encoder_module(const std::string& name) {
+  return name.rfind("text_encoder.", 0) == 0 || name.rfind("text_encoder_2.", 0) == 0;
+}
+
+int64_t LoraAdapter::text_encoder_modules() const {
+  int64_t n = 0;
+  for (const auto& [name, f] : modules) n += is_text_encoder_module(name);
+  return n;
+}
+
+std::string text_encoder_note(const std::string& path, const LoraAdapter& adapter) {
+  const int64_t n = adapter.text_encoder_modules();
+  if (n == 0) return "";
+  return "note: " + path + ": " + std::to_string(n) + " text-encoder module(s) not applied (lcdkit has no text "
+         "encoder; conditions are embeddings from the model's table or --cond, computed with the adapter's text "
+         "encoder applied where it matters)";
+}
+
 void validate_lora_adapter(const LoraAdapter& adapter, const std::string& origin) {
   for (const auto& [name, t] : adapter.full_weights) {
     const auto& known = adapter_full_weight_names();
@@ -103,7 +121,8 @@ void attach_lora(Module& model, const LoraAdapter& adapter, double weight) {
   auto modules = module_map(model);
   std::vector<std::pair<LoraLayer*, LoraBranch>> pending;  // validate everything before changing anything
   for (const auto& [name, f] : adapter.modules)
-    pending.emplace_back(find_target(modules, name, f), LoraBranch{f.down, f.up, lora_scale(weight, f.alpha, f.rank())});
+    if (!is_text_encoder_module(name))
+      pending.emplace_back(find_target(modules, name, f), LoraBranch{f.down, f.up, lora_scale(weight, f.alpha, f.rank())});
   for (auto& [layer, branch] : pending) layer->lora.push_back(branch);
 }
 
@@ -116,6 +135,7 @@ void merge_lora(Module& model, const LoraAdapter& adapter, double weight) {
   auto modules = module_map(model);
   std::vector<std::pair<Tensor, Tensor>> updates;
   for (const auto& [name, f] : adapter.modules) {
+    if (is_text_encoder_module(name)) continue;
     Tensor& w = find_target(modules, name, f)->weight;
     updates.emplace_back(w, lora_delta(f, weight, w.shape()));
   }

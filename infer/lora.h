@@ -27,11 +27,21 @@ struct LoraFactors {
 // projection of a guidance-conditioned LCM-LoRA (the base model has none, so its ΔW is the tensor itself).
 const std::vector<std::string>& adapter_full_weight_names();  // {"time_embedding.cond_proj.weight"}
 
+// Stable Diffusion adapters often carry text-encoder modules too; their canonical names keep the component
+// prefix ("text_encoder.text_model.encoder.layers.0.self_attn.q_proj", "text_encoder_2. ..."). lcdkit has no text
+// encoder (conditions are embeddings computed elsewhere): lora-merge combine, convert and inspect carry these
+// modules through, while attach_lora and merge_lora skip them (the tools say so in one line).
+bool is_text_encoder_module(const std::string& name);
+struct LoraAdapter;
+// The one line a tool prints when it applies an adapter to a UNet and skips text-encoder modules ("" if none).
+std::string text_encoder_note(const std::string& path, const LoraAdapter& adapter);
+
 struct LoraAdapter {
-  std::map<std::string, LoraFactors> modules;  // "down_blocks.0.resnets.0.conv1" → factors
+  std::map<std::string, LoraFactors> modules;  // "down_blocks.0.resnets.0.conv1" → factors (UNet and text encoders)
   std::map<std::string, Tensor> full_weights;  // parameter name → ΔW (a name of adapter_full_weight_names)
   std::map<std::string, std::string> metadata;  // carried over from the file
-  std::string source_style = "peft";            // key style it was read in: "peft", "kohya" or "hdf5"
+  std::string source_style = "diffusers";       // key style it was read in: "diffusers", "peft", "kohya" or "hdf5"
+  int64_t text_encoder_modules() const;         // how many modules are text-encoder ones
   std::string source_dtype = "F32";             // dtype of its factors in the file
 };
 
@@ -47,12 +57,12 @@ double lora_scale(double weight, double alpha, int64_t rank);
 // ΔW = scale · B A in the base weight's shape ((out, in) or (out, in, kh, kw)), computed in double.
 Tensor lora_delta(const LoraFactors& f, double weight, const Shape& base_shape);
 
-// Adds each module's factors as an unmerged branch; throws FormatError naming any adapter module that matches
+// Adds each UNet module's factors as an unmerged branch (text-encoder modules are skipped); throws FormatError naming any adapter module that matches
 // no Linear/Conv2d of `model` or whose shapes do not fit it.
 void attach_lora(Module& model, const LoraAdapter& adapter, double weight);
 // Removes every LoRA branch under `model`.
 void detach_lora(Module& model);
-// W += weight · ΔW for every module and full weight of the adapter (same checks as attach_lora; a full weight
+// W += weight · ΔW for every UNet module and full weight of the adapter (same checks as attach_lora; a full weight
 // needs a parameter of its name and shape: see prepare_unet_for).
 void merge_lora(Module& model, const LoraAdapter& adapter, double weight);
 

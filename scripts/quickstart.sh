@@ -28,7 +28,7 @@ sample --sampler ddim --steps 50 --guidance 3 --out "$grids/teacher-ddim50.png"
 for n in 1 2 4; do sample --lora "$adapter" --sampler lcm --steps "$n" --out "$grids/lcm$n.png"; done
 t2=$(date +%s)
 
-"$build/bench/quality" --model "$model" --lora "$adapter" --per-class 30 --threads "$threads" \
+"$build/bench/quality" --model "$model" --lora "$adapter" --per-label 30 --threads "$threads" \
   --eval ddim:50:3,ddim:4:3,dpmpp-2m:4:3,lcm:1,lcm:2,lcm:4 | tee "$run/quality.txt"
 t3=$(date +%s)
 

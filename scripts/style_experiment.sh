@@ -44,7 +44,7 @@ measure() {  # measure LABEL EVALS [quality flags...]: appends LABEL's rows to t
   shift 2
   local dir="$out/grids/.$label"
   rm -rf "$dir"
-  "$build/bench/quality" --model "$model" --style invert --per-class "$per_class" --threads "$threads" \
+  "$build/bench/quality" --model "$model" --style invert --per-label "$per_class" --threads "$threads" \
     --guidance "$guidance" --eval "$evals" --grid-dir "$dir" "$@" > "$out/quality-$label.txt"
   # quality's rows: sampler steps guidance FID acc% style% seconds
   awk -v label="$label" '$1 ~ /^(ddim|dpmpp-2m|lcm|vae)$/ && NF == 7 {

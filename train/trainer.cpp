@@ -503,13 +503,18 @@ void Trainer::State::export_results() {
       tagged.metadata["lcdkit.objective"] = config.objective;
       tagged.metadata["lcdkit.step"] = std::to_string(step);
       tagged.metadata["lcdkit.base_model"] = config.model_dir;
+      // kohya's ss_base_model_version: the Stable Diffusion version where the UNet is one, else the model's name.
+      const std::string sd = kohya_base_model_version(unet->config);
+      fs::path model = fs::path(config.model_dir).lexically_normal();
+      if (model.filename().empty()) model = model.parent_path();  // "models/fmnist-ldm-v1/"
+      tagged.metadata["lcdkit.base_model_version"] = sd.empty() ? model.filename().string() : sd;
       for (const auto& [key, value] : objective->adapter_metadata()) tagged.metadata[key] = value;
-      write_lora((dir / "pytorch_lora_weights.safetensors").string(), tagged, LoraFormat::kPeft);
+      // One folder that diffusers' load_lora_weights (pytorch_lora_weights.safetensors) and PEFT's
+      // PeftModel.from_pretrained (adapter_model.safetensors + adapter_config.json) both load as is.
+      write_lora((dir / "pytorch_lora_weights.safetensors").string(), tagged, LoraFormat::kDiffusers);
+      write_lora(dir.string(), tagged, LoraFormat::kPeft);
       write_lora((dir / "adapter_kohya.safetensors").string(), tagged, LoraFormat::kKohya);
       write_lora((dir / "adapter.h5").string(), tagged, LoraFormat::kHdf5);
-      nlohmann::json peft = {{"peft_type", "LORA"}, {"r", config.lora.rank}, {"lora_alpha", config.lora.alpha},
-                             {"target_modules", config.lora.targets}, {"init_lora_weights", true}};
-      write_file_atomically((dir / "adapter_config.json").string(), peft.dump(2) + "\n");
     };
     write_all(lora->adapter(false), "adapter");
     if (objective->ema_decay() > 0) write_all(lora->adapter(true), "adapter_ema");

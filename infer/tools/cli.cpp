@@ -12,6 +12,8 @@
 
 #include "autograd/cpu/precision.h"
 #include "autograd/errors.h"
+#include "autograd/threads.h"
+#include "infer/tools/version.h"
 
 namespace lcd {
 
@@ -35,6 +37,15 @@ void ArgParser::rest(const std::string& name, const std::string& help, std::vect
   rest_ = {name, "", help, nullptr, out, nullptr, false};
 }
 
+void ArgParser::threads(std::string* out, const std::string& extra_help) {
+  option("--threads", "N",
+         "threads for OpenMP and the GEMM kernels (default: all cores, or OMP_NUM_THREADS)" + extra_help, out);
+}
+
+void apply_threads(const std::string& value) {
+  if (!value.empty()) set_num_threads(parse_int("--threads", value, 1, 4096));
+}
+
 bool ArgParser::given(const std::string& name) const {
   for (const auto& g : given_)
     if (g == name) return true;
@@ -45,13 +56,22 @@ bool ArgParser::parse(int argc, char** argv) { return parse(std::vector<std::str
 
 bool ArgParser::parse(const std::vector<std::string>& args) {
   size_t next_positional = 0;
+  bool options_ended = false;  // after "--" every argument is a positional, even one that starts with "--"
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    if (a == "--help" || a == "-h") {
+    if (!options_ended && a == "--") {
+      options_ended = true;
+      continue;
+    }
+    if (!options_ended && (a == "--help" || a == "-h")) {
       std::cout << help();
       return false;
     }
-    if (a.size() > 2 && a.compare(0, 2, "--") == 0) {
+    if (!options_ended && a == "--version") {
+      std::cout << version_line(program_) << "\n";
+      return false;
+    }
+    if (!options_ended && a.size() > 2 && a.compare(0, 2, "--") == 0) {
       std::string name = a, value;
       bool has_value = false;
       if (auto eq = a.find('='); eq != std::string::npos) {
@@ -108,6 +128,8 @@ std::string ArgParser::help() const {
     out << "\n";
   }
   out << "  --help\n      show this help and exit\n";
+  out << "  --version\n      show the version and the commit it was built from, and exit\n";
+  out << "  --\n      end of options: every later argument is a file or value, even one starting with --\n";
   return out.str();
 }
 

@@ -1,5 +1,6 @@
 // A small command-line parser shared by the tools (lcm-sample, lora-merge, lcd-train): --name VALUE or
-// --name=VALUE options, repeatable options, boolean flags, positionals, and generated --help. Bad flags throw
+// --name=VALUE options, repeatable options, boolean flags, positionals, "--" ending the options, and
+// generated --help and --version. Bad flags throw
 // UsageError; run_tool() turns any lcdkit error into one "tool: error: …" line and a non-zero exit.
 #pragma once
 #include <cstdint>
@@ -20,7 +21,10 @@ class ArgParser {
   // Positionals are filled in order; the last may take all remaining arguments when `rest` is set.
   void positional(const std::string& name, const std::string& help, std::string* out, bool required = true);
   void rest(const std::string& name, const std::string& help, std::vector<std::string>* out);
-  // Returns false when --help was asked for (the help has then been printed).
+  // The one thread knob, --threads N, with the same help and default (all cores) in every tool; apply the
+  // value with apply_threads after parse.
+  void threads(std::string* out, const std::string& extra_help = "");
+  // Returns false when --help or --version was asked for (then printed). "--" ends the options.
   bool parse(int argc, char** argv);
   bool parse(const std::vector<std::string>& args);
   std::string help() const;
@@ -56,6 +60,9 @@ const char* apply_precision(const std::string& value, const std::string& program
 inline constexpr const char* kPrecisionHelp =
     "GEMM operand precision: fp32, bf16 (AMX-BF16 / AVX512-BF16; fp32 elsewhere) or auto (the default: bf16 "
     "where the CPU has AMX-BF16 or AVX512-BF16, else fp32)";
+
+// Sets the thread count from a --threads value: empty keeps the default (all cores, or OMP_NUM_THREADS).
+void apply_threads(const std::string& value);
 
 // Runs a tool's body; lcdkit errors print "<program>: error: <message>" and return 1, usage errors add a
 // hint to run --help and return 2.

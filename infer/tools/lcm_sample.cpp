@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -212,12 +213,12 @@ int lcm_sample_command(int argc, char** argv) {
   p.option("--latents-out", "FILE", "write the final latents (tensor latents) before decoding", &o.latents_out);
   p.option("--out", "GRID.png", "write a grid of all samples", &o.out);
   p.option("--out-dir", "DIR", "write one PNG per sample, named <label>_<index>.png", &o.out_dir);
-  p.option("--threads", "N", "threads (OpenMP and GEMM)", &o.threads);
+  p.threads(&o.threads);
   p.option("--precision", "P", kPrecisionHelp, &o.precision);
   if (!p.parse(argc, argv)) return 0;
 
   // 1. Settings and paths, all checked before anything is loaded.
-  if (!o.threads.empty()) set_num_threads(parse_int("--threads", o.threads, 1, 4096));
+  apply_threads(o.threads);
   Settings set = parse_settings(o);
   apply_precision(o.precision, "lcm-sample", "--precision");
   refuse_outputs_over_inputs(o);
@@ -230,6 +231,8 @@ int lcm_sample_command(int argc, char** argv) {
   for (const auto& spec : o.loras) {
     auto [path, weight] = parse_weighted_path("--lora", spec);
     adapters.emplace_back(read_lora(path), weight);
+    if (const std::string note = text_encoder_note(path, adapters.back().first); !note.empty())
+      std::fprintf(stderr, "lcm-sample: %s\n", note.c_str());
     prepare_unet_for(*unet, adapters.back().first);
     try {
       merge_lora(*unet, adapters.back().first, weight);

@@ -16,6 +16,7 @@
 #include "infer/nn/layers.h"
 #include "infer/tools/cli.h"
 #include "infer/tools/no_overwrite.h"
+#include "infer/tools/version.h"
 
 namespace lcd {
 
@@ -35,7 +36,8 @@ const char* kDescription =
     "      a diffusers UNet directory with the adapters merged into its weights (θ' = θ + Σ λ_i ΔW_i).\n"
     "  extract --base DIR --tuned DIR --rank R OUT\n"
     "      the best rank-R LoRA of tuned − base for the LoRA target modules, with the error report.\n"
-    "  convert IN OUT --format peft|kohya|hdf5\n"
+    "  convert IN OUT --format diffusers|peft|kohya|hdf5\n"
+    "      diffusers: one file (unet. keys); peft: a folder PeftModel.from_pretrained loads.\n"
     "  inspect FILE\n"
     "      modules, ranks, alphas, dtypes, metadata and the norm of each ΔW.\n\n"
     "Run lora-merge COMMAND --help for a command's options.";
@@ -44,8 +46,16 @@ const char* kDescription =
 // paths, or a path inside an input folder).
 void refuse_overwrite(const std::string& out, const std::vector<std::string>& inputs) {
   std::vector<NamedPath> named;
-  for (const auto& in : inputs) named.push_back({"input", in});
+  for (const auto& in : inputs) {
+    named.push_back({"input", in});
+    std::error_code ec;
+    if (!fs::is_directory(in, ec))  // a file's adapter_config.json is read too (a folder is covered whole)
+      named.push_back({"input's adapter_config.json", (fs::path(in).parent_path() / "adapter_config.json").string()});
+  }
   refuse_overwriting_inputs({"output", out}, named);
+  if (fs::path(out).extension().empty())  // a PEFT folder: the two files written into it
+    for (const char* file : {"adapter_model.safetensors", "adapter_config.json"})
+      refuse_overwriting_inputs({"output", (fs::path(out) / file).string()}, named);
 }
 
 std::optional<DType> parse_dtype(const std::string& text) {
@@ -63,17 +73,30 @@ DType dtype_from_name(const std::string& name) {
   return DType::kF32;
 }
 
-LoraFormat parse_format(const std::string& text) {
-  if (text == "peft" || text == "diffusers") return LoraFormat::kPeft;
-  if (text == "kohya") return LoraFormat::kKohya;
-  if (text == "hdf5") return LoraFormat::kHdf5;
-  throw UsageError("--format must be peft, kohya or hdf5, got \"" + text + "\"");
+// --format: diffusers (one file, unet./text_encoder. keys), peft (a folder PeftModel.from_pretrained loads),
+// kohya or hdf5.
+const char* kFormats = "diffusers|peft|kohya|hdf5";
+
+LoraFormat parse_format(const std::string& text, const std::string& out) {
+  LoraFormat f;
+  if (text == "diffusers") f = LoraFormat::kDiffusers;
+  else if (text == "peft") f = LoraFormat::kPeft;
+  else if (text == "kohya") f = LoraFormat::kKohya;
+  else if (text == "hdf5") f = LoraFormat::kHdf5;
+  else throw UsageError("--format must be diffusers, peft, kohya or hdf5, got \"" + text + "\"");
+  if (f == LoraFormat::kPeft && fs::path(out).extension() == ".safetensors")
+    throw UsageError("--format peft writes a folder (adapter_model.safetensors + adapter_config.json), and " + out +
+                     " names a file: give a folder, or use --format diffusers for one file");
+  return f;
 }
 
+// The default when --format is not given: HDF5 for .h5, a PEFT folder for a path without an extension, else
+// the first input's style (kohya or diffusers).
 LoraFormat format_of(const std::string& out, const std::string& style) {
   const std::string ext = fs::path(out).extension().string();
   if (ext == ".h5" || ext == ".hdf5") return LoraFormat::kHdf5;
-  return style == "kohya" ? LoraFormat::kKohya : LoraFormat::kPeft;
+  if (ext.empty()) return LoraFormat::kPeft;
+  return style == "kohya" ? LoraFormat::kKohya : LoraFormat::kDiffusers;
 }
 
 struct Inputs {
@@ -132,9 +155,12 @@ int combine(const std::vector<std::string>& args) {
   p.option("--rank", "R", "svd: rank per module", &rank);
   p.option("--energy", "F", "svd: smallest rank keeping this fraction of Σσ² per module", &energy);
   p.option("--dtype", "F32|F16|BF16", "output dtype (default: the inputs')", &dtype);
-  p.option("--format", "peft|kohya|hdf5", "output key style (default: the first input's, or hdf5 for .h5)", &format);
+  p.option("--format", kFormats, "output key style (default: the first input's, or hdf5 for .h5)", &format);
   p.flag("--allow-unmatched", "skip (and count) keys that are not UNet LoRA tensors", &allow_unmatched);
+  std::string threads;
+  p.threads(&threads);
   if (!p.parse(args)) return 0;
+  apply_threads(threads);
   if (positional.size() < 2) throw UsageError("combine needs OUT and at least one IN");
   const std::string out = positional.front();
   std::vector<std::string> in_paths;
@@ -160,7 +186,7 @@ int combine(const std::vector<std::string>& args) {
     throw UsageError("--method must be cat or svd, got \"" + method + "\"");
   }
   result.metadata = merged_metadata(in.adapters, recipe);
-  write_lora(out, result, format.empty() ? format_of(out, in.adapters.front().source_style) : parse_format(format),
+  write_lora(out, result, format.empty() ? format_of(out, in.adapters.front().source_style) : parse_format(format, out),
              output_dtype(parse_dtype(dtype), in.adapters));
   if (in.skipped) std::printf("skipped %zu unmatched keys\n", in.skipped);
   std::printf("wrote %s: %zu modules\n", out.c_str(), result.modules.size());
@@ -177,7 +203,10 @@ int fold(const std::vector<std::string>& args) {
   p.option("--dtype", "F32|F16|BF16", "output weight dtype", &dtype);
   p.flag("--allow-unmatched", "skip (and count) adapter modules the UNet does not have", &allow_unmatched);
   p.rest("IN[:WEIGHT]...", "adapters with optional weights", &specs);
+  std::string threads;
+  p.threads(&threads);
   if (!p.parse(args)) return 0;
+  apply_threads(threads);
   if (unet_dir.empty() || out_dir.empty()) throw UsageError("fold needs --unet DIR and --out DIR");
   std::vector<NamedPath> inputs = {{"--unet", unet_dir}};
   for (const auto& spec : specs) inputs.push_back({"input", parse_weighted_path("IN", spec).first});
@@ -195,8 +224,9 @@ int fold(const std::vector<std::string>& args) {
   size_t unmatched = 0;
   for (const auto& w : in.weighted) {
     LoraAdapter a = *w.adapter;
+    if (const std::string note = text_encoder_note(w.origin, a); !note.empty()) std::printf("%s\n", note.c_str());
     for (auto it = a.modules.begin(); it != a.modules.end();)
-      if (!names.count(it->first) && allow_unmatched) {
+      if (!is_text_encoder_module(it->first) && !names.count(it->first) && allow_unmatched) {
         ++unmatched;
         it = a.modules.erase(it);
       } else {
@@ -222,9 +252,12 @@ int extract(const std::vector<std::string>& args) {
   p.option("--tuned", "DIR", "fine-tuned UNet directory", &tuned);
   p.option("--rank", "R", "rank per module", &rank);
   p.option("--dtype", "F32|F16|BF16", "output dtype", &dtype);
-  p.option("--format", "peft|kohya|hdf5", "output key style", &format);
+  p.option("--format", kFormats, "output key style", &format);
   p.rest("OUT", "output adapter file", &positional);
+  std::string threads;
+  p.threads(&threads);
   if (!p.parse(args)) return 0;
+  apply_threads(threads);
   if (base.empty() || tuned.empty() || rank.empty() || positional.size() != 1)
     throw UsageError("extract needs --base DIR --tuned DIR --rank R OUT");
   const std::string out = positional.front();
@@ -242,7 +275,7 @@ int extract(const std::vector<std::string>& args) {
   if (a.modules.empty()) throw ValueError("the tuned UNet equals the base in every LoRA target module");
   print_report(report);
   a.metadata["lcdkit.merge_recipe"] = nlohmann::json({{"command", "extract"}, {"rank", rank}}).dump();
-  write_lora(out, a, format.empty() ? format_of(out, "peft") : parse_format(format), parse_dtype(dtype).value_or(DType::kF32));
+  write_lora(out, a, format.empty() ? format_of(out, "diffusers") : parse_format(format, out), parse_dtype(dtype).value_or(DType::kF32));
   std::printf("wrote %s: %zu modules\n", out.c_str(), a.modules.size());
   return 0;
 }
@@ -251,17 +284,20 @@ int convert(const std::vector<std::string>& args) {
   std::string format, dtype;
   bool allow_unmatched = false;
   std::vector<std::string> positional;
-  ArgParser p("lora-merge convert", "IN OUT --format peft|kohya|hdf5", "Rewrites an adapter in another key style.");
+  ArgParser p("lora-merge convert", "IN OUT --format diffusers|peft|kohya|hdf5", "Rewrites an adapter in another key style.");
   p.rest("IN OUT", "input and output files", &positional);
-  p.option("--format", "peft|kohya|hdf5", "output key style", &format);
+  p.option("--format", kFormats, "output key style", &format);
   p.option("--dtype", "F32|F16|BF16", "output dtype (default: the input's)", &dtype);
   p.flag("--allow-unmatched", "skip (and count) keys that are not UNet LoRA tensors", &allow_unmatched);
+  std::string threads;
+  p.threads(&threads);
   if (!p.parse(args)) return 0;
-  if (positional.size() != 2 || format.empty()) throw UsageError("convert needs IN OUT --format peft|kohya|hdf5");
+  apply_threads(threads);
+  if (positional.size() != 2 || format.empty()) throw UsageError("convert needs IN OUT --format diffusers|peft|kohya|hdf5");
   refuse_overwrite(positional[1], {positional[0]});
   std::vector<std::string> skipped;
   LoraAdapter a = read_lora(positional[0], allow_unmatched, &skipped);
-  write_lora(positional[1], a, parse_format(format), parse_dtype(dtype).value_or(dtype_from_name(a.source_dtype)));
+  write_lora(positional[1], a, parse_format(format, positional[1]), parse_dtype(dtype).value_or(dtype_from_name(a.source_dtype)));
   if (!skipped.empty()) std::printf("skipped %zu unmatched keys\n", skipped.size());
   std::printf("wrote %s: %zu modules\n", positional[1].c_str(), a.modules.size());
   return 0;
@@ -273,12 +309,17 @@ int inspect(const std::vector<std::string>& args) {
   ArgParser p("lora-merge inspect", "FILE", "Lists an adapter's modules, ranks, alphas, dtypes, metadata and ‖ΔW‖.");
   p.rest("FILE", "adapter file", &positional);
   p.flag("--allow-unmatched", "skip (and count) keys that are not UNet LoRA tensors", &allow_unmatched);
+  std::string threads;
+  p.threads(&threads);
   if (!p.parse(args)) return 0;
+  apply_threads(threads);
   if (positional.size() != 1) throw UsageError("inspect needs one FILE");
   std::vector<std::string> skipped;
   LoraAdapter a = read_lora(positional[0], allow_unmatched, &skipped);
-  std::printf("%s: %s keys, %s, %zu modules\n", positional[0].c_str(), a.source_style.c_str(), a.source_dtype.c_str(),
+  std::printf("%s: %s keys, %s, %zu modules", positional[0].c_str(), a.source_style.c_str(), a.source_dtype.c_str(),
               a.modules.size());
+  if (const int64_t te = a.text_encoder_modules()) std::printf(" (%lld of them text-encoder)", static_cast<long long>(te));
+  std::printf("\n");
   for (const auto& [k, v] : a.metadata) std::printf("metadata %s = %s\n", k.c_str(), v.c_str());
   std::printf("%-72s %6s %8s %6s %22s %12s\n", "module", "kind", "alpha", "rank", "down shape", "|dW|_F");
   double total = 0;
@@ -303,6 +344,10 @@ int inspect(const std::vector<std::string>& args) {
 
 int lora_merge_command(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && args[0] == "--version") {
+    std::cout << version_line("lora-merge") << "\n";
+    return 0;
+  }
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::cout << "usage: lora-merge " << kUsage << "\n\n" << kDescription << "\n";
     return args.empty() ? 2 : 0;

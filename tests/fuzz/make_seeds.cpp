@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
       LoraFactors{Tensor::full({2, 8}, 0.1f), Tensor::full({8, 2}, -0.2f), 4.0};
   a.modules["up_blocks.1.resnets.0.conv1"] = LoraFactors{Tensor::full({2, 4, 3, 3}, 0.05f), Tensor::full({4, 2, 1, 1}, 0.3f), 2.0};
   for (const char* t : {"safetensors", "lora"}) {
-    write_lora((out / t / "peft.safetensors").string(), a, LoraFormat::kPeft);
+    write_lora((out / t / "peft.safetensors").string(), a, LoraFormat::kDiffusers);
     write_lora((out / t / "kohya-f16.safetensors").string(), a, LoraFormat::kKohya, DType::kF16);
   }
   write_lora((out / "lora_hdf5/adapter.h5").string(), a, LoraFormat::kHdf5);

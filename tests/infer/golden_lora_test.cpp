@@ -70,7 +70,7 @@ TEST(LoraIo, WritesAndReadsBothStylesWithAlphaAndMixedRanks) {
   a.modules["mid_block.resnets.0.conv1"] =
       LoraFactors{Tensor::full({4, 128, 3, 3}, 0.125f), Tensor::full({128, 4, 1, 1}, -0.375f), 4.0};
   const auto dir = std::filesystem::temp_directory_path();
-  for (LoraFormat f : {LoraFormat::kPeft, LoraFormat::kKohya}) {
+  for (LoraFormat f : {LoraFormat::kDiffusers, LoraFormat::kKohya}) {
     const std::string path = (dir / ("lcdkit_lora_" + std::to_string(::getpid()) + ".safetensors")).string();
     write_lora(path, a, f, DType::kF16);
     LoraAdapter b = read_lora(path);

@@ -124,7 +124,7 @@ class GuidanceAdapter : public ::testing::Test {
 
 TEST_F(GuidanceAdapter, RoundTripsThroughEveryFormat) {
   for (auto [format, name, key] : std::vector<std::tuple<LoraFormat, std::string, std::string>>{
-           {LoraFormat::kPeft, "peft.safetensors", "unet.time_embedding.cond_proj.weight"},
+           {LoraFormat::kDiffusers, "peft.safetensors", "unet.time_embedding.cond_proj.weight"},
            {LoraFormat::kKohya, "kohya.safetensors", "lora_unet_time_embedding_cond_proj.diff"},
            {LoraFormat::kHdf5, "a.h5", ""}}) {
     SCOPED_TRACE(name);
@@ -143,7 +143,7 @@ TEST_F(GuidanceAdapter, RoundTripsThroughEveryFormat) {
   }
   LoraAdapter bad = adapter_;
   bad.full_weights["time_embedding.cond_proj.weight"].data()[3] = NAN;
-  write_lora((dir_ / "nan.safetensors").string(), bad, LoraFormat::kPeft);
+  write_lora((dir_ / "nan.safetensors").string(), bad, LoraFormat::kDiffusers);
   EXPECT_THROW(read_lora((dir_ / "nan.safetensors").string()), FormatError);
 }
 

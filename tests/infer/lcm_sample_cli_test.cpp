@@ -88,7 +88,7 @@ TEST_F(LcmSampleCli, OneTcdStepEqualsOnePcmPhase) {
 TEST_F(LcmSampleCli, PcmStepsDefaultToTheAdaptersPhases) {
   LoraAdapter a = read_lora(golden_dir("diffusers-A/lora_peft.safetensors"));
   a.metadata["lcdkit.pcm_phases"] = "2";
-  write_lora(path("pcm2.safetensors"), a, LoraFormat::kPeft);
+  write_lora(path("pcm2.safetensors"), a, LoraFormat::kDiffusers);
   const std::string common = "--unet " + golden_dir("diffusers-A/unet") + " --lora " + path("pcm2.safetensors") +
                              " --sampler pcm --cond " + path("cond.safetensors") + " --noise " + path("noise.safetensors") +
                              " --precision fp32 --latents-out ";

@@ -123,8 +123,9 @@ TEST_F(LoraMergeTest, ExtractRecoversAFoldedAdapter) {
 TEST_F(LoraMergeTest, ConvertRoundTripsAreLosslessForF32) {
   ASSERT_EQ(run_tool("lora-merge", "convert " + peft_ + " " + path("k.safetensors") + " --format kohya").status, 0);
   ASSERT_EQ(run_tool("lora-merge", "convert " + path("k.safetensors") + " " + path("h.h5") + " --format hdf5").status, 0);
-  ASSERT_EQ(run_tool("lora-merge", "convert " + path("h.h5") + " " + path("p.safetensors") + " --format peft").status, 0);
-  const LoraAdapter a = read_lora(peft_), b = read_lora(path("p.safetensors"));
+  ASSERT_EQ(run_tool("lora-merge", "convert " + path("h.h5") + " " + path("d.safetensors") + " --format diffusers").status, 0);
+  ASSERT_EQ(run_tool("lora-merge", "convert " + path("d.safetensors") + " " + path("p") + " --format peft").status, 0);
+  const LoraAdapter a = read_lora(peft_), b = read_lora(path("p"));
   ASSERT_EQ(a.modules.size(), b.modules.size());
   for (const auto& [name, f] : a.modules) {
     const LoraFactors& g = b.modules.at(name);
@@ -145,7 +146,7 @@ TEST_F(LoraMergeTest, BadInputsGiveAnErrorAndNoOutputFile) {
   auto& f = odd.modules.begin()->second;
   f.down = Tensor::zeros({4, 3});
   f.up = Tensor::zeros({5, 4});
-  write_lora(path("odd.safetensors"), odd, LoraFormat::kPeft);
+  write_lora(path("odd.safetensors"), odd, LoraFormat::kDiffusers);
   // A key that maps to no UNet module, and a corrupt file.
   write_safetensors(path("alien.safetensors"), {{"lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", Tensor::zeros({2, 8})}});
   std::ofstream(path("corrupt.safetensors")) << "\x10\0\0\0\0\0\0\0{\"a\": 1}";

@@ -277,11 +277,11 @@ std::vector<Case> all_cases() {
       {"wrong-module-peft", "a.safetensors", [](const fs::path& p) {
          LoraAdapter a;
          a.modules["down_blocks.7.nothing"] = LoraFactors{Tensor::full({2, 8}, 0.1f), Tensor::full({8, 2}, 0.1f), 2.0};
-         write_lora(p.string(), a, LoraFormat::kPeft); }},
+         write_lora(p.string(), a, LoraFormat::kDiffusers); }},
       {"wrong-shape-for-model", "a.safetensors", [](const fs::path& p) {
          LoraAdapter a;
          a.modules[kLinear] = LoraFactors{Tensor::full({2, 16}, 0.1f), Tensor::full({16, 2}, 0.1f), 2.0};
-         write_lora(p.string(), a, LoraFormat::kPeft); }},
+         write_lora(p.string(), a, LoraFormat::kDiffusers); }},
   };
   for (const auto& b : bad_adapters) {
     auto setup = [b](const fs::path& C) { b.write(C / b.file); };

@@ -20,7 +20,7 @@ int export_checkpoint(const std::string& from, const std::string& out, bool ema)
   lcd::refuse_overwriting_inputs({"--out", out}, {{"--export-checkpoint", from}});
   const lcd::LoraAdapter a = lcd::adapter_from_checkpoint(lcd::load_checkpoint(from), ema, from);
   const bool h5 = out.size() > 3 && out.compare(out.size() - 3, 3, ".h5") == 0;
-  lcd::write_lora(out, a, h5 ? lcd::LoraFormat::kHdf5 : lcd::LoraFormat::kPeft);
+  lcd::write_lora(out, a, h5 ? lcd::LoraFormat::kHdf5 : lcd::LoraFormat::kDiffusers);
   std::cerr << "lcd-train: wrote " << out << " (" << (ema ? "EMA" : "online") << " adapter at step " << a.metadata.at("lcdkit.step")
             << ")\n";
   return 0;
@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
                      "every key and its default.");
     p.positional("CONFIG.json", "the run's configuration", &config_path, false);
     p.option("--resume", "DIR", "continue the run in DIR from its latest checkpoint", &resume);
-    p.option("--threads", "N", "threads (per process under mpirun; overrides the config's threads)", &threads);
+    p.threads(&threads, "; per process under mpirun; overrides the config's threads");
     p.flag("--help-config", "list every config key with its default and meaning", &help_config);
     p.option("--export-checkpoint", "CKPT", "write the adapter held by checkpoint CKPT (with --out) and exit", &export_from);
     p.option("--out", "FILE", "where --export-checkpoint writes (.h5: HDF5, else PEFT safetensors)", &export_out);
