@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
       width = std::max(width, images.back().second.width);
       height += images.back().second.height + 4;
     }
-    Image8 stacked{width, height, 1, std::vector<uint8_t>(static_cast<size_t>(width) * height, 0)};
+    Image8 stacked{width, height, 1, std::vector<uint8_t>(static_cast<size_t>(width) * height, 0), {}};
     int y = 0;
     for (auto& [label, img] : images) {
       for (int r = 0; r < img.height; ++r)

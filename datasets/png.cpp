@@ -50,6 +50,11 @@ Image8 read_png(const std::string& path, int channels) {
   png_init_io(png, f.get());
   png_set_sig_bytes(png, 8);
   png_read_info(png, info);
+  png_textp chunks = nullptr;
+  const int n_chunks = png_get_text(png, info, &chunks, nullptr);
+  for (int i = 0; i < n_chunks; ++i)
+    img.text.emplace_back(chunks[i].key, std::string(chunks[i].text, chunks[i].itxt_length ? chunks[i].itxt_length
+                                                                                            : chunks[i].text_length));
   // Normalise to 8-bit gray or RGB: expand palettes and low bit depths, strip 16 bits, drop alpha.
   png_set_expand(png);
   png_set_strip_16(png);
@@ -82,6 +87,8 @@ Image8 read_png(const std::string& path, int channels) {
 }
 
 void write_png(const std::string& path, const Image8& img) {
+  for (const auto& [key, value] : img.text)
+    if (key.empty() || key.size() > 79) throw ValueError(path + ": PNG text keyword \"" + key + "\" must have 1–79 bytes");
   std::string error, bytes;
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &error, png_error_to_exception, png_warning_ignored);
   png_infop info = png_create_info_struct(png);
@@ -97,6 +104,20 @@ void write_png(const std::string& path, const Image8& img) {
       nullptr);
   png_set_IHDR(png, info, img.width, img.height, 8, img.channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB,
                PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  std::vector<png_text> chunks(img.text.size());
+  for (size_t i = 0; i < img.text.size(); ++i) {
+    const auto& [key, value] = img.text[i];
+    const bool ascii = std::all_of(value.begin(), value.end(), [](char ch) { return static_cast<unsigned char>(ch) < 0x80; });
+    png_text& t = chunks[i];
+    t.compression = ascii ? PNG_TEXT_COMPRESSION_NONE : PNG_ITXT_COMPRESSION_NONE;
+    t.key = const_cast<char*>(key.c_str());
+    t.text = const_cast<char*>(value.c_str());
+    t.text_length = ascii ? value.size() : 0;
+    t.itxt_length = ascii ? 0 : value.size();
+    t.lang = nullptr;
+    t.lang_key = nullptr;
+  }
+  if (!chunks.empty()) png_set_text(png, info, chunks.data(), static_cast<int>(chunks.size()));
   png_write_info(png, info);
   for (int y = 0; y < img.height; ++y)
     png_write_row(png, const_cast<png_bytep>(img.pixels.data() + static_cast<size_t>(y) * img.width * img.channels));
@@ -107,7 +128,7 @@ void write_png(const std::string& path, const Image8& img) {
 
 Image8 image_at(const Tensor& images, int64_t index) {
   const int c = static_cast<int>(images.size(1)), h = static_cast<int>(images.size(2)), w = static_cast<int>(images.size(3));
-  Image8 img{w, h, c, std::vector<uint8_t>(static_cast<size_t>(w) * h * c)};
+  Image8 img{w, h, c, std::vector<uint8_t>(static_cast<size_t>(w) * h * c), {}};
   const float* src = images.data() + index * c * h * w;
   for (int ch = 0; ch < c; ++ch)
     for (int i = 0; i < h * w; ++i) img.pixels[static_cast<size_t>(i) * c + ch] = to_byte(src[ch * h * w + i]);
@@ -121,7 +142,7 @@ Image8 image_grid(const Tensor& images, int columns) {
   const int h = static_cast<int>(images.size(2)), w = static_cast<int>(images.size(3)), pad = 2;
   columns = std::max(1, std::min(columns, n));
   const int rows = (n + columns - 1) / columns;
-  Image8 grid{columns * (w + pad) + pad, rows * (h + pad) + pad, c, {}};
+  Image8 grid{columns * (w + pad) + pad, rows * (h + pad) + pad, c, {}, {}};
   grid.pixels.assign(static_cast<size_t>(grid.width) * grid.height * c, 128);
   for (int k = 0; k < n; ++k) {
     const Image8 one = image_at(images, k);

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "autograd/errors.h"
@@ -92,6 +93,28 @@ std::string weights_hash(const Module& module) {
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
   return hex;
+}
+
+std::vector<std::string> load_class_names(const std::string& model_dir, int64_t classes) {
+  const fs::path path = fs::path(model_dir) / "labels.json";
+  if (!fs::exists(path)) return {};
+  std::ifstream in(path);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(path.string() + ": not valid JSON (" + json_error_text(e) + ")");
+  }
+  std::vector<std::string> names;
+  if (!j.is_array() || static_cast<int64_t>(j.size()) != classes)
+    throw FormatError(path.string() + ": must be a list of " + std::to_string(classes) + " class names (one per row of "
+                      "cond_embeddings but the unconditional one)");
+  for (size_t i = 0; i < j.size(); ++i) {
+    if (!j[i].is_string() || j[i].get<std::string>().empty())
+      throw FormatError(path.string() + ": entry " + std::to_string(i) + " is not a non-empty string");
+    names.push_back(j[i].get<std::string>());
+  }
+  return names;
 }
 
 Tensor load_cond_embeddings(const std::string& model_dir, int64_t condition_dim) {

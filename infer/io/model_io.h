@@ -28,4 +28,8 @@ std::string weights_hash(const Module& module);
 // With condition_dim > 0 (the UNet's cross_attention_dim), a table of another width is a FormatError.
 Tensor load_cond_embeddings(const std::string& model_dir, int64_t condition_dim = 0);
 
+// The class names of a model's condition table, from labels.json beside it (a JSON list of `classes` strings,
+// row k's name at k); empty when the model has no labels.json. A list of another length is a FormatError.
+std::vector<std::string> load_class_names(const std::string& model_dir, int64_t classes);
+
 }  // namespace lcd

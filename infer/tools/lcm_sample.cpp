@@ -1,6 +1,7 @@
 // lcm-sample (see lcm_sample.h).
 #include "infer/tools/lcm_sample.h"
 
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -20,6 +21,8 @@
 #include "infer/samplers.h"
 #include "infer/tools/cli.h"
 #include "infer/tools/no_overwrite.h"
+#include "infer/tools/version.h"
+#include <nlohmann/json.hpp>
 
 namespace lcd {
 
@@ -33,7 +36,14 @@ struct Options {
   std::vector<std::string> loras;
 };
 
-std::vector<int64_t> parse_labels(const std::string& text, int64_t classes) {
+// A class name as typed: case and '_' for ' ' do not matter ("ankle_boot" is "Ankle boot").
+std::string name_key(std::string s) {
+  for (char& ch : s) ch = ch == '_' ? ' ' : static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
+
+// "all", or a comma-separated list of row numbers or class names (labels.json).
+std::vector<int64_t> parse_labels(const std::string& text, int64_t classes, const std::vector<std::string>& names) {
   std::vector<int64_t> labels;
   if (text == "all") {
     for (int64_t k = 0; k < classes; ++k) labels.push_back(k);
@@ -41,6 +51,19 @@ std::vector<int64_t> parse_labels(const std::string& text, int64_t classes) {
   }
   std::stringstream in(text);
   for (std::string item; std::getline(in, item, ',');) {
+    if (!item.empty() && !std::isdigit(static_cast<unsigned char>(item[0])) && item[0] != '-') {
+      int64_t found = -1;
+      for (size_t k = 0; k < names.size(); ++k)
+        if (name_key(names[k]) == name_key(item)) found = static_cast<int64_t>(k);
+      if (found < 0) {
+        std::string known;
+        for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+        throw UsageError("--labels: \"" + item + "\" is not a class name of this model" +
+                         (names.empty() ? std::string(" (it has no labels.json: give row numbers)") : " (" + known + ")"));
+      }
+      labels.push_back(found);
+      continue;
+    }
     const int v = parse_int("--labels", item);
     if (v < 0 || v >= classes)
       throw UsageError("--labels: " + std::to_string(v) + " is not a class of this model (0.." + std::to_string(classes - 1) + ")");
@@ -104,10 +127,13 @@ void refuse_outputs_over_inputs(const Options& o) {
     throw UsageError("--out and --latents-out name the same file " + o.out);
 }
 
-// The conditions of every sample (cond, uncond) and a name per sample for --out-dir.
+// The conditions of every sample (cond, uncond), a name per sample for --out-dir, and what each sample was
+// asked for (the "prompt" of its PNG text: a class name and label, or a row of the --cond file).
 struct Conditions {
   Tensor cond, uncond;  // (n, L, D), (1 or n, L, D) or undefined
   std::vector<std::string> names;
+  std::vector<std::string> prompts;
+  std::vector<int64_t> labels;  // −1 for --cond rows
 };
 
 Conditions load_conditions(const Options& o, const Settings& s, const UNetConfig& unet) {
@@ -115,11 +141,15 @@ Conditions load_conditions(const Options& o, const Settings& s, const UNetConfig
   if (!o.labels.empty()) {
     if (o.model.empty()) throw UsageError("--labels needs --model (its cond_embeddings table)");
     Tensor table = load_cond_embeddings(o.model, unet.cross_attention_dim);  // (classes + 1, L, D)
+    const std::vector<std::string> class_names = load_class_names(o.model, table.size(0) - 1);
     std::vector<int64_t> rows;
-    for (int64_t label : parse_labels(o.labels, table.size(0) - 1))
+    for (int64_t label : parse_labels(o.labels, table.size(0) - 1, class_names))
       for (int k = 0; k < s.per_label; ++k) {
         rows.push_back(label);
         c.names.push_back(std::to_string(label));
+        c.labels.push_back(label);
+        c.prompts.push_back(class_names.empty() ? "label " + std::to_string(label)
+                                                : class_names[label] + " (label " + std::to_string(label) + ")");
       }
     NoGradGuard g;
     c.cond = embedding(table, rows);
@@ -145,6 +175,8 @@ Conditions load_conditions(const Options& o, const Settings& s, const UNetConfig
     require_finite(c.cond, o.cond + ": cond");
     if (f.contains("uncond")) require_finite(c.uncond, o.cond + ": uncond");
     c.names.assign(cs[0], "cond");
+    c.labels.assign(cs[0], -1);
+    for (int64_t i = 0; i < cs[0]; ++i) c.prompts.push_back("row " + std::to_string(i) + " of " + fs::path(o.cond).filename().string());
   }
   if (s.guidance != 1.0 && !c.uncond.defined() && unet.time_cond_proj_dim == 0)
     throw UsageError("--guidance " + o.guidance + " needs an unconditional embedding (uncond in --cond, or --model)");
@@ -186,6 +218,38 @@ std::string sampler_help() {
   return out;
 }
 
+// What made an image, as PNG text chunks: A1111's `parameters` (prompt line, then "Steps: …, Sampler: …") that
+// image browsers show, and the same as JSON under `lcdkit`. `indices`: the samples the image shows (one, or a
+// grid's); (seed, sample index) reproduces a sample's noise.
+std::vector<std::pair<std::string, std::string>> png_text(const Options& o, const Settings& s, const Conditions& c,
+                                                          const std::vector<int64_t>& indices, const Tensor& images) {
+  const std::string model = !o.model.empty() ? fs::path(o.model).lexically_normal().string() : o.unet;
+  std::string prompt, loras;
+  nlohmann::json j = {{"tool", "lcm-sample"}, {"version", version_line("lcdkit")}, {"model", model},
+                      {"sampler", o.sampler}, {"steps", s.steps}, {"guidance", s.guidance}, {"seed", s.seed},
+                      {"precision", o.precision.empty() ? "auto" : o.precision}};
+  if (std::string(s.sampler->name) == "tcd") j["eta"] = s.eta;
+  if (!o.noise.empty()) j["noise"] = o.noise;
+  for (const auto& spec : o.loras) {
+    const auto [path, weight] = parse_weighted_path("--lora", spec);
+    j["loras"].push_back({{"file", path}, {"weight", weight}});
+    loras += (loras.empty() ? "" : " ") + fs::path(path).filename().string() + ":" + nlohmann::json(weight).dump();
+  }
+  std::string last;
+  for (int64_t i : indices) {
+    j["samples"].push_back({{"index", i}, {"prompt", c.prompts[i]}, {"label", c.labels[i]}});
+    if (c.prompts[i] != last) prompt += (prompt.empty() ? "" : "; ") + c.prompts[i];
+    last = c.prompts[i];
+  }
+  std::string params = prompt + "\nSteps: " + std::to_string(s.steps) + ", Sampler: " + o.sampler +
+                       ", CFG scale: " + nlohmann::json(s.guidance).dump() + ", Seed: " + std::to_string(s.seed) +
+                       (indices.size() == 1 ? ", Sample index: " + std::to_string(indices[0]) : "") + ", Size: " +
+                       std::to_string(images.size(3)) + "x" + std::to_string(images.size(2)) + ", Model: " +
+                       fs::path(model).filename().string() + (loras.empty() ? "" : ", Lora: " + loras) +
+                       ", Version: " + version_line("lcdkit");
+  return {{"parameters", params}, {"lcdkit", j.dump()}};
+}
+
 }  // namespace
 
 int lcm_sample_command(int argc, char** argv) {
@@ -203,7 +267,7 @@ int lcm_sample_command(int argc, char** argv) {
   p.option("--guidance", "S", "guidance scale s, ε = ε_u + s(ε_c − ε_u); 1 = off (default: 1 for lcm, tcd and pcm, 2 otherwise)",
            &o.guidance);
   p.option("--eta", "γ", "TCD's stochasticity γ in [0, 1] (0: deterministic; default 0.3)", &o.eta);
-  p.option("--labels", "L", "comma-separated class labels (rows of the model's condition table), or all", &o.labels);
+  p.option("--labels", "L", "comma-separated class labels: rows of the model's condition table or their names (its labels.json, e.g. Dress,ankle_boot), or all", &o.labels);
   p.option("--per-label", "N", "samples per label", &o.per_label);
   p.option("--cond", "FILE", "safetensors with cond (B,L,D) and optionally uncond (B or 1,L,D)", &o.cond);
   p.option("--noise", "FILE", "safetensors with the initial latents noise (B,C,H,W)", &o.noise);
@@ -297,12 +361,19 @@ int lcm_sample_command(int argc, char** argv) {
     const int columns = o.labels.empty() ? static_cast<int>(std::ceil(std::sqrt(double(n))))
                         : set.per_label > 1 ? set.per_label
                                             : static_cast<int>(std::min<int64_t>(n, 10));
-    write_png(o.out, image_grid(images, columns));
+    Image8 grid = image_grid(images, columns);
+    std::vector<int64_t> all(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) all[i] = i;
+    grid.text = png_text(o, set, c, all, images);
+    write_png(o.out, grid);
   }
   if (!o.out_dir.empty()) {
     fs::create_directories(o.out_dir);
-    for (int64_t i = 0; i < n; ++i)
-      write_png((fs::path(o.out_dir) / (c.names[i] + "_" + std::to_string(i) + ".png")).string(), image_at(images, i));
+    for (int64_t i = 0; i < n; ++i) {
+      Image8 one = image_at(images, i);
+      one.text = png_text(o, set, c, {i}, images);
+      write_png((fs::path(o.out_dir) / (c.names[i] + "_" + std::to_string(i) + ".png")).string(), one);
+    }
   }
   return 0;
 }

@@ -142,8 +142,8 @@ TEST_F(DatasetsTest, PngReadsEveryColourTypeAndDepth) {
 TEST_F(DatasetsTest, ImageFoldersFromSubfoldersAndLabelFilesWithTheFittingRule) {
   fs::create_directories(dir_ / "set/3");
   fs::create_directories(dir_ / "set/7");
-  write_png(path("set/3/a.png"), Image8{28, 28, 1, std::vector<uint8_t>(28 * 28, 255)});
-  write_png(path("set/7/b.png"), Image8{28, 28, 1, std::vector<uint8_t>(28 * 28, 0)});
+  write_png(path("set/3/a.png"), Image8{28, 28, 1, std::vector<uint8_t>(28 * 28, 255), {}});
+  write_png(path("set/7/b.png"), Image8{28, 28, 1, std::vector<uint8_t>(28 * 28, 0), {}});
   ImageFolder f = load_image_folder(path("set"), {1, 32, ""});
   ASSERT_EQ(f.data.labels, (std::vector<int64_t>{3, 7}));
   EXPECT_FLOAT_EQ(f.data.images.data()[0], -1.0f);             // padding
@@ -151,15 +151,15 @@ TEST_F(DatasetsTest, ImageFoldersFromSubfoldersAndLabelFilesWithTheFittingRule) 
   // 64×64 → 32×32 by 2×2 box averaging.
   std::vector<uint8_t> checker(64 * 64);
   for (int i = 0; i < 64 * 64; ++i) checker[i] = ((i / 64) % 2) ? 255 : 0;
-  write_png(path("big.png"), Image8{64, 64, 1, checker});
+  write_png(path("big.png"), Image8{64, 64, 1, checker, {}});
   std::ofstream(path("labels.txt")) << "# file label\nbig.png,4\n";
   ImageFolder g = load_image_folder(dir_.string(), {1, 32, path("labels.txt")});
   EXPECT_EQ(g.data.labels, (std::vector<int64_t>{4}));
   EXPECT_NEAR(g.data.images.data()[0], 0.0f, 1e-6);  // mean of 0 and 255 → the middle of [-1, 1]
   // Mismatched sizes and unfittable sizes are errors naming the file.
-  write_png(path("set/7/c.png"), Image8{20, 28, 1, std::vector<uint8_t>(20 * 28, 0)});
+  write_png(path("set/7/c.png"), Image8{20, 28, 1, std::vector<uint8_t>(20 * 28, 0), {}});
   EXPECT_THROW(load_image_folder(path("set"), {1, 32, ""}), FormatError);
-  write_png(path("odd.png"), Image8{40, 40, 1, std::vector<uint8_t>(1600, 0)});
+  write_png(path("odd.png"), Image8{40, 40, 1, std::vector<uint8_t>(1600, 0), {}});
   std::ofstream(path("labels2.txt")) << "odd.png 1\n";
   EXPECT_THROW(load_image_folder(dir_.string(), {1, 32, path("labels2.txt")}), FormatError);
   std::ofstream(path("labels3.txt")) << "odd.png\n";

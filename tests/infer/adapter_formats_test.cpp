@@ -16,6 +16,7 @@
 #include "infer/io/lora_io.h"
 #include "infer/io/model_io.h"
 #include "infer/tools/version.h"
+#include "datasets/png.h"
 #include "tests/infer/golden.h"
 #include "tests/tool_runner.h"
 
@@ -354,6 +355,54 @@ TEST(ToolConventions, DoubleDashEndsTheOptions) {
   const CmdResult without = run_tool("lora-merge", "inspect --no-such-adapter.safetensors");
   EXPECT_EQ(without.status, 2) << without.output;
   EXPECT_NE(without.output.find("unknown option"), std::string::npos) << without.output;
+}
+
+}  // namespace
+}  // namespace lcd::testing
+
+namespace lcd::testing {
+namespace {
+
+// lcm-sample on the shipped teacher: class names from its labels.json, and what made each image in its PNG
+// text chunks (A1111's `parameters`, lcdkit's JSON), read back with the PNG reader.
+TEST(SampleImages, ClassNamesSelectRowsAndEveryPngSaysWhatMadeIt) {
+  const fs::path dir = fs::temp_directory_path() / ("lcdkit_pngtext_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string model = std::string(LCDKIT_SOURCE_DIR) + "/models/fmnist-ldm-v1";
+  const CmdResult r = run_tool("lcm-sample", "--model " + model + " --labels Dress,ankle_boot,1 --steps 1 --seed 7 --threads 1 "
+                                             "--precision fp32 --out " + (dir / "grid.png").string() + " --out-dir " + (dir / "each").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const Image8 one = read_png((dir / "each/9_1.png").string(), 1);  // the second sample: "ankle_boot" is row 9
+  std::map<std::string, std::string> text(one.text.begin(), one.text.end());
+  ASSERT_TRUE(text.count("parameters")) << "no parameters chunk";
+  const std::string& p = text["parameters"];
+  EXPECT_EQ(p.rfind("Ankle boot (label 9)\nSteps: 1, Sampler: lcm, CFG scale: 1.0, Seed: 7, Sample index: 1, Size: 32x32, "
+                    "Model: fmnist-ldm-v1, Version: lcdkit ", 0), 0u) << p;
+  const json j = json::parse(text.at("lcdkit"));
+  EXPECT_EQ(j.at("seed"), 7);
+  EXPECT_EQ(j.at("steps"), 1);
+  EXPECT_EQ(j.at("samples").size(), 1u);
+  EXPECT_EQ(j.at("samples")[0].at("label"), 9);
+  const Image8 grid = read_png((dir / "grid.png").string(), 1);
+  std::map<std::string, std::string> gt(grid.text.begin(), grid.text.end());
+  EXPECT_EQ(gt.at("parameters").rfind("Dress (label 3); Ankle boot (label 9); Trouser (label 1)\n", 0), 0u) << gt.at("parameters");
+  EXPECT_EQ(json::parse(gt.at("lcdkit")).at("samples").size(), 3u);
+  // An unknown name is refused with the model's names listed.
+  const CmdResult bad = run_tool("lcm-sample", "--model " + model + " --labels Hat --out " + (dir / "x.png").string());
+  EXPECT_EQ(bad.status, 2) << bad.output;
+  EXPECT_NE(bad.output.find("\"Hat\" is not a class name of this model (T-shirt/top, Trouser"), std::string::npos) << bad.output;
+  EXPECT_FALSE(fs::exists(dir / "x.png"));
+  fs::remove_all(dir);
+}
+
+TEST(SampleImages, PngTextChunksRoundTripInAsciiAndUtf8) {
+  const fs::path p = fs::temp_directory_path() / ("lcdkit_text_" + std::to_string(::getpid()) + ".png");
+  Image8 img{3, 2, 1, std::vector<uint8_t>(6, 128), {{"parameters", "a\nSteps: 4"}, {"lcdkit", "{\"σ\": \"ε̂\"}"}}};
+  write_png(p.string(), img);
+  const Image8 back = read_png(p.string(), 1);
+  EXPECT_EQ(back.text, img.text);
+  EXPECT_EQ(back.pixels, img.pixels);
+  fs::remove(p);
 }
 
 }  // namespace

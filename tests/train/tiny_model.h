@@ -44,7 +44,7 @@ inline std::string write_tiny_model_and_images(const std::filesystem::path& dir,
   for (int c = 0; c < 4; ++c) {
     fs::create_directories(dir / "images" / std::to_string(c));
     for (int k = 0; k < per_class; ++k) {
-      Image8 img{28, 28, 1, std::vector<uint8_t>(28 * 28)};
+      Image8 img{28, 28, 1, std::vector<uint8_t>(28 * 28), {}};
       for (size_t p = 0; p < img.pixels.size(); ++p) img.pixels[p] = static_cast<uint8_t>((p * (c + 1) + k * 7) % 256);
       write_png((dir / "images" / std::to_string(c) / (std::to_string(k) + ".png")).string(), img);
     }
