@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <ctime>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -536,14 +537,30 @@ void Trainer::State::after_step(const StepResult& r, double step_time, std::ofst
   crash_point("metrics-line");  // half a line on disk
   metrics << text.substr(text.size() / 2);
   const double done = static_cast<double>(step - progress.first_step);
-  const double rate = done / std::chrono::duration<double>(Clock::now() - progress.start).count();
-  char line_text[256];
-  std::snprintf(line_text, sizeof line_text, "step %lld/%lld | loss %.5f | grad %.3f | lr %.2e | %.2f it/s | ETA %s",
+  const double elapsed = std::chrono::duration<double>(Clock::now() - progress.start).count();
+  const double rate = done / elapsed;
+  // The ETA is the end of the run, or of train.time_limit_minutes when that comes first (with the step the run
+  // will then have reached).
+  double remaining = (c.steps - step) / std::max(rate, 1e-9);
+  std::string eta_note;
+  if (c.time_limit_minutes > 0 && 60.0 * c.time_limit_minutes - elapsed < remaining) {
+    remaining = std::max(0.0, 60.0 * c.time_limit_minutes - elapsed);
+    eta_note = " (time limit, about step " + std::to_string(std::min<int64_t>(c.steps, step + int64_t(remaining * rate))) + ")";
+  }
+  char line_text[320];
+  std::snprintf(line_text, sizeof line_text, "step %lld/%lld | loss %.5f | grad %.3f | lr %.2e | %.2f it/s | %s elapsed | ETA %s%s",
                 static_cast<long long>(step), static_cast<long long>(c.steps), r.losses.loss, r.grad_norm, r.lr, rate,
-                format_duration((c.steps - step) / std::max(rate, 1e-9)).c_str());
+                format_duration(elapsed).c_str(), format_duration(remaining).c_str(), eta_note.c_str());
   if (step % c.log_every == 0 || step == c.steps) {
     metrics.flush();
-    std::cerr << (progress.tty ? "\r" : "") << line_text << (progress.tty ? "\033[K\n" : "\n");
+    if (progress.tty) {
+      std::cerr << "\r" << line_text << "\033[K\n";
+    } else {  // a log file or pipe: each line with the time of day
+      const std::time_t now = std::time(nullptr);
+      char stamp[32];
+      std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", std::localtime(&now));
+      std::cerr << "[" << stamp << "] " << line_text << "\n";
+    }
   } else if (progress.tty) {
     std::cerr << "\r" << line_text << "\033[K" << std::flush;
   }

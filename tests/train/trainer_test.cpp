@@ -3,6 +3,9 @@
 // errors name the key and the value.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <regex>
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -185,6 +188,33 @@ TEST_F(TrainerTest, EveryMethodTrainsAndResumesBitForBit) {
       EXPECT_GT(moved, 0.0);
     }
   }
+}
+
+// The lcd-train binary with its progress piped (as into a log file): every line carries the time of day and the
+// elapsed time, and the ETA is the time limit's when that comes first. The export folder is loaded by diffusers
+// (pytorch_lora_weights.safetensors) and PEFT (adapter_model.safetensors + adapter_config.json), and the kohya
+// file says what it holds.
+TEST_F(TrainerTest, PipedProgressCarriesTheTimeAndTheEtaHonoursTheTimeLimit) {
+  nlohmann::json c = config("timed", 100000);
+  c["train"]["time_limit_minutes"] = 0.02;
+  c["log"]["every"] = 1;
+  c["checkpoint"]["every"] = 100000;
+  const std::string path = (dir_ / "timed.json").string();
+  std::ofstream(path) << c.dump(2);
+  const CmdResult r = run_tool("lcd-train", path + " --threads 1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(std::regex_search(r.output, std::regex(R"(\n\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] step 1/100000 \|.*\| \S+ elapsed \| ETA \S+ \(time limit, about step \d+\))")))
+      << r.output;
+  EXPECT_NE(r.output.find("time limit of 0.02 min reached"), std::string::npos) << r.output;
+  const fs::path adapter = dir_ / "timed/adapter";
+  for (const char* f : {"pytorch_lora_weights.safetensors", "adapter_model.safetensors", "adapter_config.json",
+                        "adapter_kohya.safetensors", "adapter.h5"})
+    EXPECT_TRUE(fs::exists(adapter / f)) << f;
+  expect_same_adapter((adapter / "pytorch_lora_weights.safetensors").string(), adapter.string());
+  const SafetensorsFile kohya = SafetensorsFile::read((adapter / "adapter_kohya.safetensors").string());
+  EXPECT_EQ(kohya.metadata().at("ss_network_dim"), "2");
+  EXPECT_EQ(kohya.metadata().at("ss_network_alpha"), "4");
+  EXPECT_EQ(kohya.metadata().at("ss_base_model_version"), fs::path(model_).lexically_normal().filename().string());
 }
 
 TEST_F(TrainerTest, ResumeRefusesAChangedComputation) {
