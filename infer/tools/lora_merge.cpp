@@ -40,7 +40,9 @@ const char* kDescription =
     "      diffusers: one file (unet. keys); peft: a folder PeftModel.from_pretrained loads.\n"
     "  inspect FILE\n"
     "      modules, ranks, alphas, dtypes, metadata and the norm of each ΔW.\n\n"
-    "Run lora-merge COMMAND --help for a command's options.";
+    "Every command takes --threads N (threads for OpenMP and the GEMM kernels; default: all cores, or\n"
+    "OMP_NUM_THREADS), --help and --version; \"--\" ends the options. Run lora-merge COMMAND --help for a\n"
+    "command's options.";
 
 // Refuses an output that is one of the inputs (the shared check: same file after resolving links and relative
 // paths, or a path inside an input folder).
