@@ -29,14 +29,14 @@ const char* kDescription =
     "Exact LoRA arithmetic for lcdkit and Stable Diffusion adapter files (PEFT/diffusers or kohya keys, or\n"
     "lcdkit's HDF5 export). Computes in float64, never overwrites an input, writes through a temp file.\n\n"
     "commands:\n"
-    "  combine OUT IN[:WEIGHT]... [--method cat|svd] [--rank R | --energy F]\n"
+    "  combine (--out OUT | OUT) IN[:WEIGHT]... [--method cat|svd] [--rank R | --energy F]\n"
     "      Σ weight_i · ΔW_i. cat (default) is exact (rank = Σ r_i); svd truncates without forming ΔW and\n"
     "      prints the relative Frobenius error per module and overall.\n"
     "  fold --unet DIR --out DIR IN[:WEIGHT]...\n"
     "      a diffusers UNet directory with the adapters merged into its weights (θ' = θ + Σ λ_i ΔW_i).\n"
-    "  extract --base DIR --tuned DIR --rank R OUT\n"
+    "  extract --base DIR --tuned DIR --rank R (--out OUT | OUT)\n"
     "      the best rank-R LoRA of tuned − base for the LoRA target modules, with the error report.\n"
-    "  convert IN OUT --format diffusers|peft|kohya|hdf5\n"
+    "  convert IN (--out OUT | OUT) --format diffusers|peft|kohya|hdf5\n"
     "      diffusers: one file (unet. keys); peft: a folder PeftModel.from_pretrained loads.\n"
     "  inspect FILE\n"
     "      modules, ranks, alphas, dtypes, metadata and the norm of each ΔW.\n\n"
@@ -101,6 +101,23 @@ LoraFormat format_of(const std::string& out, const std::string& style) {
   return style == "kohya" ? LoraFormat::kKohya : LoraFormat::kDiffusers;
 }
 
+// One output convention for every command: --out PATH (fold's only form). combine, extract and convert also
+// keep their positional OUT (combine's first argument, the others' last) from before --out existed.
+enum class OutAt { kFirst, kLast };
+std::string take_output(const std::string& flag, std::vector<std::string>* positional, OutAt at) {
+  if (!flag.empty()) return flag;
+  if (positional->empty()) return "";
+  std::string out;
+  if (at == OutAt::kFirst) {
+    out = positional->front();
+    positional->erase(positional->begin());
+  } else {
+    out = positional->back();
+    positional->pop_back();
+  }
+  return out;
+}
+
 struct Inputs {
   std::vector<LoraAdapter> adapters;
   std::vector<WeightedAdapter> weighted;
@@ -148,11 +165,12 @@ void print_report(const TruncationReport& r) {
 }
 
 int combine(const std::vector<std::string>& args) {
-  std::string method = "cat", rank, energy, dtype, format;
+  std::string method = "cat", rank, energy, dtype, format, out_flag;
   bool allow_unmatched = false;
   std::vector<std::string> positional;
-  ArgParser p("lora-merge combine", "OUT IN[:WEIGHT]... [options]", "Weighted sum of LoRA adapters, Σ weight_i ΔW_i.");
-  p.rest("OUT IN[:WEIGHT]...", "the output file, then the inputs with optional weights (default 1; negative negates)", &positional);
+  ArgParser p("lora-merge combine", "(--out OUT | OUT) IN[:WEIGHT]... [options]", "Weighted sum of LoRA adapters, Σ weight_i ΔW_i.");
+  p.option("--out", "PATH", "the output (instead of a first positional OUT)", &out_flag);
+  p.rest("[OUT] IN[:WEIGHT]...", "the output (unless --out), then the inputs with optional weights (default 1; negative negates)", &positional);
   p.option("--method", "cat|svd", "cat: exact, rank Σ r_i; svd: truncated to --rank or --energy", &method);
   p.option("--rank", "R", "svd: rank per module", &rank);
   p.option("--energy", "F", "svd: smallest rank keeping this fraction of Σσ² per module", &energy);
@@ -163,12 +181,12 @@ int combine(const std::vector<std::string>& args) {
   p.threads(&threads);
   if (!p.parse(args)) return 0;
   apply_threads(threads);
-  if (positional.size() < 2) throw UsageError("combine needs OUT and at least one IN");
-  const std::string out = positional.front();
+  const std::string out = take_output(out_flag, &positional, OutAt::kFirst);
+  if (out.empty() || positional.empty()) throw UsageError("combine needs OUT (or --out OUT) and at least one IN");
   std::vector<std::string> in_paths;
-  for (auto it = positional.begin() + 1; it != positional.end(); ++it) in_paths.push_back(parse_weighted_path("IN", *it).first);
+  for (const auto& spec : positional) in_paths.push_back(parse_weighted_path("IN", spec).first);
   refuse_overwrite(out, in_paths);
-  Inputs in = read_inputs(std::vector<std::string>(positional.begin() + 1, positional.end()), allow_unmatched);
+  Inputs in = read_inputs(positional, allow_unmatched);
   nlohmann::json recipe = {{"command", "combine"}, {"method", method}};
   for (const auto& w : in.weighted) recipe["inputs"].push_back({{"file", fs::path(w.origin).filename().string()}, {"weight", w.weight}});
   LoraAdapter result;
@@ -247,9 +265,10 @@ int fold(const std::vector<std::string>& args) {
 }
 
 int extract(const std::vector<std::string>& args) {
-  std::string base, tuned, rank, dtype, format;
+  std::string base, tuned, rank, dtype, format, out_flag;
   std::vector<std::string> positional;
-  ArgParser p("lora-merge extract", "--base DIR --tuned DIR --rank R OUT", "The best rank-R LoRA of tuned − base.");
+  ArgParser p("lora-merge extract", "--base DIR --tuned DIR --rank R (--out OUT | OUT)", "The best rank-R LoRA of tuned − base.");
+  p.option("--out", "PATH", "the output (instead of a positional OUT)", &out_flag);
   p.option("--base", "DIR", "base UNet directory", &base);
   p.option("--tuned", "DIR", "fine-tuned UNet directory", &tuned);
   p.option("--rank", "R", "rank per module", &rank);
@@ -260,9 +279,9 @@ int extract(const std::vector<std::string>& args) {
   p.threads(&threads);
   if (!p.parse(args)) return 0;
   apply_threads(threads);
-  if (base.empty() || tuned.empty() || rank.empty() || positional.size() != 1)
-    throw UsageError("extract needs --base DIR --tuned DIR --rank R OUT");
-  const std::string out = positional.front();
+  const std::string out = take_output(out_flag, &positional, OutAt::kLast);
+  if (base.empty() || tuned.empty() || rank.empty() || out.empty() || !positional.empty())
+    throw UsageError("extract needs --base DIR --tuned DIR --rank R and one OUT (or --out OUT)");
   refuse_overwrite(out, {base, tuned});
   auto b = load_unet(base);
   auto t = load_unet(tuned);
@@ -283,11 +302,12 @@ int extract(const std::vector<std::string>& args) {
 }
 
 int convert(const std::vector<std::string>& args) {
-  std::string format, dtype;
+  std::string format, dtype, out_flag;
   bool allow_unmatched = false;
   std::vector<std::string> positional;
-  ArgParser p("lora-merge convert", "IN OUT --format diffusers|peft|kohya|hdf5", "Rewrites an adapter in another key style.");
-  p.rest("IN OUT", "input and output files", &positional);
+  ArgParser p("lora-merge convert", "IN (--out OUT | OUT) --format diffusers|peft|kohya|hdf5", "Rewrites an adapter in another key style.");
+  p.rest("IN [OUT]", "input, and the output unless --out", &positional);
+  p.option("--out", "PATH", "the output (instead of a second positional)", &out_flag);
   p.option("--format", kFormats, "output key style", &format);
   p.option("--dtype", "F32|F16|BF16", "output dtype (default: the input's)", &dtype);
   p.flag("--allow-unmatched", "skip (and count) keys that are not UNet LoRA tensors", &allow_unmatched);
@@ -295,7 +315,9 @@ int convert(const std::vector<std::string>& args) {
   p.threads(&threads);
   if (!p.parse(args)) return 0;
   apply_threads(threads);
-  if (positional.size() != 2 || format.empty()) throw UsageError("convert needs IN OUT --format diffusers|peft|kohya|hdf5");
+  if (!out_flag.empty()) positional.push_back(out_flag);
+  if (positional.size() != 2 || format.empty())
+    throw UsageError("convert needs IN, OUT (or --out OUT) and --format diffusers|peft|kohya|hdf5");
   refuse_overwrite(positional[1], {positional[0]});
   std::vector<std::string> skipped;
   LoraAdapter a = read_lora(positional[0], allow_unmatched, &skipped);

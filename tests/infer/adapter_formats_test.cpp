@@ -346,6 +346,28 @@ TEST(ToolConventions, EveryToolPrintsItsVersionAndCommit) {
   EXPECT_EQ(sub.status, 0) << sub.output;
 }
 
+TEST(ToolConventions, EveryLoraMergeCommandTakesOutAsAnOption) {
+  const fs::path dir = fs::temp_directory_path() / ("lcdkit_out_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string a = (dir / "a.safetensors").string();
+  write_lora(a, synthetic(unet_attention_modules({{"down_blocks.0", 1, 1}}), 9), LoraFormat::kKohya);
+  auto bytes = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  ASSERT_EQ(run_tool("lora-merge", "combine " + (dir / "p.safetensors").string() + " " + a + " " + a + ":0.5").status, 0);
+  ASSERT_EQ(run_tool("lora-merge", "combine --out " + (dir / "o.safetensors").string() + " " + a + " " + a + ":0.5").status, 0);
+  // The same bytes but for the title, which is the output's name.
+  EXPECT_EQ(read_lora((dir / "p.safetensors").string()).modules.size(), read_lora((dir / "o.safetensors").string()).modules.size());
+  ASSERT_EQ(run_tool("lora-merge", "convert " + a + " " + (dir / "c1.h5").string() + " --format hdf5").status, 0);
+  ASSERT_EQ(run_tool("lora-merge", "convert " + a + " --out " + (dir / "c2.h5").string() + " --format hdf5").status, 0);
+  EXPECT_EQ(bytes(dir / "c1.h5"), bytes(dir / "c2.h5"));
+  const CmdResult two = run_tool("lora-merge", "convert " + a + " " + (dir / "c3.h5").string() + " --out " +
+                                                   (dir / "c4.h5").string() + " --format hdf5");
+  EXPECT_EQ(two.status, 2) << two.output;  // two outputs
+  fs::remove_all(dir);
+}
+
 TEST(ToolConventions, DoubleDashEndsTheOptions) {
   // After "--" a file name that starts with "--" is a file: inspect then reports it missing, not an unknown option.
   const CmdResult r = run_tool("lora-merge", "inspect -- --no-such-adapter.safetensors");
