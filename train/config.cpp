@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <map>
 #include <sstream>
 
 #include "autograd/errors.h"
@@ -307,6 +308,49 @@ void overlay(json& target, const json& user, const std::string& prefix, const st
 std::string describe_config() {
   std::ostringstream out;
   for (const KeySpec& k : config_keys()) out << "  " << k.key << " = " << k.default_value.dump() << "\n      " << k.doc << "\n";
+  return out.str();
+}
+
+std::string commented_default_config() {
+  // Keys are grouped by their dotted path, in the table's order; each key's documentation is a // comment above
+  // it (lcd-train reads JSON with comments).
+  struct Node {
+    std::vector<std::string> order;
+    std::map<std::string, Node> children;
+    const KeySpec* leaf = nullptr;
+  };
+  Node root;
+  for (const KeySpec& k : config_keys()) {
+    Node* n = &root;
+    std::stringstream parts(k.key);
+    for (std::string part; std::getline(parts, part, '.');) {
+      if (!n->children.count(part)) n->order.push_back(part);
+      n = &n->children[part];
+    }
+    n->leaf = &k;
+  }
+  std::ostringstream out;
+  std::function<void(const Node&, int)> write = [&](const Node& n, int depth) {
+    const std::string pad(2 * depth, ' ');
+    for (size_t i = 0; i < n.order.size(); ++i) {
+      const Node& c = n.children.at(n.order[i]);
+      const std::string comma = i + 1 < n.order.size() ? "," : "";
+      if (c.leaf) {
+        std::string doc = c.leaf->doc;
+        for (char& ch : doc)
+          if (ch == '\n') ch = ' ';
+        out << pad << "// " << doc << "\n" << pad << json(n.order[i]).dump() << ": " << c.leaf->default_value.dump() << comma << "\n";
+      } else {
+        out << pad << json(n.order[i]).dump() << ": {\n";
+        write(c, depth + 1);
+        out << pad << "}" << comma << "\n";
+      }
+    }
+  };
+  out << "// lcd-train configuration: every key at its default (lcd-train --print-config). Delete what you keep\n"
+         "// at the default; lcd-train reads this file as it is, comments included.\n{\n";
+  write(root, 1);
+  out << "}\n";
   return out.str();
 }
 

@@ -58,6 +58,9 @@ TrainConfig load_train_config(const std::string& path);
 
 // "key = default" and its meaning for every key (lcd-train --help-config).
 std::string describe_config();
+// A config file with every key at its default, each under a // comment with its documentation
+// (lcd-train --print-config); lcd-train reads it as it is.
+std::string commented_default_config();
 // Every key of the table, dotted ("optim.lr"), in table order.
 std::vector<std::string> config_key_names();
 

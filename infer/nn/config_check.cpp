@@ -40,7 +40,7 @@ nlohmann::json read_json_file(const std::string& path) {
   if (!in) throw IoError(path + ": cannot open");
   nlohmann::json j;
   try {
-    in >> j;
+    j = nlohmann::json::parse(in, nullptr, true, /*ignore_comments=*/true);  // // and /* */ comments allowed
   } catch (const nlohmann::json::exception& e) {
     throw ConfigError(path + ": not valid JSON (" + json_error_text(e) + ")");
   }

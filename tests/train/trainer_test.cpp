@@ -293,6 +293,31 @@ TEST(TrainConfigTest, ErrorsNameTheKeyAndTheValue) {
 
 // Every key of the table has a meaning in --help-config, every leaf of the resolved defaults is a key of the
 // table, and the objectives named in the doc of "objective" are the table's.
+// lcd-train --print-config: a file lcd-train reads as it is, with every key at its default under its comment.
+TEST(TrainConfigTest, PrintConfigIsACommentedDefaultConfigThatLoads) {
+  const CmdResult r = run_tool("lcd-train", "--print-config");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const fs::path path = fs::temp_directory_path() / ("lcdkit_printed_" + std::to_string(::getpid()) + ".json");
+  // The default model path is relative to the repository; the test runs elsewhere.
+  const std::string model = std::string(LCDKIT_SOURCE_DIR) + "/models/fmnist-ldm-v1";
+  std::string text = r.output;
+  const std::string dflt = "\"model\": \"models/fmnist-ldm-v1\"";
+  ASSERT_NE(text.find(dflt), std::string::npos);
+  text.replace(text.find(dflt), dflt.size(), "\"model\": \"" + model + "\"");
+  std::ofstream(path) << text;
+  const TrainConfig c = load_train_config(path.string());
+  EXPECT_EQ(c.resolved, parse_train_config(nlohmann::json{{"model", model}}, "defaults").resolved);
+  for (const std::string& key : config_key_names()) {
+    const std::string leaf = "\"" + key.substr(key.rfind('.') + 1) + "\": ";
+    const size_t at = r.output.find(leaf);
+    ASSERT_NE(at, std::string::npos) << key;
+    const size_t line_start = r.output.rfind('\n', at);
+    const size_t prev_start = r.output.rfind('\n', line_start - 1);
+    EXPECT_NE(r.output.substr(prev_start, line_start - prev_start).find("// "), std::string::npos) << key << " has no comment above it";
+  }
+  fs::remove(path);
+}
+
 TEST(TrainConfigTest, EveryKeyIsDocumented) {
   const std::string help = describe_config();
   const std::vector<std::string> keys = config_key_names();

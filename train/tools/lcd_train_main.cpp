@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
     mpi = std::make_unique<lcd::MpiSession>(&argc, &argv);  // MPI only under mpirun
     if (!lcd::world().is_root()) std::cerr.rdbuf(nullptr);   // rank 0 alone speaks; errors reach it (distributed.h)
     std::string config_path, resume, threads, export_from, export_out, mpi_timeout;
-    bool help_config = false, ema = false;
+    bool help_config = false, print_config = false, ema = false;
     lcd::ArgParser p("lcd-train", "CONFIG.json [--resume DIR] [--threads N] | --export-checkpoint CKPT --out FILE [--ema]",
                      "Consistency distillation of a LoRA adapter (objectives \"lcd\", \"pcm\", \"lcf\"), or diffusion training\n"
                      "of a style LoRA or the whole UNet (objective \"diffusion\"), from a JSON config; under mpirun -np N, N\n"
@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
     p.option("--resume", "DIR", "continue the run in DIR from its latest checkpoint", &resume);
     p.threads(&threads, "; per process under mpirun; overrides the config's threads");
     p.flag("--help-config", "list every config key with its default and meaning", &help_config);
+    p.flag("--print-config", "print a config file with every key at its default, each documented in a // comment "
+           "(lcd-train reads it as it is)", &print_config);
     p.option("--export-checkpoint", "CKPT", "write the adapter held by checkpoint CKPT (with --out) and exit", &export_from);
     p.option("--out", "FILE", "where --export-checkpoint writes (.h5: HDF5, else PEFT safetensors)", &export_out);
     p.flag("--ema", "--export-checkpoint: the EMA adapter instead of the online one", &ema);
@@ -51,6 +53,10 @@ int main(int argc, char** argv) {
              "(default 600)", &mpi_timeout);
     if (!p.parse(argc, argv)) return 0;
     if (!export_from.empty()) return export_checkpoint(export_from, export_out, ema);
+    if (print_config) {
+      std::cout << lcd::commented_default_config();
+      return 0;
+    }
     if (help_config) {
       std::cout << lcd::describe_config();
       return 0;
