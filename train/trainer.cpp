@@ -30,6 +30,7 @@
 #include "train/checkpoint.h"
 #include "train/distributed.h"
 #include "train/lr_schedule.h"
+#include "train/metrics_csv.h"
 #include "train/objective.h"
 #include "train/training_data.h"
 
@@ -566,6 +567,7 @@ void Trainer::State::after_step(const StepResult& r, double step_time, std::ofst
   }
   if (step % c.checkpoint_every == 0) {
     metrics.flush();  // every step a checkpoint holds is in metrics.jsonl before the checkpoint exists
+    write_metrics_csv(run_dir);
     save_checkpoint(checkpoint_dir, snapshot(false), c.checkpoint_keep);
     *last_checkpoint = step;
   }
@@ -638,6 +640,7 @@ int64_t Trainer::run() {
   on_every_process([&] {
     if (!comm.is_root()) return;
     metrics.flush();
+    write_metrics_csv(s.run_dir);
     if (last_checkpoint != s.step || s.step == s.progress.first_step)
       save_checkpoint(s.checkpoint_dir, s.snapshot(false), c.checkpoint_keep);
     s.write_samples("final");

@@ -206,6 +206,20 @@ TEST_F(TrainerTest, PipedProgressCarriesTheTimeAndTheEtaHonoursTheTimeLimit) {
   EXPECT_TRUE(std::regex_search(r.output, std::regex(R"(\n\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] step 1/100000 \|.*\| \S+ elapsed \| ETA \S+ \(time limit, about step \d+\))")))
       << r.output;
   EXPECT_NE(r.output.find("time limit of 0.02 min reached"), std::string::npos) << r.output;
+  // metrics.csv: the same steps and values as metrics.jsonl, one row each.
+  std::ifstream jl(dir_ / "timed/metrics.jsonl"), csv(dir_ / "timed/metrics.csv");
+  std::string header, row, line;
+  ASSERT_TRUE(static_cast<bool>(std::getline(csv, header)));
+  EXPECT_EQ(header, "step,loss,grad_norm,loss_huber,loss_l2,lr,step_time");
+  int rows = 0;
+  while (std::getline(jl, line)) {
+    ASSERT_TRUE(static_cast<bool>(std::getline(csv, row))) << "metrics.csv has fewer rows than metrics.jsonl";
+    const nlohmann::json j = nlohmann::json::parse(line);
+    EXPECT_EQ(row.rfind(j.at("step").dump() + "," + j.at("loss").dump() + ",", 0), 0u) << row << " vs " << line;
+    ++rows;
+  }
+  EXPECT_GT(rows, 0);
+  EXPECT_FALSE(static_cast<bool>(std::getline(csv, row))) << "metrics.csv has more rows: " << row;
   const fs::path adapter = dir_ / "timed/adapter";
   for (const char* f : {"pytorch_lora_weights.safetensors", "adapter_model.safetensors", "adapter_config.json",
                         "adapter_kohya.safetensors", "adapter.h5"})
