@@ -15,6 +15,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 scripts/setup.sh
+# Test-only: headless Chromium renders the HTML report (tests/report_browser_test.sh).
+if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium > /dev/null
+fi
 jobs="${LCDKIT_JOBS:-$(nproc)}"
 (cd "${LCDKIT_BUILD_DIR:-build}" && ctest --output-on-failure -j"$jobs")
 if [ "${LCDKIT_SKIP_PORTABLE:-0}" != 1 ]; then
