@@ -76,14 +76,28 @@ std::string loss_svg(const std::string& metrics_path) {
   std::ostringstream svg;
   svg << "<svg viewBox='0 0 " << w << " " << h << "' style='width:100%;max-width:" << w
       << "px;background:#fff;border:1px solid #ccc' font-size='12' font-family='sans-serif'>";
-  // y ticks: 1, 2, 5 × 10^k inside the range
-  for (int k = static_cast<int>(std::floor(lo)); k <= static_cast<int>(std::ceil(hi)); ++k)
-    for (double m : {1.0, 2.0, 5.0}) {
-      const double v = m * std::pow(10.0, k);
-      if (std::log10(v) < lo - 1e-9 || std::log10(v) > hi + 1e-9) continue;
-      svg << "<line x1='" << left << "' x2='" << w - right << "' y1='" << y(v) << "' y2='" << y(v)
-          << "' stroke='#eee'/><text x='" << left - 6 << "' y='" << y(v) + 4 << "' text-anchor='end'>" << fmt("%g", v) << "</text>";
-    }
+  // y ticks: 1, 2, 5 × 10^k inside the range, or every 1..9 × 10^k, or round linear steps, whichever first
+  // gives three or more
+  std::vector<double> ticks;
+  for (const std::vector<double>& mantissas : {std::vector<double>{1, 2, 5}, std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8, 9}}) {
+    ticks.clear();
+    for (int k = static_cast<int>(std::floor(lo)); k <= static_cast<int>(std::ceil(hi)); ++k)
+      for (double m : mantissas) {
+        const double v = m * std::pow(10.0, k);
+        if (std::log10(v) >= lo - 1e-9 && std::log10(v) <= hi + 1e-9) ticks.push_back(v);
+      }
+    if (ticks.size() >= 3) break;
+  }
+  if (ticks.size() < 3) {  // a narrow range: round linear steps
+    const double a = std::pow(10.0, lo), b = std::pow(10.0, hi);
+    double d = std::pow(10.0, std::floor(std::log10(b - a)));
+    while ((b - a) / d < 3) d /= 2;
+    ticks.clear();
+    for (double v = std::ceil(a / d) * d; v <= b * (1 + 1e-9); v += d) ticks.push_back(v);
+  }
+  for (double v : ticks)
+    svg << "<line x1='" << left << "' x2='" << w - right << "' y1='" << y(v) << "' y2='" << y(v)
+        << "' stroke='#eee'/><text x='" << left - 6 << "' y='" << y(v) + 4 << "' text-anchor='end'>" << fmt("%g", v) << "</text>";
   // x ticks: a round step size giving 4–10 ticks
   double step = std::pow(10.0, std::floor(std::log10(max_step)));
   while (max_step / step < 4) step /= 2;
@@ -164,18 +178,20 @@ std::string identity(const std::string& run, const nlohmann::json& config) {
   const std::string flags = f.flags().empty() ? "no AVX-512 or bf16" : f.flags();
   std::ostringstream html;
   html << "<table class='id'>"
-       << "<tr><th>lcdkit</th><td>" << escape(version_line("report")) << "</td></tr>"
+       << "<tr><th>lcdkit</th><td>" << escape(version_line("lcdkit")) << "</td></tr>"
        << "<tr><th>report written</th><td>" << date << " on " << escape(host) << "</td></tr>"
        << "<tr><th>CPU</th><td>" << escape(f.model.empty() ? cpu_line() : f.model) << " (" << escape(flags) << "; oneDNN kernels "
        << escape(cpu::kernel_isa()) << ")</td></tr>";
   if (config.is_object()) {
     auto get = [&](const char* a, const char* b) -> std::string {
-      if (config.contains(a) && (!b || config[a].contains(b))) return (b ? config[a][b] : config[a]).dump();
-      return "?";
+      if (!config.contains(a) || (b && !config[a].contains(b))) return "?";
+      const nlohmann::json& v = b ? config[a][b] : config[a];
+      return v.is_string() ? v.get<std::string>() : v.dump();
     };
+    const std::string threads = get("threads", nullptr) == "0" ? "all cores" : get("threads", nullptr);
     html << "<tr><th>objective</th><td>" << escape(get("objective", nullptr)) << ", " << escape(get("train", "steps"))
          << " steps at batch " << escape(get("train", "batch_size")) << ", precision " << escape(get("train", "precision"))
-         << ", threads " << escape(get("threads", nullptr)) << "</td></tr>"
+         << ", threads: " << escape(threads) << "</td></tr>"
          << "<tr><th>teacher</th><td>" << escape(get("model", nullptr)) << "</td></tr>";
   }
   const fs::path adapter = fs::path(run) / "adapter";
