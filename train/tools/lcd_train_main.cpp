@@ -14,7 +14,7 @@
 
 namespace {
 
-// Writes the adapter of checkpoint `from` to `out` (.h5: HDF5; otherwise PEFT/diffusers safetensors).
+// Writes the adapter of checkpoint `from` to `out` (.h5: HDF5; otherwise one diffusers safetensors file).
 int export_checkpoint(const std::string& from, const std::string& out, bool ema) {
   if (out.empty()) throw lcd::UsageError("--export-checkpoint needs --out FILE");
   lcd::refuse_overwriting_inputs({"--out", out}, {{"--export-checkpoint", from}});
@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     p.flag("--print-config", "print a config file with every key at its default, each documented in a // comment "
            "(lcd-train reads it as it is)", &print_config);
     p.option("--export-checkpoint", "CKPT", "write the adapter held by checkpoint CKPT (with --out) and exit", &export_from);
-    p.option("--out", "FILE", "where --export-checkpoint writes (.h5: HDF5, else PEFT safetensors)", &export_out);
+    p.option("--out", "FILE", "where --export-checkpoint writes (.h5: HDF5, else a diffusers safetensors file)", &export_out);
     p.flag("--ema", "--export-checkpoint: the EMA adapter instead of the online one", &ema);
     p.option("--mpi-timeout", "SECONDS", "under mpirun: how long a process waits for the others before the run ends "
              "(default 600)", &mpi_timeout);
