@@ -157,17 +157,6 @@ std::string quality_table(const std::string& text) {
 
 // ---- the run's identity ----
 
-std::string cpu_line() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string model = "unknown CPU";
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("model name", 0) == 0) {
-      model = line.substr(line.find(':') + 2);
-      break;
-    }
-  return model;
-}
-
 std::string identity(const std::string& run, const nlohmann::json& config) {
   char host[256] = "";
   gethostname(host, sizeof host - 1);
@@ -180,7 +169,7 @@ std::string identity(const std::string& run, const nlohmann::json& config) {
   html << "<table class='id'>"
        << "<tr><th>lcdkit</th><td>" << escape(version_line("lcdkit")) << "</td></tr>"
        << "<tr><th>report written</th><td>" << date << " on " << escape(host) << "</td></tr>"
-       << "<tr><th>CPU</th><td>" << escape(f.model.empty() ? cpu_line() : f.model) << " (" << escape(flags) << "; oneDNN kernels "
+       << "<tr><th>CPU</th><td>" << escape(f.model) << " (" << escape(flags) << "; oneDNN kernels "
        << escape(cpu::kernel_isa()) << ")</td></tr>";
   if (config.is_object()) {
     auto get = [&](const char* a, const char* b) -> std::string {

@@ -24,9 +24,13 @@ const std::vector<std::string>& adapter_full_weight_names() {
   return names;
 }
 
-bool is_text_encoder_module(const std::string& name) {
-  return name.rfind("text_encoder.", 0) == 0 || name.rfind("text_encoder_2.", 0) == 0;
+std::string component_of(const std::string& name) {
+  for (const char* c : {"text_encoder_2.", "text_encoder."})
+    if (name.rfind(c, 0) == 0) return c;
+  return "";
 }
+
+bool is_text_encoder_module(const std::string& name) { return !component_of(name).empty(); }
 
 int64_t LoraAdapter::text_encoder_modules() const {
   int64_t n = 0;

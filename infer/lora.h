@@ -32,6 +32,8 @@ const std::vector<std::string>& adapter_full_weight_names();  // {"time_embeddin
 // encoder (conditions are embeddings computed elsewhere): lora-merge combine, convert and inspect carry these
 // modules through, while attach_lora and merge_lora skip them (the tools say so in one line).
 bool is_text_encoder_module(const std::string& name);
+// The component prefix of a canonical module name: "text_encoder_2.", "text_encoder." or "" (a UNet module).
+std::string component_of(const std::string& name);
 struct LoraAdapter;
 // The one line a tool prints when it applies an adapter to a UNet and skips text-encoder modules ("" if none).
 std::string text_encoder_note(const std::string& path, const LoraAdapter& adapter);

@@ -100,13 +100,6 @@ const std::vector<std::vector<std::string>>& vocabulary() {
   return words;
 }
 
-// The canonical-name prefix of a module's component: "" (UNet), "text_encoder." or "text_encoder_2.".
-std::string component_of(const std::string& module) {
-  for (const char* c : {"text_encoder_2.", "text_encoder."})
-    if (starts_with(module, c)) return c;
-  return "";
-}
-
 }  // namespace
 
 std::string kohya_to_module_name(const std::string& kohya) {
@@ -235,7 +228,7 @@ ParsedKey parse_key(const std::string& key, const std::string& path) {
     for (const auto& r : kRoleSuffixes) {
       if (r.kohya != c.kohya || !ends_with(rest, r.suffix)) continue;
       const std::string name = rest.substr(0, rest.size() - std::string(r.suffix).size());
-      if (c.kohya && std::string(c.key_prefix) == "lora_unet_")
+      if (c.kohya && c.module_prefix[0] == '\0')  // a kohya UNet key
         for (const char* sgm : kSgmBlocks)
           if (starts_with(name, sgm))
             throw FormatError(path + ": key \"" + key + "\" uses the original Stable Diffusion (SGM) block names of " +

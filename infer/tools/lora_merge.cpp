@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -80,12 +81,11 @@ DType dtype_from_name(const std::string& name) {
 const char* kFormats = "diffusers|peft|kohya|hdf5";
 
 LoraFormat parse_format(const std::string& text, const std::string& out) {
-  LoraFormat f;
-  if (text == "diffusers") f = LoraFormat::kDiffusers;
-  else if (text == "peft") f = LoraFormat::kPeft;
-  else if (text == "kohya") f = LoraFormat::kKohya;
-  else if (text == "hdf5") f = LoraFormat::kHdf5;
-  else throw UsageError("--format must be diffusers, peft, kohya or hdf5, got \"" + text + "\"");
+  static const std::map<std::string, LoraFormat> kByName = {
+      {"diffusers", LoraFormat::kDiffusers}, {"peft", LoraFormat::kPeft}, {"kohya", LoraFormat::kKohya}, {"hdf5", LoraFormat::kHdf5}};
+  const auto it = kByName.find(text);
+  if (it == kByName.end()) throw UsageError("--format must be diffusers, peft, kohya or hdf5, got \"" + text + "\"");
+  const LoraFormat f = it->second;
   if (f == LoraFormat::kPeft && fs::path(out).extension() == ".safetensors")
     throw UsageError("--format peft writes a folder (adapter_model.safetensors + adapter_config.json), and " + out +
                      " names a file: give a folder, or use --format diffusers for one file");
