@@ -5,6 +5,8 @@
 // more are therefore kept, bucketed by size class, and reused; at most kMaxCachedBytes are held.
 #include "autograd/storage.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -62,6 +64,19 @@ BlockCache& cache() {
   return *c;
 }
 
+// Blocks of 4 MB or more are placed on 2 MB boundaries and marked for transparent huge pages: a
+// Stable Diffusion UNet's 3.4 GB of weights is 840,000 page faults in 4 KB pages (measured on a VM: more
+// than half the time of building the model), 1,700 in huge pages. Where THP is off, madvise does nothing.
+constexpr size_t kHugePage = size_t(2) << 20;
+constexpr size_t kHugeMinBytes = size_t(4) << 20;
+
+void* fresh_block(size_t bytes) {
+  if (bytes < kHugeMinBytes) return std::aligned_alloc(kStorageAlignment, bytes);
+  void* p = std::aligned_alloc(kHugePage, (bytes + kHugePage - 1) / kHugePage * kHugePage);
+  if (p) ::madvise(p, bytes, MADV_HUGEPAGE);
+  return p;
+}
+
 const bool kPoisonUninitialised = std::getenv("LCDKIT_POISON") != nullptr;
 const bool kCacheDisabled = std::getenv("LCDKIT_NO_BLOCK_CACHE") != nullptr;  // for debugging memory issues
 
@@ -74,7 +89,7 @@ std::shared_ptr<T> allocate_storage(int64_t n, bool zero) {
   const bool cached = bytes >= kCacheMinBytes && !kCacheDisabled;
   if (cached) bytes = size_class(bytes);
   void* p = cached ? cache().take(bytes) : nullptr;
-  if (!p) p = std::aligned_alloc(kStorageAlignment, bytes);
+  if (!p) p = fresh_block(bytes);
   if (!p) throw std::bad_alloc();
   if (zero) {
     std::memset(p, 0, bytes);

@@ -230,18 +230,24 @@ WeightOperand weight_operand(const Tensor& w, int64_t n, int64_t k, Use use, DTy
   return out;
 }
 
-// Chunks of rows, whole samples each, with a row buffer of at most 1.5 MB (inside L2). Run op-parallel, a
-// layer is cut into about 256-row chunks and at least 8 where the rows allow, to share among the threads;
-// inside a part of a batch-parallel pass (already one thread's work) into chunks of up to 512 rows, fewer
-// and larger GEMM calls. Depends on the shapes and on that mode only, never on the thread count.
+// Chunks of rows with a row buffer of at most 1.5 MB (inside L2). Run op-parallel, a layer is cut into
+// about 256-row chunks and at least 8 where the rows allow, to share among the threads; inside a part of a
+// batch-parallel pass (already one thread's work) into chunks of up to 1024 rows, fewer and larger GEMM
+// calls. Chunks hold whole samples where a sample fits the target. Backward always keeps samples whole (two
+// chunks' col2im must never add into the same input pixel); forward cuts a larger sample (a 64×64 latent,
+// a 512² image), so that one image still shares its rows among the threads and its im2col buffer stays
+// bounded. Depends on the shapes and on that mode only, never on the thread count.
 struct Chunks {
   int64_t rows, count;
 };
 
-Chunks chunks_of(const Geometry& g) {
-  const int64_t per = std::max<int64_t>(g.rows_per_sample, 1);
+enum class Pass { kForward, kBackward };
+
+Chunks chunks_of(const Geometry& g, Pass pass) {
+  int64_t per = std::max<int64_t>(g.rows_per_sample, 1);
   int64_t target = in_batch_part() ? 1024 : std::min<int64_t>(256, std::max<int64_t>(64, g.rows / 8));
   target = std::min<int64_t>(target, std::max<int64_t>(1, (3 << 17) / std::max<int64_t>(g.k, 1)));
+  if (pass == Pass::kForward && per > target) per = 1;
   const int64_t rows = std::max<int64_t>(per, target / per * per);
   return {rows, (g.rows + rows - 1) / rows};
 }
@@ -407,7 +413,7 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
   if (LayerObserver o = g_observer.load()) o(g);
   const DType t = operand_type();
   const int64_t M = g.rows, K = g.k, N = g.n, r = L.lora.rank();
-  const Chunks ch = chunks_of(g);
+  const Chunks ch = chunks_of(g, Pass::kForward);
   const bool bias = L.bias.defined();
   // LoRA on a frozen W: Y = X·(W + sB·A)ᵀ with the merged weight (merged_weight), and H = X·Aᵀ only when
   // backward needs it. Otherwise Y = X·Wᵀ, H = X·Aᵀ and Y += H·(sB)ᵀ in float32 (add_low_rank).
@@ -468,7 +474,7 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
   const bool want_x = needs_grad(L.x), want_w = needs_grad(L.weight), want_b = needs_grad(L.bias);
   const bool want_a = r && needs_grad(L.lora.down), want_up = r && needs_grad(L.lora.up);
   const bool want_gh = want_a;  // Gh = G·sB (m, r), for ∂A
-  const Chunks ch = chunks_of(g);
+  const Chunks ch = chunks_of(g, Pass::kBackward);
   // Weight-gradient sums: one partial per chunk, added in chunk order, when the chunks run in parallel;
   // one accumulating buffer when they run in turn on this thread (inside a batch part, or a single chunk).
   const bool serial = in_batch_part() || ch.count == 1;

@@ -5,8 +5,8 @@
 // convolution (M = N·Ho·Wo output pixels, K = kh·kw·Cin, built per chunk by im2col). W is (N, K) in that
 // patch order, A (r, K), B (N, r).
 //
-// Work is split into chunks of rows (whole samples for convolutions, so that backward's col2im of two chunks
-// never touches the same input pixel), handed out dynamically to the threads; each thread builds its chunk's
+// Work is split into chunks of rows (whole samples for convolutions in backward, so that col2im of two chunks
+// never touches the same input pixel; forward cuts samples larger than a chunk), handed out dynamically to the threads; each thread builds its chunk's
 // rows in an L2-sized buffer (converted to bf16 when the precision is bf16) and runs single-threaded GEMMs
 // on it (autograd/cpu/matmul.h). Chunk sizes depend on the shapes only, and every per-chunk partial sum of a
 // weight gradient is kept apart and added in chunk order, so results do not depend on the thread count or on
@@ -34,7 +34,7 @@ struct Geometry {
   int64_t rows = 0;             // M
   int64_t k = 0;                // K, the length of a row of X
   int64_t n = 0;                // N, output features
-  int64_t rows_per_sample = 1;  // Ho·Wo for convolutions: chunks hold whole samples
+  int64_t rows_per_sample = 1;  // Ho·Wo for convolutions: backward's chunks hold whole samples
   bool im2col = false;          // rows are patches of an NHWC image (else X's rows are the input's rows)
   ConvGeometry conv{};          // when im2col: the NHWC input (batch, channels = Cin, height, width, ...)
 };

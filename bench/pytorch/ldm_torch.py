@@ -20,17 +20,19 @@ _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "
 
 
 def read_safetensors(path):
+    """Every tensor of a safetensors file, read one at a time (a Stable Diffusion UNet is 3.4 GB in float32)."""
+    out = {}
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        a, b = info["data_offsets"]
-        t = torch.frombuffer(bytearray(data[a:b]), dtype=_DTYPES[info["dtype"]]) if b > a else torch.empty(0)
-        out[key] = t.reshape(info["shape"]).clone()
+        start = 8 + n
+        for key, info in header.items():
+            if key == "__metadata__":
+                continue
+            a, b = info["data_offsets"]
+            f.seek(start + a)
+            t = torch.frombuffer(bytearray(f.read(b - a)), dtype=_DTYPES[info["dtype"]]) if b > a else torch.empty(0)
+            out[key] = t.reshape(info["shape"])
     return out
 
 
@@ -107,17 +109,25 @@ class BasicTransformerBlock(nn.Module):
 
 
 class Transformer2DModel(nn.Module):
-    def __init__(self, channels, heads, cross_dim, groups=32):
+    def __init__(self, channels, heads, cross_dim, groups=32, linear_projection=False):
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
-        self.proj_in = nn.Conv2d(channels, channels, 1)
+        self.linear_projection = linear_projection
+        make = (lambda: nn.Linear(channels, channels)) if linear_projection else (lambda: nn.Conv2d(channels, channels, 1))
+        self.proj_in = make()
         self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(channels, heads, cross_dim)])
-        self.proj_out = nn.Conv2d(channels, channels, 1)
+        self.proj_out = make()
 
     def forward(self, x, context):
         b, c, h, w = x.shape
-        t = self.proj_in(self.norm(x)).permute(0, 2, 3, 1).reshape(b, h * w, c)
+        t = self.norm(x)
+        if self.linear_projection:  # SD2.x: tokens first, then a linear projection
+            t = self.proj_in(t.permute(0, 2, 3, 1).reshape(b, h * w, c))
+        else:  # SD1.x and fmnist-ldm-v1: a 1x1 convolution, then tokens
+            t = self.proj_in(t).permute(0, 2, 3, 1).reshape(b, h * w, c)
         t = self.transformer_blocks[0](t, context)
+        if self.linear_projection:
+            return self.proj_out(t).reshape(b, h, w, c).permute(0, 3, 1, 2) + x
         return self.proj_out(t.reshape(b, h, w, c).permute(0, 3, 1, 2)) + x
 
 
@@ -158,15 +168,20 @@ class TimestepEmbedding(nn.Module):
 
 # ---------------------------------------------------------------------------------------------------------
 class UNet(nn.Module):
-    """UNet2DConditionModel for fmnist-ldm-v1's config: blocks (CrossAttnDown, Down), mid cross-attention,
-    (Up, CrossAttnUp), block_out_channels from the config, layers_per_block, heads = attention_head_dim."""
+    """UNet2DConditionModel for the configs lcdkit supports: CrossAttnDownBlock2D / DownBlock2D and
+    UpBlock2D / CrossAttnUpBlock2D per the config's block types, the cross-attention mid block, heads per block
+    (num_attention_heads, or diffusers' misnamed attention_head_dim), 1x1-conv or linear projections
+    (fmnist-ldm-v1, SD1.x, SD2.x)."""
 
     def __init__(self, cfg):
         super().__init__()
-        ch, L, heads = cfg["block_out_channels"], cfg["layers_per_block"], cfg["attention_head_dim"]
+        ch, L = cfg["block_out_channels"], cfg["layers_per_block"]
         cross, groups, eps = cfg["cross_attention_dim"], cfg["norm_num_groups"], cfg["norm_eps"]
-        assert cfg["down_block_types"] == ["CrossAttnDownBlock2D", "DownBlock2D"]
-        assert cfg["up_block_types"] == ["UpBlock2D", "CrossAttnUpBlock2D"]
+        heads = cfg.get("num_attention_heads") or cfg.get("attention_head_dim", 8)
+        heads = heads if isinstance(heads, list) else [heads] * len(ch)
+        linear = cfg.get("use_linear_projection", False)
+        down_attn = [t == "CrossAttnDownBlock2D" for t in cfg["down_block_types"]]
+        up_attn = [t == "CrossAttnUpBlock2D" for t in cfg["up_block_types"]]
         temb = 4 * ch[0]
         self.ch0 = ch[0]
         self.conv_in = nn.Conv2d(cfg["in_channels"], ch[0], 3, padding=1)
@@ -176,17 +191,17 @@ class UNet(nn.Module):
         for i, cout in enumerate(ch):
             blk = nn.Module()
             blk.resnets = nn.ModuleList([ResnetBlock2D(cin if j == 0 else cout, cout, temb, groups, eps) for j in range(L)])
-            if i == 0:
-                blk.attentions = nn.ModuleList([Transformer2DModel(cout, heads, cross, groups) for _ in range(L)])
+            if down_attn[i]:
+                blk.attentions = nn.ModuleList([Transformer2DModel(cout, heads[i], cross, groups, linear) for _ in range(L)])
             if i < len(ch) - 1:
                 blk.downsamplers = nn.ModuleList([Downsample2D(cout, cfg["downsample_padding"])])
             self.down_blocks.append(blk)
             cin = cout
         self.mid_block = nn.Module()
         self.mid_block.resnets = nn.ModuleList([ResnetBlock2D(ch[-1], ch[-1], temb, groups, eps) for _ in range(2)])
-        self.mid_block.attentions = nn.ModuleList([Transformer2DModel(ch[-1], heads, cross, groups)])
+        self.mid_block.attentions = nn.ModuleList([Transformer2DModel(ch[-1], heads[-1], cross, groups, linear)])
         self.up_blocks = nn.ModuleList()
-        rev = list(reversed(ch))
+        rev, rev_heads = list(reversed(ch)), list(reversed(heads))
         prev = ch[-1]
         for i, cout in enumerate(rev):
             skip_in = rev[min(i + 1, len(ch) - 1)]
@@ -194,8 +209,8 @@ class UNet(nn.Module):
             blk.resnets = nn.ModuleList([
                 ResnetBlock2D((prev if j == 0 else cout) + (skip_in if j == L else cout), cout, temb, groups, eps)
                 for j in range(L + 1)])
-            if i == len(ch) - 1:
-                blk.attentions = nn.ModuleList([Transformer2DModel(cout, heads, cross, groups) for _ in range(L + 1)])
+            if up_attn[i]:
+                blk.attentions = nn.ModuleList([Transformer2DModel(cout, rev_heads[i], cross, groups, linear) for _ in range(L + 1)])
             if i < len(ch) - 1:
                 blk.upsamplers = nn.ModuleList([Upsample2D(cout)])
             self.up_blocks.append(blk)

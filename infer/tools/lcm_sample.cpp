@@ -354,6 +354,9 @@ int lcm_sample_command(int argc, char** argv) {
       decoded.push_back(vae->decode(scale(rows_of(latents, start, m), 1.0 / vae->config.scaling_factor)));
     }
     images = concat(decoded, 0);
+    std::cerr << "lcm-sample: decoded " << n << " image(s), "
+              << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
+              << " s since sampling began\n";
   }
   if (!o.latents_out.empty()) write_safetensors(o.latents_out, {{"latents", latents, DType::kF32}});
   if (!o.out.empty()) {
