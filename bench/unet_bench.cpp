@@ -133,7 +133,7 @@ static void write_random_lora(UNet2DConditionModel& unet, int64_t rank, const st
 
 // Stable Diffusion-scale timings with random weights (issue 18).
 static int sd_bench(const std::string& name, int size, const std::vector<int>& batches, int reps, bool vae_too,
-                    const std::string& save_dir, int lora_rank, int threads) {
+                    const std::string& save_dir, DType save_dtype, int lora_rank, int threads) {
   const fs::path configs = fs::path(LCDKIT_SOURCE_DIR) / "bench" / "sd" / name;
   if (!fs::exists(configs / "unet" / "config.json"))
     throw UsageError("--config " + name + ": no " + (configs / "unet" / "config.json").string() + " (sd15 or sd21)");
@@ -189,8 +189,12 @@ static int sd_bench(const std::string& name, int size, const std::vector<int>& b
     }
     if (!save_dir.empty()) {
       const fs::path out(save_dir);
-      save_module(unet, unet.config.raw, (out / "unet").string());
-      save_module(vae, vae.config.raw, (out / "vae").string());
+      save_module(unet, unet.config.raw, (out / "unet").string(), save_dtype);
+      save_module(vae, vae.config.raw, (out / "vae").string(), save_dtype);
+      // A prompt embedding stand-in for lcm-sample --cond (CLIP's (1, 77, D) hidden states, O(1) values).
+      write_safetensors((out / "cond.safetensors").string(),
+                        {{"cond", rng.normal_tensor(Shape{1, 77, config.cross_attention_dim})},
+                         {"uncond", rng.normal_tensor(Shape{1, 77, config.cross_attention_dim})}});
       fs::create_directories(out / "scheduler");
       fs::copy_file(configs / "scheduler" / "scheduler_config.json", out / "scheduler" / "scheduler_config.json",
                     fs::copy_options::overwrite_existing);
@@ -247,7 +251,7 @@ static void write_check(const std::string& dir, int size) {
 int main(int argc, char** argv) {
   return run_tool("bench_unet", [&] {
     std::string dir = "models/fmnist-ldm-v1", threads, batch, reps, config, size = "512", precision = "fp32", save,
-                lora_rank = "0";
+                lora_rank = "0", save_dtype = "f32";
     bool forward_only = false, no_vae = false, check = false;
     ArgParser p("bench_unet", "[MODEL_DIR]", "UNet forward throughput: fmnist-ldm-v1, or Stable Diffusion configs with random weights.");
     p.positional("MODEL_DIR", "lcdkit model folder for the fmnist mode (default models/fmnist-ldm-v1)", &dir, false);
@@ -260,6 +264,7 @@ int main(int argc, char** argv) {
     p.option("--precision", "P", kPrecisionHelp, &precision);
     p.flag("--no-vae", "--config: skip the VAE decode timing", &no_vae);
     p.option("--save", "DIR", "--config: write the random-weight model folder (unet/, vae/, scheduler/) here", &save);
+    p.option("--save-dtype", "T", "f32 (default) or f16: the dtype of the saved weights", &save_dtype);
     p.option("--lora-rank", "R", "with --save: also write DIR/lora-rR.safetensors, a random rank-R adapter", &lora_rank);
     p.flag("--check", "with --save: load the saved model back and write DIR/check.safetensors (inputs and outputs "
            "at --size) for bench/pytorch/sd_torch.py check DIR", &check);
@@ -274,6 +279,8 @@ int main(int argc, char** argv) {
     const int px = parse_int("--size", size, 64, 4096);
     const int rc = sd_bench(config, px, parse_batches(batch.empty() ? "1,2" : batch),
                             reps.empty() ? 3 : parse_int("--reps", reps, 1, 1000), !no_vae, save,
+                            save_dtype == "f16" ? DType::kF16 : save_dtype == "f32" ? DType::kF32
+                                : throw UsageError("--save-dtype " + save_dtype + ": must be f32 or f16"),
                             parse_int("--lora-rank", lora_rank, 0, 1024), n_threads);
     if (check) write_check(save, px);
     return rc;

@@ -30,7 +30,8 @@ void load_state_dict(Module& module, const SafetensorsFile& file) {
       mismatched.push_back(name + " " + Shape(e.shape).str() + " vs model " + t->shape().str());
       continue;
     }
-    t->copy_from(file.tensor(name));
+    file.read_floats(name, t->data());  // straight from the mapped file into the parameter
+    file.release(name);                  // and its pages out of resident memory again
     require_finite(*t, file.path() + ": weight \"" + name + "\"");
   }
   std::vector<std::string> unexpected;

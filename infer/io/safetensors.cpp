@@ -1,6 +1,9 @@
 // safetensors reading (with the reference reader's validation) and atomic writing.
 #include "infer/io/safetensors.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -44,27 +47,48 @@ const char* dtype_name(DType dtype) { return info(dtype).name; }
 size_t dtype_size(DType dtype) { return info(dtype).size; }
 
 SafetensorsFile SafetensorsFile::read(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) throw IoError(path + ": cannot open safetensors file");
-  const std::streamsize size = in.tellg();
-  in.seekg(0);
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size)) throw IoError(path + ": read failed");
-  return parse(std::move(bytes), path);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw IoError(path + ": cannot open safetensors file");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw IoError(path + ": cannot open safetensors file (not a regular file)");
+  }
+  const size_t size = static_cast<size_t>(st.st_size);
+  if (size == 0) {
+    ::close(fd);
+    return parse({}, path);
+  }
+  void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);  // the mapping keeps the file
+  if (p == MAP_FAILED) throw IoError(path + ": cannot map safetensors file");
+  std::shared_ptr<const uint8_t> bytes(static_cast<const uint8_t*>(p), [size](const uint8_t* q) {
+    ::munmap(const_cast<uint8_t*>(q), size);
+  });
+  return parse_bytes(std::move(bytes), size, true, path);
 }
 
 SafetensorsFile SafetensorsFile::parse(std::vector<uint8_t> bytes, const std::string& origin) {
+  auto owned = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
+  const size_t size = owned->size();
+  std::shared_ptr<const uint8_t> view(owned, owned->data());  // shares ownership of the vector
+  return parse_bytes(std::move(view), size, false, origin);
+}
+
+SafetensorsFile SafetensorsFile::parse_bytes(std::shared_ptr<const uint8_t> data, size_t size, bool mapped,
+                                             const std::string& origin) {
+  const uint8_t* bytes = data.get();
   auto fail = [&](const std::string& why) { return FormatError(origin + ": invalid safetensors: " + why); };
   SafetensorsFile f;
   f.path_ = origin;
   // Rule 1-2: header length.
-  if (bytes.size() < 8) throw fail("file shorter than the 8-byte header length");
+  if (size < 8) throw fail("file shorter than the 8-byte header length");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
   if (n > kMaxHeaderSize) throw fail("header length " + std::to_string(n) + " exceeds 100,000,000 bytes");
-  if (n + 8 > bytes.size()) throw fail("header length " + std::to_string(n) + " runs past the end of the file");
+  if (n + 8 > size) throw fail("header length " + std::to_string(n) + " runs past the end of the file");
   // Rule 3: UTF-8 JSON of the expected structure; duplicate keys rejected explicitly.
-  const std::string header(reinterpret_cast<const char*>(bytes.data() + 8), n);
+  const std::string header(reinterpret_cast<const char*>(bytes + 8), n);
   std::vector<std::set<std::string>> keys_at_depth;
   std::string duplicate;
   json::parser_callback_t on_event = [&](int, json::parse_event_t event, json& parsed) {
@@ -141,11 +165,13 @@ SafetensorsFile SafetensorsFile::parse(std::vector<uint8_t> bytes, const std::st
     f.entries_[name] = e;
   }
   // Rule 6: the data section ends exactly at the end of the file.
-  if (previous_end + 8 + n != bytes.size())
+  if (previous_end + 8 + n != size)
     throw fail("data section ends at byte " + std::to_string(previous_end + 8 + n) + " but the file has " +
-               std::to_string(bytes.size()) + " bytes (truncated or trailing data)");
+               std::to_string(size) + " bytes (truncated or trailing data)");
   f.data_start_ = 8 + n;
-  f.bytes_ = std::move(bytes);
+  f.bytes_ = std::move(data);
+  f.size_ = size;
+  f.mapped_ = mapped;
   return f;
 }
 
@@ -162,7 +188,18 @@ const SafetensorsEntry& SafetensorsFile::entry(const std::string& name) const {
 }
 
 const uint8_t* SafetensorsFile::raw(const std::string& name) const {
-  return bytes_.data() + data_start_ + entry(name).begin;
+  return bytes_.get() + data_start_ + entry(name).begin;
+}
+
+void SafetensorsFile::release(const std::string& name) const {
+  if (!mapped_) return;
+  const SafetensorsEntry& e = entry(name);
+  // Whole pages inside the tensor's bytes only: its neighbours' pages stay.
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(bytes_.get() + data_start_ + e.begin);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(bytes_.get() + data_start_ + e.end);
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 Tensor SafetensorsFile::tensor(const std::string& name) const {
@@ -170,23 +207,37 @@ Tensor SafetensorsFile::tensor(const std::string& name) const {
   if (e.shape.size() > static_cast<size_t>(Shape::kMaxRank))
     throw FormatError(path_ + ": tensor \"" + name + "\" has rank " + std::to_string(e.shape.size()) + " (max 5)");
   Tensor t = Tensor::empty(Shape(e.shape));
-  const uint8_t* p = raw(name);
-  float* out = t.data();
-  const int64_t n = t.numel();
-  for (int64_t i = 0; i < n; ++i) {
-    switch (e.dtype) {
-      case DType::kF32: std::memcpy(&out[i], p + 4 * i, 4); break;
-      case DType::kF16: { uint16_t h; std::memcpy(&h, p + 2 * i, 2); out[i] = half_to_float(h); break; }
-      case DType::kBF16: { uint16_t h; std::memcpy(&h, p + 2 * i, 2); out[i] = bf16_to_float(h); break; }
-      case DType::kF64: { double d; std::memcpy(&d, p + 8 * i, 8); out[i] = static_cast<float>(d); break; }
-      case DType::kI64: { int64_t v; std::memcpy(&v, p + 8 * i, 8); out[i] = static_cast<float>(v); break; }
-      case DType::kI32: { int32_t v; std::memcpy(&v, p + 4 * i, 4); out[i] = static_cast<float>(v); break; }
-      default:
-        throw FormatError(path_ + ": tensor \"" + name + "\" has dtype " + dtype_name(e.dtype) +
-                          ", which cannot be read as floating point");
-    }
-  }
+  read_floats(name, t.data());
   return t;
+}
+
+namespace {
+template <typename From, typename Convert>
+void convert_run(const uint8_t* p, float* out, size_t n, Convert convert) {
+  for (size_t i = 0; i < n; ++i) {
+    From v;
+    std::memcpy(&v, p + sizeof(From) * i, sizeof(From));
+    out[i] = convert(v);
+  }
+}
+}  // namespace
+
+void SafetensorsFile::read_floats(const std::string& name, float* out) const {
+  const SafetensorsEntry& e = entry(name);
+  const uint8_t* p = raw(name);
+  const size_t n = (e.end - e.begin) / dtype_size(e.dtype);
+  auto cast = [](auto v) { return static_cast<float>(v); };
+  switch (e.dtype) {
+    case DType::kF32: std::memcpy(out, p, 4 * n); break;
+    case DType::kF16: convert_run<uint16_t>(p, out, n, half_to_float); break;
+    case DType::kBF16: convert_run<uint16_t>(p, out, n, bf16_to_float); break;
+    case DType::kF64: convert_run<double>(p, out, n, cast); break;
+    case DType::kI64: convert_run<int64_t>(p, out, n, cast); break;
+    case DType::kI32: convert_run<int32_t>(p, out, n, cast); break;
+    default:
+      throw FormatError(path_ + ": tensor \"" + name + "\" has dtype " + dtype_name(e.dtype) +
+                        ", which cannot be read as floating point");
+  }
 }
 
 double SafetensorsFile::scalar(const std::string& name) const {

@@ -106,5 +106,36 @@ TEST(Safetensors, ReadingAMissingFileNamesIt) {
   }
 }
 
+// A mapped file: tensors large enough to span pages are read straight into a buffer (every dtype's
+// conversion, against the values written), their pages released, and read again unchanged; the mapping
+// outlives a copy of the file object; a file that is not a regular file is refused by name.
+TEST(Safetensors, MappedTensorsReadReleaseAndReadAgain) {
+  const fs::path path = fs::temp_directory_path() / ("lcdkit_st_map_" + std::to_string(::getpid()) + ".safetensors");
+  const int64_t n = 3 * 4096 + 5;  // several pages, not a whole number of them
+  Tensor a = Tensor::empty({n});
+  for (int64_t i = 0; i < n; ++i) a.data()[i] = static_cast<float>((i % 251) - 125) * 0.25f;  // exact in F16 and BF16
+  write_safetensors(path.string(), {{"a32", a, DType::kF32}, {"a16", a, DType::kF16}, {"b16", a, DType::kBF16}});
+  std::unique_ptr<SafetensorsFile> copy;
+  {
+    const SafetensorsFile f = SafetensorsFile::read(path.string());
+    copy = std::make_unique<SafetensorsFile>(f);
+  }
+  for (const char* name : {"a32", "a16", "b16"}) {
+    std::vector<float> out(static_cast<size_t>(n), -1.0f);
+    for (int pass = 0; pass < 2; ++pass) {
+      copy->read_floats(name, out.data());
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(out[i], a.data()[i]) << name << " pass " << pass << " at " << i;
+      copy->release(name);
+    }
+  }
+  fs::remove(path);
+  try {
+    SafetensorsFile::read(fs::temp_directory_path().string());
+    FAIL() << "a folder was read as a safetensors file";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("not a regular file"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace lcd
