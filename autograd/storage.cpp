@@ -41,6 +41,13 @@ class BlockCache {
     cached_ -= bytes;
     return p;
   }
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& [bytes, blocks] : free_)
+      for (void* p : blocks) std::free(p);
+    free_.clear();
+    cached_ = 0;
+  }
   void give(void* p, size_t bytes) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -100,6 +107,8 @@ std::shared_ptr<T> allocate_storage(int64_t n, bool zero) {
   if (!cached) return std::shared_ptr<T>(static_cast<T*>(p), [](T* q) { std::free(q); });
   return std::shared_ptr<T>(static_cast<T*>(p), [bytes](T* q) { cache().give(q, bytes); });
 }
+
+void release_cached_storage() { cache().clear(); }
 
 template std::shared_ptr<float> allocate_storage<float>(int64_t, bool);
 template std::shared_ptr<double> allocate_storage<double>(int64_t, bool);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "autograd/errors.h"
+#include "autograd/storage.h"
 
 namespace lcd::cpu {
 
@@ -32,6 +33,20 @@ dnnl::engine& engine() {
 }
 
 dt to_dnnl(DType t) { return t == DType::kBf16 ? dt::bf16 : dt::f32; }
+
+// Packed operands live in lcdkit's tensor storage (autograd/storage.h), whose freed large blocks are reused:
+// a weight packed for one call only (row_gemm.cpp) then takes a recycled block instead of fresh pages, which
+// on a VM cost more to fault in than the packing itself.
+struct OwnedMemory {
+  std::shared_ptr<float> block;
+  dnnl::memory memory;
+};
+OwnedMemory owned_memory(const dnnl::memory::desc& d) {
+  OwnedMemory m;
+  m.block = allocate_storage<float>(static_cast<int64_t>((d.get_size() + sizeof(float) - 1) / sizeof(float)), false);
+  m.memory = dnnl::memory(d, engine(), m.block.get());
+  return m;
+}
 
 dnnl::memory::desc desc_of(const Layout& l) {
   return dnnl::memory::desc(dims{l.rows, l.cols}, to_dnnl(l.type), dims{l.row_stride, l.col_stride});
@@ -56,19 +71,19 @@ struct PackedMatrix::Impl {
   int64_t k, n;
   DType type;
   std::mutex mutex;
-  std::vector<dnnl::memory> variants;  // variants[0] is the first layout asked for; the rest are reorders of it
+  std::vector<OwnedMemory> variants;  // variants[0] is the first layout asked for; the rest are reorders of it
 
   // The variant in layout `d`, made on first request.
   const dnnl::memory& variant(const dnnl::memory::desc& d) {
     std::lock_guard<std::mutex> lock(mutex);
     for (const auto& v : variants)
-      if (v.get_desc() == d) return v;
-    dnnl::memory m(d, engine());
+      if (v.memory.get_desc() == d) return v.memory;
+    OwnedMemory m = owned_memory(d);
     dnnl::stream s(engine());
-    dnnl::reorder(variants.front(), m).execute(s, variants.front(), m);
+    dnnl::reorder(variants.front().memory, m.memory).execute(s, variants.front().memory, m.memory);
     s.wait();
-    variants.push_back(m);
-    return variants.back();
+    variants.push_back(std::move(m));
+    return variants.back().memory;
   }
 };
 
@@ -82,11 +97,11 @@ PackedMatrix::PackedMatrix(const void* b, const Layout& l, DType type) : impl_(s
   const dnnl::memory::desc c({256, l.cols}, dt::f32, dnnl::memory::format_tag::ab);
   dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, bany, c), engine());
   dnnl::memory src(desc_of(l), engine(), const_cast<void*>(b));
-  dnnl::memory dst(pd.weights_desc(), engine());
+  OwnedMemory dst = owned_memory(pd.weights_desc());
   dnnl::stream s(engine());
-  dnnl::reorder(src, dst).execute(s, src, dst);
+  dnnl::reorder(src, dst.memory).execute(s, src, dst.memory);
   s.wait();
-  impl_->variants.push_back(dst);
+  impl_->variants.push_back(std::move(dst));
 }
 
 PackedMatrix::~PackedMatrix() = default;

@@ -113,6 +113,8 @@ void to_patch_order(const TensorT<T>& w, T* out) {
   }
   const int64_t o = w.size(0), c = w.size(1), kk = w.size(2) * w.size(3);
   const T* src = w.data();
+  // In parallel over output channels where the weight is large (an SD UNet's 3×3 kernels are packed per call).
+#pragma omp parallel for schedule(static) if (o * c * kk > (int64_t(1) << 20) && !omp_in_parallel())
   for (int64_t a = 0; a < o; ++a)
     for (int64_t ci = 0; ci < c; ++ci)
       for (int64_t t = 0; t < kk; ++t) out[(a * kk + t) * c + ci] = src[(a * c + ci) * kk + t];
@@ -230,8 +232,10 @@ WeightOperand weight_operand(const Tensor& w, int64_t n, int64_t k, Use use, DTy
   }
   const Layout l = use == Use::kForward ? Layout::transposed(k, n, DType::kF32, k) : Layout::row_major(n, k, DType::kF32);
   if (w.numel() * int64_t(sizeof(float)) > kKeptPackedBytes) {
-    const std::vector<float> p = patch_ordered(w);
-    out.own = std::make_unique<PackedMatrix>(p.data(), l, type);
+    // Through recycled storage blocks (no fresh pages per call): W in patch order, then its packed form.
+    const std::shared_ptr<float> p = allocate_storage<float>(w.numel(), false);
+    to_patch_order(w, p.get());
+    out.own = std::make_unique<PackedMatrix>(p.get(), l, type);
     out.packed = out.own.get();
     return out;
   }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -265,35 +266,66 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsTen
   });
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::string data;
+  size_t offset = 0;
   for (const SafetensorsTensor* t : order) {
-    const size_t begin = data.size();
-    const float* v = t->value.data();
-    const int64_t n = t->value.numel();
-    for (int64_t i = 0; i < n; ++i) {
-      char buf[8];
-      size_t len = dtype_size(t->dtype);
-      switch (t->dtype) {
-        case DType::kF32: std::memcpy(buf, &v[i], 4); break;
-        case DType::kF16: { uint16_t h = float_to_half(v[i]); std::memcpy(buf, &h, 2); break; }
-        case DType::kBF16: { uint16_t h = float_to_bf16(v[i]); std::memcpy(buf, &h, 2); break; }
-        case DType::kF64: { double d = v[i]; std::memcpy(buf, &d, 8); break; }
-        case DType::kI64: { int64_t x = static_cast<int64_t>(std::llround(v[i])); std::memcpy(buf, &x, 8); break; }
-        default: throw ValueError(std::string("cannot write dtype ") + dtype_name(t->dtype));
-      }
-      data.append(buf, len);
-    }
+    if (t->dtype != DType::kF32 && t->dtype != DType::kF16 && t->dtype != DType::kBF16 && t->dtype != DType::kF64 &&
+        t->dtype != DType::kI64)
+      throw ValueError(std::string("cannot write dtype ") + dtype_name(t->dtype));
+    const size_t bytes = static_cast<size_t>(t->value.numel()) * dtype_size(t->dtype);
     header[t->name] = {{"dtype", dtype_name(t->dtype)},
                        {"shape", t->value.shape().to_vector()},
-                       {"data_offsets", {begin, data.size()}}};
+                       {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
   }
   std::string h = header.dump();
   // Keys come out sorted (readers do not depend on order); pad so the data section starts 8-aligned.
   h.append((8 - h.size() % 8) % 8, ' ');
-  std::string bytes(8, '\0');
-  uint64_t n = h.size();
-  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((n >> (8 * i)) & 0xff);
-  write_file_atomically(path, bytes + h + data);
+  std::string prefix(8, '\0');
+  const uint64_t n = h.size();
+  for (int i = 0; i < 8; ++i) prefix[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  // Streamed to the temp file a block of values at a time: a 3.4 GB UNet is never held a second time.
+  write_through_temp_file(path, [&](const std::string& tmp) {
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) throw IoError(path + ": cannot create a temp file beside it: " + std::strerror(errno));
+    auto put = [&](const char* p, size_t len) {
+      while (len > 0) {
+        const ssize_t w = ::write(fd, p, len);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+          const int err = errno;
+          ::close(fd);
+          throw IoError(path + ": write failed (" + std::strerror(err) + ")");
+        }
+        p += w;
+        len -= static_cast<size_t>(w);
+      }
+    };
+    put(prefix.data(), prefix.size());
+    put(h.data(), h.size());
+    constexpr int64_t kBlock = 1 << 16;
+    std::vector<char> buf(static_cast<size_t>(kBlock) * 8);
+    for (const SafetensorsTensor* t : order) {
+      const float* v = t->value.data();
+      const int64_t total = t->value.numel();
+      const size_t size = dtype_size(t->dtype);
+      for (int64_t b = 0; b < total; b += kBlock) {
+        const int64_t m = std::min(kBlock, total - b);
+        char* out = buf.data();
+        for (int64_t i = 0; i < m; ++i) {
+          const float x = v[b + i];
+          switch (t->dtype) {
+            case DType::kF32: std::memcpy(out + 4 * i, &x, 4); break;
+            case DType::kF16: { const uint16_t q = float_to_half(x); std::memcpy(out + 2 * i, &q, 2); break; }
+            case DType::kBF16: { const uint16_t q = float_to_bf16(x); std::memcpy(out + 2 * i, &q, 2); break; }
+            case DType::kF64: { const double d = x; std::memcpy(out + 8 * i, &d, 8); break; }
+            default: { const int64_t q = static_cast<int64_t>(std::llround(x)); std::memcpy(out + 8 * i, &q, 8); break; }
+          }
+        }
+        put(out, static_cast<size_t>(m) * size);
+      }
+    }
+    if (::close(fd) != 0) throw IoError(path + ": write failed (" + std::strerror(errno) + ")");
+  });
 }
 
 }  // namespace lcd

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "autograd/errors.h"
+#include "autograd/storage.h"
 #include "autograd/finite.h"
 #include "autograd/threads.h"
 #include "datasets/png.h"
@@ -344,6 +345,7 @@ int lcm_sample_command(int argc, char** argv) {
   if (first_nonfinite(latents) >= 0)
     throw ValueError("sampling produced NaN or infinite latents (the model or an adapter diverges at these settings)");
   unet.reset();  // its weights (3.4 GB for SD1.5 in float32) are not needed while decoding
+  release_cached_storage();
 
   // 4. Decoding, then every output, each written atomically.
   Tensor images;  // (n, C, H·f, W·f)
