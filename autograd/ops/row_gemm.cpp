@@ -232,10 +232,15 @@ WeightOperand weight_operand(const Tensor& w, int64_t n, int64_t k, Use use, DTy
   }
   const Layout l = use == Use::kForward ? Layout::transposed(k, n, DType::kF32, k) : Layout::row_major(n, k, DType::kF32);
   if (w.numel() * int64_t(sizeof(float)) > kKeptPackedBytes) {
-    // Through recycled storage blocks (no fresh pages per call): W in patch order, then its packed form.
-    const std::shared_ptr<float> p = allocate_storage<float>(w.numel(), false);
-    to_patch_order(w, p.get());
-    out.own = std::make_unique<PackedMatrix>(p.get(), l, type);
+    // Through recycled storage blocks (no fresh pages per call): W in patch order (a linear's or 1×1 kernel's
+    // W already is), then its packed form.
+    const bool in_order = w.ndim() != 4 || (w.size(2) == 1 && w.size(3) == 1);
+    std::shared_ptr<float> p;
+    if (!in_order) {
+      p = allocate_storage<float>(w.numel(), false);
+      to_patch_order(w, p.get());
+    }
+    out.own = std::make_unique<PackedMatrix>(in_order ? w.data() : p.get(), l, type);
     out.packed = out.own.get();
     return out;
   }
