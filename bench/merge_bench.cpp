@@ -14,6 +14,7 @@
 
 #include "autograd/errors.h"
 #include "autograd/random.h"
+#include "bench/random_weights.h"
 #include "infer/io/lora_io.h"
 #include "infer/nn/unet.h"
 #include "infer/tools/cli.h"
@@ -57,12 +58,7 @@ int main(int argc, char** argv) {
       Rng rng(100 + a);
       LoraAdapter adapter;
       for (const auto& [name, w] : targets) {
-        std::vector<int64_t> down = w.to_vector(), up = {w[0], rank};
-        down[0] = rank;
-        if (w.rank() == 4) up = {w[0], rank, 1, 1};
-        LoraFactors f{rng.normal_tensor(Shape(down)), rng.normal_tensor(Shape(up)), double(rank)};
-        for (Tensor* t : {&f.down, &f.up})
-          for (int64_t i = 0; i < t->numel(); ++i) t->data()[i] *= 0.01f;
+        LoraFactors f = random_lora_factors(w, rank, rng);
         factor_params += f.down.numel() + f.up.numel();
         adapter.modules[name] = f;
       }

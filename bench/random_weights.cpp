@@ -40,4 +40,16 @@ void fill_random_weights(Module& module, uint64_t seed) {
   }
 }
 
+LoraFactors random_lora_factors(const Shape& weight, int64_t rank, Rng& rng) {
+  std::vector<int64_t> down = weight.to_vector(), up = {weight[0], rank};
+  down[0] = rank;
+  if (weight.rank() == 4) up = {weight[0], rank, 1, 1};
+  LoraFactors f{rng.normal_tensor(Shape(down)), rng.normal_tensor(Shape(up)), double(rank)};
+  for (Tensor* t : {&f.down, &f.up}) {
+    float* v = t->data();
+    for (int64_t i = 0; i < t->numel(); ++i) v[i] *= 0.01f;
+  }
+  return f;
+}
+
 }  // namespace lcd

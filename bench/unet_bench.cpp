@@ -206,21 +206,13 @@ static int sd_bench(const std::string& name, int size, const std::vector<int>& b
   return 0;
 }
 
-// A random rank-`rank` adapter on every default LoRA target of `unet` (diffusers format, F16), small enough
-// (factors ×0.01) that the folded UNet stays well-behaved: the LCM-LoRA stand-in of the end-to-end timing.
+// A random rank-`rank` adapter on every default LoRA target of `unet` (diffusers format, F16): the LCM-LoRA
+// stand-in of the end-to-end timing.
 static void write_random_lora(UNet2DConditionModel& unet, int64_t rank, const std::string& path) {
   Rng rng(4);
   LoraAdapter adapter;
-  for (auto& [name, m] : lora_target_modules(unet, default_lora_targets())) {
-    const Shape w = m->lora_layer()->weight.shape();
-    std::vector<int64_t> down = w.to_vector(), up = {w[0], rank};
-    down[0] = rank;
-    if (w.rank() == 4) up = {w[0], rank, 1, 1};
-    LoraFactors f{rng.normal_tensor(Shape(down)), rng.normal_tensor(Shape(up)), double(rank)};
-    for (Tensor* t : {&f.down, &f.up})
-      for (int64_t i = 0; i < t->numel(); ++i) t->data()[i] *= 0.01f;
-    adapter.modules[name] = f;
-  }
+  for (auto& [name, m] : lora_target_modules(unet, default_lora_targets()))
+    adapter.modules[name] = random_lora_factors(m->lora_layer()->weight.shape(), rank, rng);
   write_lora(path, adapter, LoraFormat::kDiffusers, DType::kF16);
   std::printf("wrote a random rank-%lld adapter on %zu modules to %s\n", static_cast<long long>(rank),
               adapter.modules.size(), path.c_str());

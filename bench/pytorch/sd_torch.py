@@ -9,7 +9,8 @@ Correctness (lcdkit against this reference on the same random weights):
     sd_torch.py check DIR
   reads the model folder `bench_unet --config NAME --save DIR --check` wrote (weights, and check.safetensors
   with its inputs and lcdkit's outputs), runs the same inputs here in float64 and prints, per output, the
-  largest error relative to the largest reference value; exits 1 when one is above 1e-4.
+  largest error relative to the largest reference value; exits 1 when one is above 2e-5 (float32 against
+  float64 through the whole network measures ~4e-6).
 """
 import argparse
 import json
@@ -94,7 +95,7 @@ def check_command(a):
         err = ((got - ref).abs().max() / ref.abs().max()).item()
         worst = max(worst, err)
         print(f"{name:12s} {tuple(ref.shape)}  max error / max |ref| = {err:.2e}")
-    sys.exit(0 if worst < 1e-4 else 1)
+    sys.exit(0 if worst < 2e-5 else 1)
 
 
 def main():
