@@ -1,8 +1,6 @@
 // oneDNN matmul plans and packed operands (see matmul.h).
 #include "autograd/cpu/matmul.h"
 
-#include <omp.h>
-
 #include <dnnl.h>
 
 #include <dnnl.hpp>
@@ -17,8 +15,8 @@
 #include <cstdlib>
 #include <vector>
 
+#include "autograd/cpu/dnnl_support.h"
 #include "autograd/errors.h"
-#include "autograd/storage.h"
 
 namespace lcd::cpu {
 
@@ -27,40 +25,13 @@ namespace {
 using dt = dnnl::memory::data_type;
 using dims = dnnl::memory::dims;
 
-dnnl::engine& engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
+using dnnl_support::check;
+using dnnl_support::engine;
 
 dt to_dnnl(DType t) { return t == DType::kBf16 ? dt::bf16 : dt::f32; }
 
-// Packed operands live in lcdkit's tensor storage (autograd/storage.h), whose freed large blocks are reused:
-// a weight packed for one call only (row_gemm.cpp) then takes a recycled block instead of fresh pages, which
-// on a VM cost more to fault in than the packing itself.
-struct OwnedMemory {
-  std::shared_ptr<float> block;
-  dnnl::memory memory;
-};
-OwnedMemory owned_memory(const dnnl::memory::desc& d) {
-  OwnedMemory m;
-  m.block = allocate_storage<float>(static_cast<int64_t>((d.get_size() + sizeof(float) - 1) / sizeof(float)), false);
-  m.memory = dnnl::memory(d, engine(), m.block.get());
-  return m;
-}
-
 dnnl::memory::desc desc_of(const Layout& l) {
   return dnnl::memory::desc(dims{l.rows, l.cols}, to_dnnl(l.type), dims{l.row_stride, l.col_stride});
-}
-
-void check(dnnl_status_t s, const char* what) {
-  if (s != dnnl_success) throw Error(std::string("oneDNN: ") + what + " failed (status " + std::to_string(int(s)) + ")");
-}
-
-// Scratch memory for oneDNN (user-managed scratchpad), one growing buffer per thread.
-void* thread_scratch(size_t bytes) {
-  thread_local std::vector<char> buf;
-  if (buf.size() < bytes) buf.resize(bytes + (bytes >> 2) + 64);
-  return buf.data();
 }
 
 }  // namespace
@@ -70,38 +41,20 @@ void* thread_scratch(size_t bytes) {
 struct PackedMatrix::Impl {
   int64_t k, n;
   DType type;
-  std::mutex mutex;
-  std::vector<OwnedMemory> variants;  // variants[0] is the first layout asked for; the rest are reorders of it
-
-  // The variant in layout `d`, made on first request.
-  const dnnl::memory& variant(const dnnl::memory::desc& d) {
-    std::lock_guard<std::mutex> lock(mutex);
-    for (const auto& v : variants)
-      if (v.memory.get_desc() == d) return v.memory;
-    OwnedMemory m = owned_memory(d);
-    dnnl::stream s(engine());
-    dnnl::reorder(variants.front().memory, m.memory).execute(s, variants.front().memory, m.memory);
-    s.wait();
-    variants.push_back(std::move(m));
-    return variants.back().memory;
-  }
+  std::unique_ptr<dnnl_support::ReorderedOperand> operand;
 };
 
 PackedMatrix::PackedMatrix(const void* b, const Layout& l, DType type) : impl_(std::make_unique<Impl>()) {
   impl_->k = l.rows;
   impl_->n = l.cols;
   impl_->type = type;
-  // The layout a typical chunk of 256 rows asks for; other row counts rarely differ (then variant()).
+  // The layout a typical chunk of 256 rows asks for; other row counts rarely differ (then in_layout()).
   const dnnl::memory::desc a({256, l.rows}, to_dnnl(type), dnnl::memory::format_tag::ab);
   const dnnl::memory::desc bany({l.rows, l.cols}, to_dnnl(type), dnnl::memory::format_tag::any);
   const dnnl::memory::desc c({256, l.cols}, dt::f32, dnnl::memory::format_tag::ab);
   dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, bany, c), engine());
   dnnl::memory src(desc_of(l), engine(), const_cast<void*>(b));
-  OwnedMemory dst = owned_memory(pd.weights_desc());
-  dnnl::stream s(engine());
-  dnnl::reorder(src, dst.memory).execute(s, src, dst.memory);
-  s.wait();
-  impl_->variants.push_back(std::move(dst));
+  impl_->operand = std::make_unique<dnnl_support::ReorderedOperand>(src, pd.weights_desc());
 }
 
 PackedMatrix::~PackedMatrix() = default;
@@ -219,7 +172,7 @@ MatmulPlan::MatmulPlan(const MatmulSpec& spec, const PackedMatrix& b) {
   MatmulSpec s = spec;
   s.b = Layout::row_major(b.rows(), b.cols(), b.type());
   impl_ = make_plan(s, true);
-  packed_ = b.impl().variant(impl_->pd.weights_desc()).get();
+  packed_ = b.impl().operand->in_layout(impl_->pd.weights_desc()).get();
 }
 
 const char* MatmulPlan::kernel() const { return impl_ ? impl_->kernel.c_str() : "none"; }
@@ -245,7 +198,7 @@ void MatmulPlan::run(const void* a, const void* b, float* c, const float* bias) 
   dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, st.src.get()}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, st.dst.get()}};
   int nargs = 3;
   if (p.scratch_bytes) {
-    check(dnnl_memory_set_data_handle_v2(st.scratch.get(), thread_scratch(p.scratch_bytes), stream), "scratchpad handle");
+    check(dnnl_memory_set_data_handle_v2(st.scratch.get(), dnnl_support::thread_scratch(p.scratch_bytes), stream), "scratchpad handle");
     args[nargs++] = {DNNL_ARG_SCRATCHPAD, st.scratch.get()};
   }
   if (bias) {
@@ -256,12 +209,7 @@ void MatmulPlan::run(const void* a, const void* b, float* c, const float* bias) 
   const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   // Always on this one thread, also outside a parallel region: some oneDNN kernels (gemm:jit on AVX2) split
   // the reduction among their threads, which would make results depend on the thread count.
-  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  if (threads > 1) omp_set_num_threads(1);
-  const dnnl_status_t status = dnnl_primitive_execute(p.prim.get(), stream, nargs, args);
-  if (threads > 1) omp_set_num_threads(threads);
-  check(status, "matmul");
-  check(dnnl_stream_wait(stream), "stream wait");
+  dnnl_support::execute(p.prim, st.stream, nargs, args, false, "matmul");
   if (profile) record_time(p, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }
 

@@ -10,6 +10,7 @@
 
 #include "autograd/batch_parallel.h"
 #include "autograd/cpu/bf16.h"
+#include "autograd/cpu/convolution.h"
 #include "autograd/errors.h"
 #include "autograd/flop_counter.h"
 #include "autograd/ops/vector_math.h"
@@ -178,12 +179,14 @@ enum class Use { kForward = 0, kBackwardData = 1 };
 struct MergedWeight {
   std::vector<float> a, sb;
   std::unique_ptr<PackedMatrix> packed[2];  // [use]
+  std::unique_ptr<cpu::ConvWeights> conv;   // for the direct convolution (forward only)
   uint64_t last_use = 0;
 };
 
 struct PackedCache {
   uint64_t version = 0;
   std::unique_ptr<PackedMatrix> packed[2][2];  // [bf16?][use]
+  std::unique_ptr<cpu::ConvWeights> conv[2];   // [bf16?], for the direct convolution
   MergedWeight merged[2][2];                   // [bf16?][two sets of factors: the online and the EMA LoRA]
   uint64_t uses = 0;
 };
@@ -390,12 +393,10 @@ std::vector<float> merged_patch_order(const Tensor& w, const float* sb, const fl
 // gradient see. It is kept with W's packed forms and formed again only when the factors differ from those it
 // was formed from, so the parts of a batch-parallel pass and the passes of one step share one merge. Two sets
 // are kept (a step uses the online and the EMA factors).
-const PackedMatrix* merged_weight(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k,
-                                  Use use, DType type) {
+MergedWeight& merged_set(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k, DType type) {
   auto same = [](const std::vector<float>& kept, const float* now, int64_t len) {
     return static_cast<int64_t>(kept.size()) == len && std::memcmp(kept.data(), now, sizeof(float) * len) == 0;
   };
-  std::lock_guard<std::mutex> lock(g_cache_mutex);
   PackedCache& cache = cache_of(w);
   MergedWeight* sets = cache.merged[type == DType::kBf16];
   MergedWeight* mw = nullptr;
@@ -408,12 +409,56 @@ const PackedMatrix* merged_weight(const Tensor& w, const float* sb, const float*
     mw->sb.assign(sb, sb + n * r);
   }
   mw->last_use = ++cache.uses;
-  std::unique_ptr<PackedMatrix>& slot = mw->packed[int(use)];
+  return *mw;
+}
+
+const PackedMatrix* merged_weight(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k,
+                                  Use use, DType type) {
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  std::unique_ptr<PackedMatrix>& slot = merged_set(w, sb, a, n, r, k, type).packed[int(use)];
   if (!slot) {
     const std::vector<float> m = merged_patch_order(w, sb, a, n, r, k);
     const Layout l = use == Use::kForward ? Layout::transposed(k, n, DType::kF32, k) : Layout::row_major(n, k, DType::kF32);
     slot = std::make_unique<PackedMatrix>(m.data(), l, type);
   }
+  return slot.get();
+}
+
+// ---- the direct convolution (forward of k×k layers that save nothing for backward) ----
+
+cpu::ConvSpec conv_spec(const Geometry& g, int64_t n, DType type, bool bias) {
+  const ConvGeometry& c = g.conv;
+  return {c.batch, c.height, c.width, c.channels, n, c.kernel_h, c.kernel_w, c.stride, c.padding, c.out_h, c.out_w,
+          type, bias};
+}
+
+// The weights of a direct convolution, cached like weight_operand's packed forms (large ones made per call).
+struct ConvOperand {
+  const cpu::ConvWeights* weights = nullptr;
+  std::unique_ptr<cpu::ConvWeights> own;
+};
+
+ConvOperand conv_operand(const Tensor& w, const cpu::ConvPlan& plan, DType type) {
+  ConvOperand out;
+  using Order = cpu::ConvWeights::Order;
+  if (!cacheable(w) || w.numel() * int64_t(sizeof(float)) > kKeptPackedBytes) {
+    out.own = std::make_unique<cpu::ConvWeights>(w.data(), Order::kOIHW, plan);
+    out.weights = out.own.get();
+    return out;
+  }
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  std::unique_ptr<cpu::ConvWeights>& slot = cache_of(w).conv[type == DType::kBf16];
+  if (!slot) slot = std::make_unique<cpu::ConvWeights>(w.data(), Order::kOIHW, plan);
+  out.weights = slot.get();
+  return out;
+}
+
+const cpu::ConvWeights* merged_conv_operand(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r,
+                                            int64_t k, const cpu::ConvPlan& plan, DType type) {
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  std::unique_ptr<cpu::ConvWeights>& slot = merged_set(w, sb, a, n, r, k, type).conv;
+  if (!slot) slot = std::make_unique<cpu::ConvWeights>(merged_patch_order(w, sb, a, n, r, k).data(),
+                                                       cpu::ConvWeights::Order::kOHWI, plan);
   return slot.get();
 }
 
@@ -456,6 +501,21 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
       up_t.resize(static_cast<size_t>(r * N));
       for (int64_t o = 0; o < N; ++o)
         for (int64_t q = 0; q < r; ++q) up_t[q * N + o] = sb[o * r + q];
+    }
+  }
+  // A k×k convolution that saves nothing for backward reads the image in place: one direct convolution
+  // (threaded by oneDNN, or on this thread inside a batch part) instead of im2col rows and a GEMM per chunk.
+  if (g.im2col && !want_h && g.conv.kernel_h * g.conv.kernel_w > 1) {
+    const cpu::ConvPlan plan(conv_spec(g, N, t, bias));
+    if (plan.available()) {
+      ConvOperand cw;
+      if (merged)
+        cw.weights = merged_conv_operand(L.weight, sb.data(), a.data(), N, r, K, plan, t);
+      else
+        cw = conv_operand(L.weight, plan, t);
+      const Source x = source_of(L.x.data(), g, t);  // (batch, H, W, Cin)
+      plan.run(t == DType::kBf16 ? static_cast<const void*>(x.x_bf16) : x.x, *cw.weights, y, bias ? L.bias.data() : nullptr);
+      return;
     }
   }
   WeightOperand w;

@@ -11,11 +11,13 @@
 
 #include "autograd/batch_parallel.h"
 #include "autograd/cpu/bf16.h"
+#include "autograd/cpu/convolution.h"
 #include "autograd/cpu/matmul.h"
 #include "autograd/cpu/precision.h"
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
 #include "autograd/random.h"
+#include "autograd/tape.h"
 #include "autograd/threads.h"
 
 namespace lcd {
@@ -289,6 +291,72 @@ TEST(RowGemmKernels, ResultsDoNotDependOnTheThreadCount) {
       std::vector<float> all(y.data(), y.data() + y.numel());
       for (Tensor* t : {&x, &a, &up}) all.insert(all.end(), t->grad().data(), t->grad().data() + t->numel());
       results.push_back(all);
+    }
+    EXPECT_EQ(results[0], results[1]) << precision_name(p);
+    EXPECT_EQ(results[0], results[2]) << precision_name(p);
+  }
+  set_num_threads(saved);
+}
+
+// The forward of a k×k convolution with nothing to save runs as a direct convolution (autograd/cpu/convolution.h):
+// no tape, a frozen module weight, with and without a LoRA branch (then on the merged W + sB·A), against the
+// double reference. The conv cases above cover the same path with a trainable weight (then reordered per call).
+TEST(RowGemmKernels, NoGradConvolutionsMatchDouble) {
+  std::vector<ConvCase> cases = conv_cases();
+  cases.push_back({2, 33, 31, 32, 48, 3, {2, 0, 1}, 4});  // a VAE-style downsample: end padding only
+  cases.push_back({1, 64, 64, 64, 32, 3, {1, 1}, 8});
+  uint64_t seed = 5000;
+  for (const ConvCase& c : cases) {
+    const Conv2dOptions o = c.o;
+    const TensorD x = random_tensor({c.n, c.h, c.w, c.cin}, seed++, false);
+    const TensorD w = random_tensor({c.cout, c.cin, c.k, c.k}, seed++, false), b = random_tensor({c.cout}, seed++, false);
+    const TensorD down = c.rank ? random_tensor({c.rank, c.cin, c.k, c.k}, seed++, false) : TensorD();
+    const TensorD up = c.rank ? random_tensor({c.cout, c.rank, 1, 1}, seed++, false) : TensorD();
+    auto op = [&](auto xx, auto ww, auto bb, auto dd, auto uu) {
+      return c.rank ? conv2d_nhwc_lora(xx, ww, bb, dd, uu, 0.6, o) : conv2d_nhwc(xx, ww, bb, o);
+    };
+    const TensorD ref = op(x, w, b, down, up);
+    const TensorD bound = op(absolute({x})[0], absolute({w})[0], absolute({b})[0], c.rank ? absolute({down})[0] : down,
+                             c.rank ? absolute({up})[0] : up);
+    for (Precision p : precisions()) {
+      PrecisionGuard guard(p);
+      NoGradGuard no_grad;
+      Tensor wf = cast<float>(w);
+      wf.impl()->packable = true;  // as a module parameter
+      const Tensor got = op(cast<float>(x), wf, cast<float>(b), c.rank ? cast<float>(down) : Tensor(),
+                            c.rank ? cast<float>(up) : Tensor());
+      for (int pass = 0; pass < 2; ++pass) {  // the second call reuses the kept weights
+        const TensorD y = cast<double>(pass ? op(cast<float>(x), wf, cast<float>(b), c.rank ? cast<float>(down) : Tensor(),
+                                                 c.rank ? cast<float>(up) : Tensor())
+                                            : got);
+        ASSERT_EQ(y.shape(), ref.shape());
+        for (int64_t i = 0; i < y.numel(); ++i)
+          ASSERT_NEAR(y.data()[i], ref.data()[i], tolerance(p) * bound.data()[i] + 1e-9)
+              << "conv n" << c.n << " " << c.h << "x" << c.w << " cin " << c.cin << " cout " << c.cout << " rank "
+              << c.rank << ", " << precision_name(p) << ", pass " << pass << ", element " << i;
+      }
+    }
+  }
+  // oneDNN offers a direct NHWC kernel for the UNet's 3×3 shapes on every CPU lcdkit runs on (AVX2 and up).
+  EXPECT_TRUE(cpu::ConvPlan(cpu::ConvSpec{2, 16, 16, 64, 64, 3, 3, 1, 1, 16, 16, cpu::DType::kF32, true}).available());
+}
+
+// The direct convolution splits a layer among oneDNN's threads; each output's sum runs in one thread in a
+// fixed order, so one and two threads give bit-identical outputs.
+TEST(RowGemmKernels, DirectConvolutionResultsDoNotDependOnTheThreadCount) {
+  Rng rng(17);
+  const Tensor x = rng.normal_tensor({2, 40, 40, 64}), b = rng.normal_tensor({96});
+  Tensor w = rng.normal_tensor({96, 64, 3, 3});
+  w.impl()->packable = true;
+  const int saved = num_threads();
+  for (Precision p : precisions()) {
+    PrecisionGuard guard(p);
+    NoGradGuard no_grad;
+    std::vector<std::vector<float>> results;
+    for (int threads : {1, 2, 1}) {
+      set_num_threads(threads);
+      const Tensor y = conv2d_nhwc(x, w, b, Conv2dOptions{1, 1});
+      results.emplace_back(y.data(), y.data() + y.numel());
     }
     EXPECT_EQ(results[0], results[1]) << precision_name(p);
     EXPECT_EQ(results[0], results[2]) << precision_name(p);

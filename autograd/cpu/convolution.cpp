@@ -1,0 +1,144 @@
+// oneDNN direct convolution plans (see convolution.h).
+#include "autograd/cpu/convolution.h"
+
+#include <omp.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "autograd/cpu/dnnl_support.h"
+#include "autograd/errors.h"
+
+namespace lcd::cpu {
+
+namespace {
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+using dnnl_support::check;
+using dnnl_support::engine;
+dt to_dnnl(DType t) { return t == DType::kBf16 ? dt::bf16 : dt::f32; }
+}  // namespace
+
+struct ConvPlan::Impl {
+  ConvSpec spec;
+  bool available = false;
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward prim;
+  size_t scratch_bytes = 0;
+  std::string kernel = "none";
+  struct ThreadState {  // memories re-pointed at every run (see MatmulPlan::Impl)
+    dnnl::stream stream;
+    dnnl::memory src, dst, bias, scratch;
+  };
+};
+
+struct ConvWeights::Impl {
+  std::unique_ptr<dnnl_support::ReorderedOperand> operand;
+};
+
+namespace {
+
+using Key = std::array<int64_t, 13>;
+
+std::shared_ptr<const ConvPlan::Impl> make_plan(const ConvSpec& s) {
+  static std::mutex mutex;
+  static std::map<Key, std::shared_ptr<const ConvPlan::Impl>> cache;
+  const Key key{s.batch, s.height, s.width, s.channels, s.out_channels, s.kernel_h, s.kernel_w, s.stride, s.padding,
+                s.out_h, s.out_w, int64_t(s.type), s.bias};
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+
+  auto impl = std::make_shared<ConvPlan::Impl>();
+  impl->spec = s;
+  const dt t = to_dnnl(s.type);
+  const dnnl::memory::desc src({s.batch, s.channels, s.height, s.width}, t, tag::nhwc);
+  const dnnl::memory::desc wei({s.out_channels, s.channels, s.kernel_h, s.kernel_w}, t, tag::any);
+  const dnnl::memory::desc dst({s.batch, s.out_channels, s.out_h, s.out_w}, dt::f32, tag::nhwc);
+  const dnnl::memory::desc bias({s.out_channels}, dt::f32, tag::x);
+  // End padding as the output size implies (diffusers' Downsample2D pads the end only in the VAE).
+  const int64_t pad_h = (s.out_h - 1) * s.stride + s.kernel_h - s.height - s.padding;
+  const int64_t pad_w = (s.out_w - 1) * s.stride + s.kernel_w - s.width - s.padding;
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // several threads may run one plan at once
+  try {
+    const auto d = s.bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                            dnnl::algorithm::convolution_direct, src, wei, bias, dst,
+                                                            {s.stride, s.stride}, {s.padding, s.padding}, {pad_h, pad_w})
+                          : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                            dnnl::algorithm::convolution_direct, src, wei, dst,
+                                                            {s.stride, s.stride}, {s.padding, s.padding}, {pad_h, pad_w});
+    impl->pd = dnnl::convolution_forward::primitive_desc(d, attr, engine());
+    impl->kernel = impl->pd.impl_info_str();
+    // JIT kernels only: gemm-based ones build im2col themselves (and may split sums among threads), the
+    // reference ones are slow.
+    impl->available = impl->kernel.rfind("brgconv", 0) == 0 || impl->kernel.rfind("jit:", 0) == 0;
+  } catch (const dnnl::error&) {
+    impl->available = false;
+  }
+  if (impl->available) {
+    impl->prim = dnnl::convolution_forward(impl->pd);
+    impl->scratch_bytes = impl->pd.scratchpad_desc().get_size();
+  }
+  if (std::getenv("LCDKIT_PRINT_PLANS"))
+    std::fprintf(stderr, "conv plan n%lld %lldx%lldx%lld → %lld, k%lldx%lld s%lld p%lld %s: %s%s\n", (long long)s.batch,
+                 (long long)s.height, (long long)s.width, (long long)s.channels, (long long)s.out_channels,
+                 (long long)s.kernel_h, (long long)s.kernel_w, (long long)s.stride, (long long)s.padding,
+                 s.type == DType::kBf16 ? "bf16" : "f32", impl->kernel.c_str(), impl->available ? "" : " (not used)");
+  cache.emplace(key, impl);
+  return impl;
+}
+
+}  // namespace
+
+ConvPlan::ConvPlan(const ConvSpec& spec) : impl_(make_plan(spec)) {}
+bool ConvPlan::available() const { return impl_->available; }
+const char* ConvPlan::kernel() const { return impl_->kernel.c_str(); }
+
+void ConvPlan::run(const void* x, const ConvWeights& w, float* y, const float* bias) const {
+  const Impl& p = *impl_;
+  if (!p.available) throw Error("convolution: no direct kernel for this shape (check available() first)");
+  thread_local std::unordered_map<const Impl*, Impl::ThreadState> states;  // plans live as long as the process
+  auto [it, fresh] = states.try_emplace(&p);
+  Impl::ThreadState& st = it->second;
+  if (fresh) {
+    st.stream = dnnl::stream(engine());
+    st.src = dnnl::memory(p.pd.src_desc(), engine(), DNNL_MEMORY_NONE);
+    st.dst = dnnl::memory(p.pd.dst_desc(), engine(), DNNL_MEMORY_NONE);
+    if (p.spec.bias) st.bias = dnnl::memory(p.pd.bias_desc(), engine(), DNNL_MEMORY_NONE);
+    st.scratch = dnnl::memory(p.pd.scratchpad_desc(), engine(), DNNL_MEMORY_NONE);
+  }
+  dnnl_stream_t stream = st.stream.get();
+  check(dnnl_memory_set_data_handle_v2(st.src.get(), const_cast<void*>(x), stream), "src handle");
+  check(dnnl_memory_set_data_handle_v2(st.dst.get(), y, stream), "dst handle");
+  const dnnl::memory& weights = w.impl().operand->in_layout(p.pd.weights_desc());
+  dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, st.src.get()}, {DNNL_ARG_WEIGHTS, weights.get()}, {DNNL_ARG_DST, st.dst.get()}};
+  int nargs = 3;
+  if (p.scratch_bytes) {
+    check(dnnl_memory_set_data_handle_v2(st.scratch.get(), dnnl_support::thread_scratch(p.scratch_bytes), stream),
+          "scratchpad handle");
+    args[nargs++] = {DNNL_ARG_SCRATCHPAD, st.scratch.get()};
+  }
+  if (p.spec.bias) {
+    check(dnnl_memory_set_data_handle_v2(st.bias.get(), const_cast<float*>(bias), stream), "bias handle");
+    args[nargs++] = {DNNL_ARG_BIAS, st.bias.get()};
+  }
+  dnnl_support::execute(p.prim, st.stream, nargs, args, true, "convolution");
+}
+
+ConvWeights::ConvWeights(const float* w, Order order, const ConvPlan& plan) : impl_(std::make_unique<Impl>()) {
+  const ConvSpec& s = plan.impl_->spec;
+  const dnnl::memory::desc d({s.out_channels, s.channels, s.kernel_h, s.kernel_w}, dt::f32,
+                             order == Order::kOIHW ? tag::oihw : tag::ohwi);
+  const dnnl::memory src(d, engine(), const_cast<float*>(w));
+  impl_->operand = std::make_unique<dnnl_support::ReorderedOperand>(src, plan.impl_->pd.weights_desc());
+}
+
+ConvWeights::~ConvWeights() = default;
+
+}  // namespace lcd::cpu

@@ -1,0 +1,70 @@
+// Shared oneDNN plumbing (see dnnl_support.h).
+#include "autograd/cpu/dnnl_support.h"
+
+#include <omp.h>
+
+#include <string>
+
+#include "autograd/errors.h"
+#include "autograd/storage.h"
+
+namespace lcd::cpu::dnnl_support {
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+OwnedMemory owned_memory(const dnnl::memory::desc& d) {
+  OwnedMemory m;
+  m.block = allocate_storage<float>(static_cast<int64_t>((d.get_size() + sizeof(float) - 1) / sizeof(float)), false);
+  m.memory = dnnl::memory(d, engine(), m.block.get());
+  return m;
+}
+
+void check(dnnl_status_t s, const char* what) {
+  if (s != dnnl_success) throw Error(std::string("oneDNN: ") + what + " failed (status " + std::to_string(int(s)) + ")");
+}
+
+void* thread_scratch(size_t bytes) {
+  thread_local std::vector<char> buf;
+  if (buf.size() < bytes) buf.resize(bytes + (bytes >> 2) + 64);
+  return buf.data();
+}
+
+namespace {
+void reorder(const dnnl::memory& from, const dnnl::memory& to) {
+  dnnl::stream s(engine());
+  dnnl::reorder(from, to).execute(s, const_cast<dnnl::memory&>(from), const_cast<dnnl::memory&>(to));
+  s.wait();
+}
+}  // namespace
+
+ReorderedOperand::ReorderedOperand(const dnnl::memory& src, const dnnl::memory::desc& d) {
+  OwnedMemory m = owned_memory(d);
+  reorder(src, m.memory);
+  variants_.push_back(std::move(m));
+}
+
+const dnnl::memory& ReorderedOperand::in_layout(const dnnl::memory::desc& d) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& v : variants_)
+    if (v.memory.get_desc() == d) return v.memory;
+  OwnedMemory m = owned_memory(d);
+  reorder(variants_.front().memory, m.memory);
+  variants_.push_back(std::move(m));
+  return variants_.back().memory;
+}
+
+void execute(const dnnl::primitive& p, dnnl::stream& stream, int nargs, const dnnl_exec_arg_t* args, bool own_threads,
+             const char* what) {
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const bool pin = threads > 1 && !own_threads;
+  if (pin) omp_set_num_threads(1);
+  const dnnl_status_t status = dnnl_primitive_execute(p.get(), stream.get(), nargs, args);
+  if (pin) omp_set_num_threads(threads);
+  check(status, what);
+  check(dnnl_stream_wait(stream.get()), "stream wait");
+}
+
+}  // namespace lcd::cpu::dnnl_support

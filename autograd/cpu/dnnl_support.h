@@ -1,0 +1,50 @@
+// What the oneDNN-backed kernels (matmul.cpp, convolution.cpp) share: the engine, memory in lcdkit's
+// recycled storage, per-thread scratchpads, status checks, and operands reordered once into the layouts
+// their primitives ask for. Internal to autograd/cpu.
+#pragma once
+#include <dnnl.h>
+
+#include <dnnl.hpp>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace lcd::cpu::dnnl_support {
+
+dnnl::engine& engine();
+
+// Memory of `d` in lcdkit's tensor storage (autograd/storage.h), whose freed large blocks are reused: an
+// operand reordered for one call only then takes a recycled block instead of fresh pages, which on a VM
+// cost more to fault in than the reorder itself.
+struct OwnedMemory {
+  std::shared_ptr<float> block;
+  dnnl::memory memory;
+};
+OwnedMemory owned_memory(const dnnl::memory::desc& d);
+
+void check(dnnl_status_t s, const char* what);
+
+// Scratch memory for oneDNN (user-managed scratchpad), one growing buffer per thread: a primitive run by
+// several threads at once must never share one.
+void* thread_scratch(size_t bytes);
+
+// An operand copied once into the layout a primitive asked for; other primitives of the same operand may
+// ask for other layouts, each reordered from the first on request. Read by any thread.
+class ReorderedOperand {
+ public:
+  // Reorders `src` (in user memory) into layout `d`.
+  ReorderedOperand(const dnnl::memory& src, const dnnl::memory::desc& d);
+  // The operand in layout `d`, made on first request.
+  const dnnl::memory& in_layout(const dnnl::memory::desc& d);
+
+ private:
+  std::mutex mutex_;
+  std::vector<OwnedMemory> variants_;  // variants_[0] is the first layout asked for
+};
+
+// Runs a primitive on the calling thread's stream, with the threads the caller decides (1 inside an OpenMP
+// region; oneDNN's own team outside, when `own_threads`).
+void execute(const dnnl::primitive& p, dnnl::stream& stream, int nargs, const dnnl_exec_arg_t* args, bool own_threads,
+             const char* what);
+
+}  // namespace lcd::cpu::dnnl_support
