@@ -8,5 +8,7 @@ namespace lcd {
 void reset_peak_resident();
 // VmHWM in GB (10⁹ bytes); 0 where it cannot be read.
 double peak_resident_gb();
+// VmRSS (resident now) in GB; 0 where it cannot be read.
+double resident_gb();
 
 }  // namespace lcd

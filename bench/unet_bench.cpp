@@ -5,7 +5,8 @@
 //    seeded random weights, a --size image (latents size/8): seconds per no-grad UNet evaluation at each
 //    --batch, the VAE decode of one latent, and peak resident memory after each phase. --save DIR writes the
 //    random-weight model folder (unet/, vae/, scheduler/) for lcm-sample and the PyTorch reference; --check
-//    adds its inputs and outputs at --size for bench/pytorch/sd_torch.py check DIR.
+//    adds its inputs and outputs at --size for bench/pytorch/sd_torch.py check DIR. Without --save the
+//    weights are inference-only, as lcm-sample keeps them (autograd/inference_weights.h).
 // Usage: bench_unet [MODEL_DIR=models/fmnist-ldm-v1] [--threads N] [--batch B] [--reps R] [--forward-only]
 //        bench_unet --config sd15|sd21 [--size 512] [--precision fp32|bf16] [--batch 1,2] [--reps 3] [--save DIR [--check]]
 #include <Eigen/Core>
@@ -26,12 +27,14 @@
 #include "autograd/flop_counter.h"
 #include "autograd/gemm.h"
 #include "autograd/random.h"
+#include "autograd/storage.h"
 #include "autograd/threads.h"
 #include "bench/random_weights.h"
 #include "bench/resident_memory.h"
 #include "infer/io/lora_io.h"
 #include "infer/io/model_io.h"
 #include "infer/lora.h"
+#include "infer/nn/layers.h"
 #include "infer/tools/cli.h"
 
 using namespace lcd;
@@ -148,6 +151,14 @@ static int sd_bench(const std::string& name, int size, const std::vector<int>& b
   fill_random_weights(unet, 0);
   std::printf("UNet: %.1f M parameters (%.2f GB in float32); peak resident after building: %.2f GB\n",
               unet.parameter_count() * 1e-6, unet.parameter_count() * 4e-9, peak_resident_gb());
+  // As lcm-sample runs it: weights in the kernels' forms only (kept in float32 when they are to be saved).
+  const bool inference_only = save_dir.empty();
+  if (inference_only) {
+    const int64_t freed = keep_forward_forms_only(unet);
+    release_cached_storage();
+    std::printf("inference-only weights: %.2f GB of float32 values replaced by their %s forward forms; resident now %.2f GB\n",
+                freed * 1e-9, precision_name(compute_precision()), resident_gb());
+  }
 
   Rng rng(1);
   for (int batch : batches) {
@@ -173,6 +184,7 @@ static int sd_bench(const std::string& name, int size, const std::vector<int>& b
     auto vae_config = AutoencoderConfig::from_json(read_json(configs / "vae" / "config.json"), (configs / "vae").string());
     AutoencoderKL vae(vae_config);
     fill_random_weights(vae, 2);
+    if (inference_only) keep_forward_forms_only(vae);
     if (vae_too) {
       Tensor z = rng.normal_tensor(Shape{1, vae_config.latent_channels, latent, latent});  // (1, 4, h, w)
       NoGradGuard no_grad;

@@ -13,6 +13,7 @@
 #include "autograd/cpu/convolution.h"
 #include "autograd/errors.h"
 #include "autograd/flop_counter.h"
+#include "autograd/inference_weights.h"
 #include "autograd/ops/vector_math.h"
 #include "autograd/storage.h"
 #include "autograd/tape.h"
@@ -106,8 +107,13 @@ namespace {
 // ---- weights in patch order ----
 
 // (O, C, kh, kw) → (O, kh, kw, C); a 2-D (O, C) weight is already in order.
+constexpr const char* kNoValues =
+    "a weight kept only in its inference form (keep_forward_form_only) was used for something other than a forward "
+    "at the precision it was kept in";
+
 template <typename T>
 void to_patch_order(const TensorT<T>& w, T* out) {
+  if (!w.data()) throw Error(kNoValues);
   if (w.ndim() != 4 || (w.size(2) == 1 && w.size(3) == 1)) {
     std::memcpy(out, w.data(), sizeof(T) * w.numel());
     return;
@@ -185,6 +191,7 @@ struct MergedWeight {
 
 struct PackedCache {
   uint64_t version = 0;
+  bool forward_only = false;  // the weight's float values are gone (keep_forward_form_only)
   std::unique_ptr<PackedMatrix> packed[2][2];  // [bf16?][use]
   std::unique_ptr<cpu::ConvWeights> conv[2];   // [bf16?], for the direct convolution
   MergedWeight merged[2][2];                   // [bf16?][two sets of factors: the online and the EMA LoRA]
@@ -207,12 +214,19 @@ constexpr int64_t kKeptPackedBytes = int64_t(4) << 20;
 
 bool cacheable(const Tensor& w) { return !w.requires_grad() && w.impl()->packable; }
 
+// Whether w keeps its forward form only (set once, before any forward that reads it).
+bool forward_only(const Tensor& w) {
+  const auto cache = std::static_pointer_cast<PackedCache>(w.impl()->kernel_cache);
+  return cache && cache->forward_only;
+}
+
 // The cache of a frozen weight at its current version (a fresh one after any write). Callers hold the mutex.
 std::mutex g_cache_mutex;  // batch-parallel parts pack the same weights concurrently on first use
 PackedCache& cache_of(const Tensor& w) {
   TensorImpl<float>& impl = *w.impl();
   auto cache = std::static_pointer_cast<PackedCache>(impl.kernel_cache);
   if (!cache || cache->version != impl.version) {
+    if (cache && cache->forward_only) throw Error(std::string(kNoValues) + " (it was written)");
     cache = std::make_shared<PackedCache>();
     cache->version = impl.version;
     impl.kernel_cache = cache;
@@ -234,10 +248,11 @@ WeightOperand weight_operand(const Tensor& w, int64_t n, int64_t k, Use use, DTy
     return out;
   }
   const Layout l = use == Use::kForward ? Layout::transposed(k, n, DType::kF32, k) : Layout::row_major(n, k, DType::kF32);
-  if (w.numel() * int64_t(sizeof(float)) > kKeptPackedBytes) {
+  if (w.numel() * int64_t(sizeof(float)) > kKeptPackedBytes && !forward_only(w)) {
     // Through recycled storage blocks (no fresh pages per call): W in patch order (a linear's or 1×1 kernel's
     // W already is), then its packed form.
     const bool in_order = w.ndim() != 4 || (w.size(2) == 1 && w.size(3) == 1);
+    if (!w.data()) throw Error(kNoValues);
     std::shared_ptr<float> p;
     if (!in_order) {
       p = allocate_storage<float>(w.numel(), false);
@@ -250,7 +265,7 @@ WeightOperand weight_operand(const Tensor& w, int64_t n, int64_t k, Use use, DTy
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   std::unique_ptr<PackedMatrix>& slot = cache_of(w).packed[type == DType::kBf16][int(use)];
   if (!slot) {
-    const std::vector<float> p = patch_ordered(w);
+    const std::vector<float> p = patch_ordered(w);  // (throws for a forward-only weight)
     slot = std::make_unique<PackedMatrix>(p.data(), l, type);
   }
   out.packed = slot.get();
@@ -441,14 +456,17 @@ struct ConvOperand {
 ConvOperand conv_operand(const Tensor& w, const cpu::ConvPlan& plan, DType type) {
   ConvOperand out;
   using Order = cpu::ConvWeights::Order;
-  if (!cacheable(w) || w.numel() * int64_t(sizeof(float)) > kKeptPackedBytes) {
+  if (!cacheable(w) || (w.numel() * int64_t(sizeof(float)) > kKeptPackedBytes && !forward_only(w))) {
     out.own = std::make_unique<cpu::ConvWeights>(w.data(), Order::kOIHW, plan);
     out.weights = out.own.get();
     return out;
   }
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   std::unique_ptr<cpu::ConvWeights>& slot = cache_of(w).conv[type == DType::kBf16];
-  if (!slot) slot = std::make_unique<cpu::ConvWeights>(w.data(), Order::kOIHW, plan);
+  if (!slot) {
+    if (!w.data()) throw Error(kNoValues);
+    slot = std::make_unique<cpu::ConvWeights>(w.data(), Order::kOIHW, plan);
+  }
   out.weights = slot.get();
   return out;
 }
@@ -468,6 +486,39 @@ Operand merged_operand(const Tensor& w, const float* sb, const float* a, int64_t
 }
 
 DType operand_type() { return compute_precision() == Precision::kBf16 ? DType::kBf16 : DType::kF32; }
+
+// Inference-only weights (autograd/inference_weights.h): the forward form the kernels will ask for, made
+// now. A k×k kernel gets the direct convolution's layout for a nominal image (the layouts oneDNN picks
+// depend on the channels, not the image size; another layout is reordered from this one on request), or
+// where no direct kernel exists, the packed patch-order matrix the im2col path reads.
+int64_t keep_forward_form_only_impl(const Tensor& w) {
+  if (!w.defined() || (w.ndim() != 2 && w.ndim() != 4))
+    throw ValueError("keep_forward_form_only: only weights of linears and convolutions, not " +
+                     (w.defined() ? w.shape().str() : std::string("an undefined tensor")));
+  if (!cacheable(w)) return 0;  // trained, or not a module parameter (its values may change behind its back)
+  const DType t = operand_type();
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  PackedCache& cache = cache_of(w);
+  if (cache.forward_only) return 0;
+  const int64_t n = w.size(0), k = w.numel() / n;
+  const bool spatial = w.ndim() == 4 && w.size(2) * w.size(3) > 1;
+  bool direct = false;
+  if (spatial) {
+    const int64_t kh = w.size(2), kw = w.size(3), size = 16;
+    const cpu::ConvPlan plan(cpu::ConvSpec{1, size, size, w.size(1), n, kh, kw, 1, (kh - 1) / 2,
+                                           size + 2 * ((kh - 1) / 2) - kh + 1, size + 2 * ((kh - 1) / 2) - kw + 1, t, true});
+    direct = plan.available();
+    if (direct) cache.conv[t == DType::kBf16] = std::make_unique<cpu::ConvWeights>(w.data(), cpu::ConvWeights::Order::kOIHW, plan);
+  }
+  if (!direct) {
+    const std::vector<float> p = patch_ordered(w);
+    cache.packed[t == DType::kBf16][int(Use::kForward)] =
+        std::make_unique<PackedMatrix>(p.data(), Layout::transposed(k, n, DType::kF32, k), t);
+  }
+  cache.forward_only = true;
+  w.impl()->data.reset();
+  return w.numel() * int64_t(sizeof(float));
+}
 
 }  // namespace
 
@@ -775,3 +826,7 @@ template void col2im_nhwc_accumulate<float>(const float*, const ConvGeometry&, i
 template void col2im_nhwc_accumulate<double>(const double*, const ConvGeometry&, int64_t, int64_t, double*);
 
 }  // namespace lcd::row_gemm
+
+namespace lcd {
+int64_t keep_forward_form_only(const Tensor& weight) { return row_gemm::keep_forward_form_only_impl(weight); }
+}  // namespace lcd

@@ -1,6 +1,8 @@
 // Basic layers: thin modules over the autograd ops.
 #include "infer/nn/layers.h"
 
+#include "autograd/inference_weights.h"
+
 namespace lcd {
 
 Linear::Linear(int64_t in, int64_t out, bool with_bias) : in_features(in), out_features(out) {
@@ -31,6 +33,13 @@ Tensor Conv2d::forward(const Tensor& x) const {
   for (size_t i = 1; i < lora.size(); ++i)
     y = add(y, conv2d_nhwc(conv2d_nhwc(x, lora[i].down, Tensor(), options), scale(lora[i].up, lora[i].scale), Tensor()));
   return y;
+}
+
+int64_t keep_forward_forms_only(Module& model) {
+  int64_t freed = 0;
+  for (auto& [name, m] : model.named_modules())
+    if (LoraLayer* layer = m->lora_layer(); layer && layer->lora.empty()) freed += keep_forward_form_only(layer->weight);
+  return freed;
 }
 
 GroupNorm::GroupNorm(int g, int64_t channels, double e) : groups(g), eps(e) {

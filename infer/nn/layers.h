@@ -53,6 +53,11 @@ class Conv2d : public LoraLayer {
   Conv2dOptions options;
 };
 
+// For forward-only use at the process precision (lcm-sample): the weight of every Linear and Conv2d of
+// `model` without unmerged LoRA branches keeps only its kernels' forward form and frees its float values
+// (autograd/inference_weights.h). The model can then run forwards only. Returns the bytes freed.
+int64_t keep_forward_forms_only(Module& model);
+
 class GroupNorm : public Module {
  public:
   GroupNorm(int groups, int64_t channels, double eps);

@@ -19,6 +19,7 @@
 #include "infer/io/lora_io.h"
 #include "infer/io/model_io.h"
 #include "infer/nn/config_check.h"
+#include "infer/nn/layers.h"
 #include "infer/samplers.h"
 #include "infer/tools/cli.h"
 #include "infer/tools/no_overwrite.h"
@@ -292,19 +293,18 @@ int lcm_sample_command(int argc, char** argv) {
   //    are asked for) the autoencoder, so that a bad input fails before any output exists.
   const std::string unet_dir = o.unet.empty() ? (fs::path(o.model) / "unet").string() : o.unet;
   auto unet = load_unet(unet_dir);
-  std::vector<std::pair<LoraAdapter, double>> adapters;
-  for (const auto& spec : o.loras) {
+  for (const auto& spec : o.loras) {  // each adapter is folded in and dropped before the next is read
     auto [path, weight] = parse_weighted_path("--lora", spec);
-    adapters.emplace_back(read_lora(path), weight);
-    if (const std::string note = text_encoder_note(path, adapters.back().first); !note.empty())
+    const LoraAdapter adapter = read_lora(path);
+    if (const std::string note = text_encoder_note(path, adapter); !note.empty())
       std::fprintf(stderr, "lcm-sample: %s\n", note.c_str());
-    prepare_unet_for(*unet, adapters.back().first);
+    prepare_unet_for(*unet, adapter);
     try {
-      merge_lora(*unet, adapters.back().first, weight);
+      merge_lora(*unet, adapter, weight);
     } catch (const FormatError& e) {
       throw FormatError(path + ": " + e.what());
     }
-    if (o.steps.empty()) set.steps = default_steps_for(*set.sampler, adapters.back().first, path, set.steps);
+    if (o.steps.empty()) set.steps = default_steps_for(*set.sampler, adapter, path, set.steps);
   }
   NoiseSchedule schedule = NoiseSchedule::scaled_linear();
   if (!o.model.empty() && fs::exists(fs::path(o.model) / "scheduler/scheduler_config.json")) {
@@ -326,6 +326,12 @@ int lcm_sample_command(int argc, char** argv) {
   }
   const int64_t factor = vae ? int64_t{1} << (vae->config.block_out_channels.size() - 1) : 1;
   check_memory(n, latent_shape, vae ? vae->config.out_channels * latent_shape[2] * latent_shape[3] * factor * factor : 0);
+
+  // The models run forwards only from here, at one precision: their linear and convolution weights keep only
+  // the kernels' forms (half the memory in bf16; large weights no longer packed at every call).
+  keep_forward_forms_only(*unet);
+  if (vae) keep_forward_forms_only(*vae);
+  release_cached_storage();
 
   // 3. Sampling, batch by batch.
   Tensor latents = Tensor::empty(latent_shape);  // (n, C, H, W)
