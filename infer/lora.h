@@ -56,8 +56,9 @@ void validate_lora_adapter(const LoraAdapter& adapter, const std::string& origin
 // scale = weight · alpha / r: the one place where the LoRA scale is computed.
 double lora_scale(double weight, double alpha, int64_t rank);
 
-// ΔW = scale · B A in the base weight's shape ((out, in) or (out, in, kh, kw)), computed in double.
-Tensor lora_delta(const LoraFactors& f, double weight, const Shape& base_shape);
+// W += ΔW, ΔW = scale · B A in the base weight's shape ((out, in) or (out, in, kh, kw)), computed in double
+// and rounded to float once per element, a block of rows at a time (in place, no whole ΔW held).
+void add_lora_delta(Tensor& w, const LoraFactors& f, double weight);
 
 // Adds each UNet module's factors as an unmerged branch (text-encoder modules are skipped); throws FormatError naming any adapter module that matches
 // no Linear/Conv2d of `model` or whose shapes do not fit it.

@@ -2,6 +2,7 @@
 #include "infer/nn/layers.h"
 
 #include "autograd/inference_weights.h"
+#include "autograd/storage.h"
 
 namespace lcd {
 
@@ -38,7 +39,12 @@ Tensor Conv2d::forward(const Tensor& x) const {
 int64_t keep_forward_forms_only(Module& model) {
   int64_t freed = 0;
   for (auto& [name, m] : model.named_modules())
-    if (LoraLayer* layer = m->lora_layer(); layer && layer->lora.empty()) freed += keep_forward_form_only(layer->weight);
+    if (LoraLayer* layer = m->lora_layer(); layer && layer->lora.empty()) {
+      freed += keep_forward_form_only(layer->weight);
+      // The freed float block would wait in the storage cache (the kept form is of another size): hand it
+      // back at once, so that the float and kept weights are never resident together.
+      release_cached_storage();
+    }
   return freed;
 }
 
