@@ -2,7 +2,7 @@
 //
 // glibc serves large blocks with fresh mmap()s and unmaps them on free, so every activation of every step
 // would page-fault its memory in again (measured: ~30% of an LCD step at batch 128). Freed blocks of 64 KB or
-// more are therefore kept, bucketed by size class, and reused; at most kMaxCachedBytes are held.
+// more are therefore kept, bucketed by size class, and reused; at most 3 GB are held unless limit_cached_storage says otherwise.
 #include "autograd/storage.h"
 
 #include <sys/mman.h>
@@ -20,7 +20,7 @@ namespace lcd {
 namespace {
 
 constexpr size_t kCacheMinBytes = 64 << 10;
-constexpr size_t kMaxCachedBytes = size_t(3) << 30;
+constexpr size_t kDefaultCachedBytes = size_t(3) << 30;
 
 // Size classes: 8 steps per power of two, so a block is at most 12.5% larger than asked for.
 size_t size_class(size_t bytes) {
@@ -41,6 +41,10 @@ class BlockCache {
     cached_ -= bytes;
     return p;
   }
+  void set_limit(size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    limit_ = bytes;
+  }
   void clear() {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto& [bytes, blocks] : free_)
@@ -51,7 +55,7 @@ class BlockCache {
   void give(void* p, size_t bytes) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (cached_ + bytes <= kMaxCachedBytes) {
+      if (cached_ + bytes <= limit_) {
         free_[bytes].push_back(p);
         cached_ += bytes;
         return;
@@ -64,6 +68,7 @@ class BlockCache {
   std::mutex mutex_;
   std::map<size_t, std::vector<void*>> free_;
   size_t cached_ = 0;
+  size_t limit_ = kDefaultCachedBytes;
 };
 
 BlockCache& cache() {
@@ -109,6 +114,11 @@ std::shared_ptr<T> allocate_storage(int64_t n, bool zero) {
 }
 
 void release_cached_storage() { cache().clear(); }
+
+void limit_cached_storage(size_t bytes) {
+  cache().set_limit(bytes);
+  cache().clear();  // what was cached over the new limit goes now (simplest: all of it)
+}
 
 template std::shared_ptr<float> allocate_storage<float>(int64_t, bool);
 template std::shared_ptr<double> allocate_storage<double>(int64_t, bool);

@@ -9,7 +9,7 @@ namespace lcd {
 
 constexpr size_t kStorageAlignment = 64;  // one cache line; enough for AVX-512 loads
 
-// A new buffer of n elements, 64-byte aligned; zero-filled when `zero` is set. Blocks of 1 MB or more are
+// A new buffer of n elements, 64-byte aligned; zero-filled when `zero` is set. Blocks of 64 KB or more are
 // recycled through a cache (storage.cpp).
 template <typename T>
 std::shared_ptr<T> allocate_storage(int64_t n, bool zero);
@@ -17,5 +17,11 @@ std::shared_ptr<T> allocate_storage(int64_t n, bool zero);
 // Frees every cached block back to the system: for a tool that has dropped a large model and goes on to other
 // work (lcm-sample frees the UNet's 3.4 GB of SD1.5 weights before decoding).
 void release_cached_storage();
+
+// The most bytes the cache holds (3 GB unless set); blocks freed beyond it go back to the system. A training
+// loop reuses its blocks step after step; a tool that runs a few forwards over large images (lcm-sample at
+// SD scale: 134–268 MB activations at 512²) sets a smaller limit, since blocks cached at one resolution are
+// rarely asked for again and would only add to its peak memory.
+void limit_cached_storage(size_t bytes);
 
 }  // namespace lcd

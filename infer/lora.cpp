@@ -143,14 +143,18 @@ void detach_lora(Module& model) {
     if (LoraLayer* layer = mod->lora_layer()) layer->lora.clear();
 }
 
-void merge_lora(Module& model, const LoraAdapter& adapter, double weight) {
-  // 1. Check everything first, so that a bad adapter fails before any weight changes.
+std::vector<std::pair<Tensor*, const LoraFactors*>> lora_layer_folds(Module& model, const LoraAdapter& adapter) {
   auto modules = module_map(model);
-  std::vector<std::pair<Tensor*, const LoraFactors*>> low_rank;
-  for (const auto& [name, f] : adapter.modules) {
-    if (is_text_encoder_module(name)) continue;
-    low_rank.emplace_back(&find_target(modules, name, f)->weight, &f);
-  }
+  std::vector<std::pair<Tensor*, const LoraFactors*>> folds;
+  for (const auto& [name, f] : adapter.modules)
+    if (!is_text_encoder_module(name)) folds.emplace_back(&find_target(modules, name, f)->weight, &f);
+  return folds;
+}
+
+namespace {
+
+// The full weights of `adapter` with the parameters they add into, checked.
+std::vector<std::pair<Tensor*, const Tensor*>> full_weight_folds(Module& model, const LoraAdapter& adapter) {
   std::map<std::string, Tensor*> params;
   for (auto& [name, t] : model.named_parameters()) params[name] = t;
   std::vector<std::pair<Tensor*, const Tensor*>> whole;
@@ -165,15 +169,30 @@ void merge_lora(Module& model, const LoraAdapter& adapter, double weight) {
                         it->second->shape().str());
     whole.emplace_back(it->second, &t);
   }
-  // 2. Then fold one module at a time, in place (add_lora_delta).
-  for (auto& [w, f] : low_rank) {
-    add_lora_delta(*w, *f, weight);
-  }
+  return whole;
+}
+
+void add_full_weights(const std::vector<std::pair<Tensor*, const Tensor*>>& whole, double weight) {
   for (auto& [w, t] : whole) {
     float* wp = w->data();
     const float* tp = t->data();
     for (int64_t i = 0; i < w->numel(); ++i) wp[i] += static_cast<float>(weight * tp[i]);
   }
+}
+
+}  // namespace
+
+void merge_lora(Module& model, const LoraAdapter& adapter, double weight) {
+  // 1. Check everything first, so that a bad adapter fails before any weight changes.
+  const auto low_rank = lora_layer_folds(model, adapter);
+  const auto whole = full_weight_folds(model, adapter);
+  // 2. Then fold one module at a time, in place (add_lora_delta).
+  for (auto& [w, f] : low_rank) add_lora_delta(*w, *f, weight);
+  add_full_weights(whole, weight);
+}
+
+void merge_full_weights(Module& model, const LoraAdapter& adapter, double weight) {
+  add_full_weights(full_weight_folds(model, adapter), weight);
 }
 
 void prepare_unet_for(UNet2DConditionModel& unet, const LoraAdapter& adapter) {

@@ -68,6 +68,11 @@ void detach_lora(Module& model);
 // W += weight · ΔW for every UNet module and full weight of the adapter (same checks as attach_lora; a full weight
 // needs a parameter of its name and shape: see prepare_unet_for).
 void merge_lora(Module& model, const LoraAdapter& adapter, double weight);
+// The two parts of merge_lora apart, for a model whose weights are read one at a time
+// (load_unet_for_inference): the LoRA-layer weights `adapter` folds into, each with its factors, checked
+// against the layers' shapes (so also on a model built shape-only); and the full-weight part (checked, then added).
+std::vector<std::pair<Tensor*, const LoraFactors*>> lora_layer_folds(Module& model, const LoraAdapter& adapter);
+void merge_full_weights(Module& model, const LoraAdapter& adapter, double weight);
 
 // Gives `unet` what the adapter's whole tensors need: time_embedding.cond_proj (zero, time_cond_proj_dim from
 // the tensor's width) for a guidance-conditioned adapter, when the UNet has none. Call before merge_lora.

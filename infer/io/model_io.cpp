@@ -5,10 +5,15 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "autograd/errors.h"
 #include "autograd/finite.h"
+#include "autograd/inference_weights.h"
+#include "autograd/storage.h"
+#include "infer/lora.h"
+#include "infer/nn/layers.h"
 #include "infer/nn/config_check.h"
 
 namespace lcd {
@@ -16,7 +21,7 @@ namespace lcd {
 namespace fs = std::filesystem;
 constexpr const char* kWeightsFile = "diffusion_pytorch_model.safetensors";
 
-void load_state_dict(Module& module, const SafetensorsFile& file) {
+void load_state_dict(Module& module, const SafetensorsFile& file, const std::function<void(Tensor&)>& after_each) {
   std::vector<std::string> missing, mismatched;
   std::set<std::string> expected;
   for (auto& [name, t] : module.named_parameters()) {
@@ -30,9 +35,14 @@ void load_state_dict(Module& module, const SafetensorsFile& file) {
       mismatched.push_back(name + " " + Shape(e.shape).str() + " vs model " + t->shape().str());
       continue;
     }
+    if (!t->storage()) {  // built shape-only: the parameter gets its storage now
+      *t = Tensor::empty(t->shape());
+      t->impl()->packable = true;
+    }
     file.read_floats(name, t->data());  // straight from the mapped file into the parameter
     file.release(name);                  // and its pages out of resident memory again
     require_finite(*t, file.path() + ": weight \"" + name + "\"");
+    if (after_each) after_each(*t);
   }
   std::vector<std::string> unexpected;
   for (const auto& n : file.names())
@@ -68,6 +78,71 @@ std::unique_ptr<AutoencoderKL> load_autoencoder(const std::string& dir) {
   const std::string config_path = require_file(fs::path(dir) / "config.json");
   auto model = std::make_unique<AutoencoderKL>(AutoencoderConfig::from_json(read_json_file(config_path), config_path));
   load_state_dict(*model, SafetensorsFile::read(require_file(fs::path(dir) / kWeightsFile)));
+  return model;
+}
+
+namespace {
+
+// f(), with a FormatError's message prefixed by the adapter file it is about.
+template <typename F>
+auto with_path(const std::string& path, F&& f) {
+  try {
+    return f();
+  } catch (const FormatError& e) {
+    throw FormatError(path + ": " + e.what());
+  }
+}
+
+// Reads `model` (built shape-only) for forward-only use: each parameter is read, the LoRA-layer folds aimed at
+// it are added (add_lora_delta), and a linear or convolution weight is kept in its forward form at once and its
+// float block handed back, so that one float32 weight at a time is resident beside the kept forms.
+void load_for_inference(Module& model, const SafetensorsFile& file, const std::vector<FoldedAdapter>& adapters) {
+  std::map<const Tensor*, std::vector<std::pair<const LoraFactors*, double>>> folds;
+  for (const FoldedAdapter& a : adapters)
+    for (const auto& [w, f] : with_path(a.path, [&] { return lora_layer_folds(model, *a.adapter); }))
+      folds[w].emplace_back(f, a.weight);
+  std::set<const Tensor*> kept;
+  for (auto& [name, m] : model.named_modules())
+    if (const LoraLayer* layer = m->lora_layer(); layer && layer->lora.empty()) kept.insert(&layer->weight);
+  load_state_dict(model, file, [&](Tensor& t) {
+    if (auto it = folds.find(&t); it != folds.end())
+      for (const auto& [f, weight] : it->second) add_lora_delta(t, *f, weight);
+    if (kept.count(&t)) {
+      keep_forward_form_only(t);
+      release_cached_storage();
+    }
+  });
+}
+
+}  // namespace
+
+std::unique_ptr<UNet2DConditionModel> load_unet_for_inference(const std::string& dir,
+                                                              const std::vector<FoldedAdapter>& adapters) {
+  const std::string config_path = require_file(fs::path(dir) / "config.json");
+  const UNetConfig config = UNetConfig::from_json(read_json_file(config_path), config_path);
+  std::unique_ptr<UNet2DConditionModel> model;
+  {
+    ShapeOnlyGuard shapes_only;
+    model = std::make_unique<UNet2DConditionModel>(config);
+  }
+  load_for_inference(*model, SafetensorsFile::read(require_file(fs::path(dir) / kWeightsFile)), adapters);
+  for (const FoldedAdapter& a : adapters) {  // a guidance embedding's whole tensors, then its layers kept
+    prepare_unet_for(*model, *a.adapter);
+    with_path(a.path, [&] { merge_full_weights(*model, *a.adapter, a.weight); return 0; });
+  }
+  keep_forward_forms_only(*model);
+  return model;
+}
+
+std::unique_ptr<AutoencoderKL> load_autoencoder_for_inference(const std::string& dir) {
+  const std::string config_path = require_file(fs::path(dir) / "config.json");
+  const AutoencoderConfig config = AutoencoderConfig::from_json(read_json_file(config_path), config_path);
+  std::unique_ptr<AutoencoderKL> model;
+  {
+    ShapeOnlyGuard shapes_only;
+    model = std::make_unique<AutoencoderKL>(config);
+  }
+  load_for_inference(*model, SafetensorsFile::read(require_file(fs::path(dir) / kWeightsFile)), {});
   return model;
 }
 

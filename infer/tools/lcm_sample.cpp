@@ -19,7 +19,6 @@
 #include "infer/io/lora_io.h"
 #include "infer/io/model_io.h"
 #include "infer/nn/config_check.h"
-#include "infer/nn/layers.h"
 #include "infer/samplers.h"
 #include "infer/tools/cli.h"
 #include "infer/tools/no_overwrite.h"
@@ -285,6 +284,7 @@ int lcm_sample_command(int argc, char** argv) {
 
   // 1. Settings and paths, all checked before anything is loaded.
   apply_threads(o.threads);
+  limit_cached_storage(size_t(256) << 20);  // a few large forwards, not a step loop (SD1.5 bf16: peak 2.85 → 2.34 GB)
   Settings set = parse_settings(o);
   apply_precision(o.precision, "lcm-sample", "--precision");
   refuse_outputs_over_inputs(o);
@@ -292,21 +292,23 @@ int lcm_sample_command(int argc, char** argv) {
   // 2. Every input: the UNet with its adapters merged, the schedule, the conditions, the noise and (when PNGs
   //    are asked for) the autoencoder, so that a bad input fails before any output exists.
   const std::string unet_dir = o.unet.empty() ? (fs::path(o.model) / "unet").string() : o.unet;
-  auto unet = load_unet(unet_dir);
-  for (const auto& spec : o.loras) {  // each adapter is folded in and dropped before the next is read
+  std::vector<LoraAdapter> adapters;
+  std::vector<FoldedAdapter> folds;
+  adapters.reserve(o.loras.size());
+  for (const auto& spec : o.loras) {
     auto [path, weight] = parse_weighted_path("--lora", spec);
-    const LoraAdapter adapter = read_lora(path);
-    if (const std::string note = text_encoder_note(path, adapter); !note.empty())
+    adapters.push_back(read_lora(path));
+    if (const std::string note = text_encoder_note(path, adapters.back()); !note.empty())
       std::fprintf(stderr, "lcm-sample: %s\n", note.c_str());
-    prepare_unet_for(*unet, adapter);
-    try {
-      merge_lora(*unet, adapter, weight);
-    } catch (const FormatError& e) {
-      throw FormatError(path + ": " + e.what());
-    }
-    if (o.steps.empty()) set.steps = default_steps_for(*set.sampler, adapter, path, set.steps);
-    release_cached_storage();  // the ΔW blocks of the fold (0.8 GB at SD1.5 scale, rank 64)
+    if (o.steps.empty()) set.steps = default_steps_for(*set.sampler, adapters.back(), path, set.steps);
+    folds.push_back({&adapters.back(), weight, path});
   }
+  // The UNet runs forwards only, at one precision: its weights are read one at a time, the adapters folded in,
+  // and kept only in the kernels' forms (half the memory in bf16; large weights not packed again per call).
+  auto unet = load_unet_for_inference(unet_dir, folds);
+  folds.clear();
+  adapters.clear();
+  release_cached_storage();
   NoiseSchedule schedule = NoiseSchedule::scaled_linear();
   if (!o.model.empty() && fs::exists(fs::path(o.model) / "scheduler/scheduler_config.json")) {
     const std::string path = (fs::path(o.model) / "scheduler/scheduler_config.json").string();
@@ -320,19 +322,13 @@ int lcm_sample_command(int argc, char** argv) {
   const bool decode = !o.out.empty() || !o.out_dir.empty();
   std::unique_ptr<AutoencoderKL> vae;
   if (decode) {
-    vae = load_autoencoder(o.vae.empty() ? (fs::path(o.model) / "vae").string() : o.vae);
+    vae = load_autoencoder_for_inference(o.vae.empty() ? (fs::path(o.model) / "vae").string() : o.vae);
     if (vae->config.latent_channels != unet->config.out_channels)
       throw ShapeError("the autoencoder takes " + std::to_string(vae->config.latent_channels) + " latent channels but the UNet makes " +
                        std::to_string(unet->config.out_channels));
   }
   const int64_t factor = vae ? int64_t{1} << (vae->config.block_out_channels.size() - 1) : 1;
   check_memory(n, latent_shape, vae ? vae->config.out_channels * latent_shape[2] * latent_shape[3] * factor * factor : 0);
-
-  // The models run forwards only from here, at one precision: their linear and convolution weights keep only
-  // the kernels' forms (half the memory in bf16; large weights no longer packed at every call).
-  keep_forward_forms_only(*unet);
-  if (vae) keep_forward_forms_only(*vae);
-  release_cached_storage();
 
   // 3. Sampling, batch by batch.
   Tensor latents = Tensor::empty(latent_shape);  // (n, C, H, W)

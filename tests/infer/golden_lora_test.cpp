@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <utility>
 
+#include "autograd/cpu/precision.h"
 #include "autograd/errors.h"
+#include "autograd/tape.h"
 #include "infer/io/lora_io.h"
 #include "infer/io/model_io.h"
 #include "infer/samplers.h"
@@ -52,6 +55,47 @@ TEST_P(GoldenLora, OneLcmStepMatches) {
 INSTANTIATE_TEST_SUITE_P(FilesAndModes, GoldenLora,
                          ::testing::Combine(::testing::Values("lora_peft.safetensors", "lora_kohya.safetensors"),
                                             ::testing::Bool()));
+
+// lcm-sample's loader (load_unet_for_inference: built shape-only, each weight read, the adapters folded in and
+// kept in its forward form at once) gives bit for bit the UNet of load_unet + merge_lora, in each precision,
+// with two adapters at weights other than 1; and diffusers' LoRA output in fp32 at weight 1.
+TEST(GoldenLoraInference, LoaderFoldingAsItReadsEqualsLoadThenMerge) {
+  if (!golden_available()) GTEST_SKIP() << "shared/golden not found";
+  const SafetensorsFile tensors = SafetensorsFile::read(golden_dir("diffusers-A/tensors.safetensors"));
+  const std::string peft = golden_dir("diffusers-A/lora_peft.safetensors"), kohya = golden_dir("diffusers-A/lora_kohya.safetensors");
+  const LoraAdapter a = read_lora(peft), b = read_lora(kohya);
+  const Tensor t = tensors.tensor("unet.in.timesteps"), sample = tensors.tensor("unet.in.sample");
+  const Tensor context = tensors.tensor("unet.in.encoder_hidden_states");
+  std::vector<Precision> precisions{Precision::kFp32};
+  if (bf16_supported()) precisions.push_back(Precision::kBf16);
+  for (Precision p : precisions) {
+    PrecisionGuard guard(p);
+    NoGradGuard no_grad;
+    auto reference = load_unet(golden_dir("diffusers-A/unet"));
+    merge_lora(*reference, a, 0.75);
+    merge_lora(*reference, b, -0.5);
+    const Tensor want = reference->forward(sample, {t.data()[0], t.data()[1]}, context);
+    auto unet = load_unet_for_inference(golden_dir("diffusers-A/unet"), {{&a, 0.75, peft}, {&b, -0.5, kohya}});
+    EXPECT_EQ(std::as_const(unet->conv_in.weight).data(), nullptr) << "kept in its forward form only";
+    const Tensor got = unet->forward(sample, {t.data()[0], t.data()[1]}, context);
+    ASSERT_EQ(got.shape(), want.shape());
+    EXPECT_EQ(std::vector<float>(got.data(), got.data() + got.numel()),
+              std::vector<float>(want.data(), want.data() + want.numel())) << precision_name(p);
+  }
+  NoGradGuard no_grad;
+  auto unet = load_unet_for_inference(golden_dir("diffusers-A/unet"), {{&a, 1.0, peft}});
+  expect_whole_tensor_close(unet->forward(sample, {t.data()[0], t.data()[1]}, context), tensors.tensor("lora.unet.out"),
+                            1e-4, "lora.unet.out, folded while loading");
+  // An adapter that does not fit fails naming its file.
+  LoraAdapter bad = a;
+  bad.modules["no_such_block.proj"] = a.modules.begin()->second;
+  try {
+    load_unet_for_inference(golden_dir("diffusers-A/unet"), {{&bad, 1.0, "bad.safetensors"}});
+    ADD_FAILURE() << "an adapter module matching nothing was accepted";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.safetensors: adapter module \"no_such_block.proj\""), std::string::npos) << e.what();
+  }
+}
 
 TEST(LoraIo, KohyaNamesRoundTripForEveryUNetModule) {
   if (!golden_available()) GTEST_SKIP();
