@@ -133,6 +133,7 @@ static std::vector<int> parse_batches(const std::string& text) {
 }
 
 static void write_random_lora(UNet2DConditionModel& unet, int64_t rank, const std::string& path);
+static void attention_check(const UNetConfig& config, int64_t latent);
 
 // Stable Diffusion-scale timings with random weights (issue 18).
 static int sd_bench(const std::string& name, int size, const std::vector<int>& batches, int reps, bool vae_too,
@@ -215,7 +216,33 @@ static int sd_bench(const std::string& name, int size, const std::vector<int>& b
         write_random_lora(unet, lora_rank, (out / ("lora-r" + std::to_string(lora_rank) + ".safetensors")).string());
     }
   }
+  if (size >= 512) attention_check(config, latent);
   return 0;
+}
+
+// The tiled no-grad attention against the untiled one (taken when the query records a gradient) at the
+// UNet's largest self-attention: every latent pixel a token, the first level's channels and heads.
+static void attention_check(const UNetConfig& config, int64_t latent) {
+  const int64_t tokens = latent * latent, channels = config.block_out_channels[0];
+  const int heads = config.heads[0];
+  Rng rng(9);
+  const Tensor q = rng.normal_tensor(Shape{1, tokens, channels}), k = rng.normal_tensor(Shape{1, tokens, channels}),
+               v = rng.normal_tensor(Shape{1, tokens, channels});
+  Tensor tiled;
+  {
+    NoGradGuard no_grad;
+    tiled = attention(q, k, v, heads);
+  }
+  Tensor qg = q.clone();
+  qg.set_requires_grad(true);
+  const Tensor whole = attention(qg, k, v, heads).detach();
+  double worst = 0, largest = 0;
+  for (int64_t i = 0; i < whole.numel(); ++i) {
+    worst = std::max(worst, double(std::abs(tiled.data()[i] - whole.data()[i])));
+    largest = std::max(largest, double(std::abs(whole.data()[i])));
+  }
+  std::printf("attention %lld tokens, %lld channels, %d heads: tiled vs untiled max difference %.2e of the largest value\n",
+              static_cast<long long>(tokens), static_cast<long long>(channels), heads, worst / largest);
 }
 
 // A random rank-`rank` adapter on every default LoRA target of `unet` (diffusers format, F16): the LCM-LoRA
