@@ -12,8 +12,9 @@ namespace lcd {
 
 // `weight`, the weight of a linear ((out, in), also 1×1 convolutions) or a k×k convolution ((out, in, kh, kw)),
 // keeps its forward form only where it is a frozen module parameter: data() is null afterwards, and any use
-// other than a forward of linear / conv2d_nhwc at this precision (a write, a gradient, a LoRA branch,
-// reading the values) fails with an Error. A trainable weight or one that is not a module parameter (e.g.
+// other than a forward of linear / conv2d_nhwc at this precision (or a k×k convolution's input gradient,
+// which reads the same kept form) fails with an Error: a write, a linear's input gradient, a LoRA branch,
+// reading the values. A trainable weight or one that is not a module parameter (e.g.
 // an adapter's tensor) is left as it is, and so is one already kept. Returns the bytes of float values freed.
 int64_t keep_forward_form_only(const Tensor& weight);
 

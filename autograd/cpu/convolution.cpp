@@ -27,13 +27,13 @@ dt to_dnnl(DType t) { return t == DType::kBf16 ? dt::bf16 : dt::f32; }
 struct ConvPlan::Impl {
   ConvSpec spec;
   bool available = false;
-  dnnl::convolution_forward::primitive_desc pd;
-  dnnl::convolution_forward prim;
+  dnnl::primitive prim;
+  dnnl::memory::desc in_desc, out_desc, weights_desc, bias_desc, scratch_desc;
   size_t scratch_bytes = 0;
   std::string kernel = "none";
   struct ThreadState {  // memories re-pointed at every run (see MatmulPlan::Impl)
     dnnl::stream stream;
-    dnnl::memory src, dst, bias, scratch;
+    dnnl::memory in, out, bias, scratch;
   };
 };
 
@@ -43,13 +43,13 @@ struct ConvWeights::Impl {
 
 namespace {
 
-using Key = std::array<int64_t, 13>;
+using Key = std::array<int64_t, 14>;
 
 std::shared_ptr<const ConvPlan::Impl> make_plan(const ConvSpec& s) {
   static std::mutex mutex;
   static std::map<Key, std::shared_ptr<const ConvPlan::Impl>> cache;
   const Key key{s.batch, s.height, s.width, s.channels, s.out_channels, s.kernel_h, s.kernel_w, s.stride, s.padding,
-                s.out_h, s.out_w, int64_t(s.type), s.bias};
+                s.out_h, s.out_w, int64_t(s.type), s.bias, int64_t(s.pass)};
   std::lock_guard<std::mutex> lock(mutex);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
@@ -67,26 +67,55 @@ std::shared_ptr<const ConvPlan::Impl> make_plan(const ConvSpec& s) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // several threads may run one plan at once
   try {
-    const auto d = s.bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                                            dnnl::algorithm::convolution_direct, src, wei, bias, dst,
-                                                            {s.stride, s.stride}, {s.padding, s.padding}, {pad_h, pad_w})
-                          : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                                            dnnl::algorithm::convolution_direct, src, wei, dst,
-                                                            {s.stride, s.stride}, {s.padding, s.padding}, {pad_h, pad_w});
-    impl->pd = dnnl::convolution_forward::primitive_desc(d, attr, engine());
-    impl->kernel = impl->pd.impl_info_str();
+    const auto forward = [&](dnnl::prop_kind prop) {
+      const auto d = s.bias ? dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, src, wei, bias,
+                                                              dst, {s.stride, s.stride}, {s.padding, s.padding},
+                                                              {pad_h, pad_w})
+                            : dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, src, wei, dst,
+                                                              {s.stride, s.stride}, {s.padding, s.padding}, {pad_h, pad_w});
+      return dnnl::convolution_forward::primitive_desc(d, attr, engine());
+    };
+    if (s.pass == ConvPass::kForward) {
+      const auto pd = forward(dnnl::prop_kind::forward_inference);
+      impl->kernel = pd.impl_info_str();
+      impl->prim = dnnl::convolution_forward(pd);
+      impl->in_desc = pd.src_desc();
+      impl->out_desc = pd.dst_desc();
+      impl->weights_desc = pd.weights_desc();
+      impl->bias_desc = pd.bias_desc();
+      impl->scratch_desc = pd.scratchpad_desc();
+    } else {
+      // ∂y in the operand type, ∂x in float32 (the forward hint only picks the algorithm).
+      const dnnl::memory::desc dsrc({s.batch, s.channels, s.height, s.width}, dt::f32, tag::nhwc);
+      const dnnl::memory::desc ddst({s.batch, s.out_channels, s.out_h, s.out_w}, t, tag::nhwc);
+      const dnnl::memory::desc fsrc({s.batch, s.channels, s.height, s.width}, t, tag::nhwc);
+      const auto hint = dnnl::convolution_forward::primitive_desc(
+          dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, fsrc,
+                                          wei, dnnl::memory::desc({s.batch, s.out_channels, s.out_h, s.out_w}, t, tag::nhwc),
+                                          {s.stride, s.stride}, {s.padding, s.padding}, {pad_h, pad_w}),
+          engine());
+      const dnnl::convolution_backward_data::primitive_desc pd(
+          dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_direct, dsrc, wei, ddst, {s.stride, s.stride},
+                                                {s.padding, s.padding}, {pad_h, pad_w}),
+          attr, engine(), hint);
+      impl->kernel = pd.impl_info_str();
+      impl->prim = dnnl::convolution_backward_data(pd);
+      impl->in_desc = pd.diff_dst_desc();
+      impl->out_desc = pd.diff_src_desc();
+      impl->weights_desc = pd.weights_desc();
+      impl->scratch_desc = pd.scratchpad_desc();
+    }
     // JIT kernels only: gemm-based ones build im2col themselves (and may split sums among threads), the
     // reference ones are slow.
-    impl->available = impl->kernel.rfind("brgconv", 0) == 0 || impl->kernel.rfind("jit:", 0) == 0;
+    static const bool off = std::getenv("LCDKIT_NO_DIRECT_CONV") != nullptr;  // debugging: the im2col path only
+    impl->available = !off && (impl->kernel.rfind("brgconv", 0) == 0 || impl->kernel.rfind("jit", 0) == 0);
   } catch (const dnnl::error&) {
     impl->available = false;
   }
-  if (impl->available) {
-    impl->prim = dnnl::convolution_forward(impl->pd);
-    impl->scratch_bytes = impl->pd.scratchpad_desc().get_size();
-  }
+  if (impl->available) impl->scratch_bytes = impl->scratch_desc.get_size();
   if (std::getenv("LCDKIT_PRINT_PLANS"))
-    std::fprintf(stderr, "conv plan n%lld %lldx%lldx%lld → %lld, k%lldx%lld s%lld p%lld %s: %s%s\n", (long long)s.batch,
+    std::fprintf(stderr, "conv %s plan n%lld %lldx%lldx%lld → %lld, k%lldx%lld s%lld p%lld %s: %s%s\n",
+                 s.pass == ConvPass::kForward ? "forward" : "backward-data", (long long)s.batch,
                  (long long)s.height, (long long)s.width, (long long)s.channels, (long long)s.out_channels,
                  (long long)s.kernel_h, (long long)s.kernel_w, (long long)s.stride, (long long)s.padding,
                  s.type == DType::kBf16 ? "bf16" : "f32", impl->kernel.c_str(), impl->available ? "" : " (not used)");
@@ -100,7 +129,7 @@ ConvPlan::ConvPlan(const ConvSpec& spec) : impl_(make_plan(spec)) {}
 bool ConvPlan::available() const { return impl_->available; }
 const char* ConvPlan::kernel() const { return impl_->kernel.c_str(); }
 
-void ConvPlan::run(const void* x, const ConvWeights& w, float* y, const float* bias) const {
+void ConvPlan::run(const void* in, const ConvWeights& w, float* out, const float* bias) const {
   const Impl& p = *impl_;
   if (!p.available) throw Error("convolution: no direct kernel for this shape (check available() first)");
   thread_local std::unordered_map<const Impl*, Impl::ThreadState> states;  // plans live as long as the process
@@ -108,16 +137,19 @@ void ConvPlan::run(const void* x, const ConvWeights& w, float* y, const float* b
   Impl::ThreadState& st = it->second;
   if (fresh) {
     st.stream = dnnl::stream(engine());
-    st.src = dnnl::memory(p.pd.src_desc(), engine(), DNNL_MEMORY_NONE);
-    st.dst = dnnl::memory(p.pd.dst_desc(), engine(), DNNL_MEMORY_NONE);
-    if (p.spec.bias) st.bias = dnnl::memory(p.pd.bias_desc(), engine(), DNNL_MEMORY_NONE);
-    st.scratch = dnnl::memory(p.pd.scratchpad_desc(), engine(), DNNL_MEMORY_NONE);
+    st.in = dnnl::memory(p.in_desc, engine(), DNNL_MEMORY_NONE);
+    st.out = dnnl::memory(p.out_desc, engine(), DNNL_MEMORY_NONE);
+    if (p.spec.bias) st.bias = dnnl::memory(p.bias_desc, engine(), DNNL_MEMORY_NONE);
+    st.scratch = dnnl::memory(p.scratch_desc, engine(), DNNL_MEMORY_NONE);
   }
+  const bool forward = p.spec.pass == ConvPass::kForward;
   dnnl_stream_t stream = st.stream.get();
-  check(dnnl_memory_set_data_handle_v2(st.src.get(), const_cast<void*>(x), stream), "src handle");
-  check(dnnl_memory_set_data_handle_v2(st.dst.get(), y, stream), "dst handle");
-  const dnnl::memory& weights = w.impl().operand->in_layout(p.pd.weights_desc());
-  dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, st.src.get()}, {DNNL_ARG_WEIGHTS, weights.get()}, {DNNL_ARG_DST, st.dst.get()}};
+  check(dnnl_memory_set_data_handle_v2(st.in.get(), const_cast<void*>(in), stream), "input handle");
+  check(dnnl_memory_set_data_handle_v2(st.out.get(), out, stream), "output handle");
+  const dnnl::memory& weights = w.impl().operand->in_layout(p.weights_desc);
+  dnnl_exec_arg_t args[5] = {{forward ? DNNL_ARG_SRC : DNNL_ARG_DIFF_DST, st.in.get()},
+                             {DNNL_ARG_WEIGHTS, weights.get()},
+                             {forward ? DNNL_ARG_DST : DNNL_ARG_DIFF_SRC, st.out.get()}};
   int nargs = 3;
   if (p.scratch_bytes) {
     check(dnnl_memory_set_data_handle_v2(st.scratch.get(), dnnl_support::thread_scratch(p.scratch_bytes), stream),
@@ -136,7 +168,7 @@ ConvWeights::ConvWeights(const float* w, Order order, const ConvPlan& plan) : im
   const dnnl::memory::desc d({s.out_channels, s.channels, s.kernel_h, s.kernel_w}, dt::f32,
                              order == Order::kOIHW ? tag::oihw : tag::ohwi);
   const dnnl::memory src(d, engine(), const_cast<float*>(w));
-  impl_->operand = std::make_unique<dnnl_support::ReorderedOperand>(src, plan.impl_->pd.weights_desc());
+  impl_->operand = std::make_unique<dnnl_support::ReorderedOperand>(src, plan.impl_->weights_desc);
 }
 
 ConvWeights::~ConvWeights() = default;

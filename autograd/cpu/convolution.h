@@ -1,13 +1,15 @@
-// Direct convolutions for the forward of k×k (k > 1) NHWC layers: oneDNN's convolution primitive (JIT
-// brgconv on AVX-512 / AVX512-BF16 / AMX, jit:avx2 below), which reads the image in place instead of
-// building im2col rows. Measured on the AMD EPYC Zen 5 (2 threads, 3×3 layers of the SD UNet and VAE):
-// 380–410 GFLOP/s fp32 and 750–830 bf16, against 240–290 / 320–590 for im2col + matmul.
+// Direct convolutions for k×k (k > 1) NHWC layers, forward and backward-data: oneDNN's convolution primitives
+// (JIT brgconv / jit kernels on AVX-512 / AVX512-BF16 / AMX, jit:avx2 below), which read the image (or ∂y) in
+// place instead of building im2col rows (or scattering them back with col2im). Measured on the AMD EPYC Zen 5
+// (2 threads): forward at the SD UNet's and VAE's 3×3 layers 380–410 GFLOP/s fp32 and 750–830 bf16, against
+// 240–290 / 320–590 for im2col + matmul; backward-data at the Fashion-MNIST UNet's 300–400 / 750–860.
 //
-// Results do not depend on the thread count: the forward kernels split the output among threads and each
-// output element's sum runs inside one thread in a fixed order (test RowGemmKernels.DirectConvolutionResultsDoNotDependOnTheThreadCount).
+// Results do not depend on the thread count: the kernels split the output among threads and each output
+// element's sum runs inside one thread in a fixed order (test RowGemmKernels.DirectConvolutionResultsDoNotDependOnTheThreadCount).
 // Plans are cached per shape; the weights are reordered once into the layout the plan asks for (ConvWeights)
 // and may be kept by the caller. Only kernels that read NHWC directly are used; where oneDNN offers none
-// for a shape (`available()` false), callers keep the im2col path.
+// for a shape (`available()` false), callers keep the im2col path. LCDKIT_NO_DIRECT_CONV=1 (debugging, A/B
+// timing) makes every plan unavailable.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -16,13 +18,17 @@
 
 namespace lcd::cpu {
 
-// y (batch, out_h, out_w, out_channels) = conv(x (batch, height, width, channels)) [+ bias], float32 output.
+// Forward: y (batch, out_h, out_w, out_channels) = conv(x (batch, height, width, channels)) [+ bias].
+// Backward-data: ∂x (batch, height, width, channels) = convᵀ(∂y (batch, out_h, out_w, out_channels)).
+// Outputs are float32; the input and the weights are of `type`.
+enum class ConvPass { kForward, kBackwardData };
 struct ConvSpec {
   int64_t batch, height, width, channels, out_channels;
   int64_t kernel_h, kernel_w, stride, padding;  // padding at the start of each axis
   int64_t out_h, out_w;                         // the end padding follows from these
-  DType type;                                   // of x and the weights
-  bool bias;
+  DType type;                                   // of the input (x, or ∂y) and the weights
+  bool bias;                                    // forward only
+  ConvPass pass = ConvPass::kForward;
 };
 
 class ConvWeights;
@@ -31,8 +37,9 @@ class ConvPlan {
  public:
   explicit ConvPlan(const ConvSpec& spec);
   bool available() const;  // false: no direct NHWC kernel for this shape here
-  // With oneDNN's own threads outside an OpenMP region, on the calling thread inside one.
-  void run(const void* x, const ConvWeights& w, float* y, const float* bias) const;
+  // Forward: in = x, out = y; backward-data: in = ∂y, out = ∂x (overwritten), bias null. With oneDNN's own
+  // threads outside an OpenMP region, on the calling thread inside one.
+  void run(const void* in, const ConvWeights& w, float* out, const float* bias) const;
   const char* kernel() const;
   struct Impl;
 

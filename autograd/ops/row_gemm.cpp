@@ -601,6 +601,45 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
   }
 }
 
+namespace {
+
+// ∂x += convᵀ(∂Y) through oneDNN's backward-data convolution, when it has a direct kernel for the shape;
+// false (nothing done) otherwise. sb and a are the LoRA factors (sB (N, r), patch-order A (r, K)) when r > 0.
+bool direct_backward_data(const Layer<float>& L, const float* grad_y, DType t, const float* sb, const float* a) {
+  const Geometry& g = L.g;
+  const int64_t M = g.rows, K = g.k, N = g.n, r = L.lora.rank();
+  cpu::ConvSpec spec = conv_spec(g, N, t, false);
+  spec.pass = cpu::ConvPass::kBackwardData;
+  const cpu::ConvPlan plan(spec);
+  if (!plan.available()) return false;
+  ConvOperand cw;
+  if (r && cacheable(L.weight)) {
+    cw.weights = merged_conv_operand(L.weight, sb, a, N, r, K, plan, t);
+  } else if (r) {
+    cw.own = std::make_unique<cpu::ConvWeights>(merged_patch_order(L.weight, sb, a, N, r, K).data(),
+                                                 cpu::ConvWeights::Order::kOHWI, plan);
+    cw.weights = cw.own.get();
+  } else {
+    cw = conv_operand(L.weight, plan, t);
+  }
+  const void* gy = grad_y;  // (batch, Ho, Wo, N)
+  if (t == DType::kBf16) {
+    bf16* gb = scratch<bf16>(3, M * N);
+    cpu::to_bf16(grad_y, gb, M * N);
+    gy = gb;
+  }
+  const ConvGeometry& c = g.conv;
+  const int64_t n = c.batch * c.height * c.width * c.channels;
+  float* dx_new = scratch<float>(5, n);  // (batch, H, W, Cin)
+  plan.run(gy, *cw.weights, dx_new, nullptr);
+  float* dx = grad_buffer(L.x);
+#pragma omp parallel for schedule(static) if (n > (int64_t(1) << 18) && !omp_in_parallel())
+  for (int64_t i = 0; i < n; ++i) dx[i] += dx_new[i];
+  return true;
+}
+
+}  // namespace
+
 template <>
 void backward<float>(const Layer<float>& L, const float* grad_y, const float* saved_h) {
   const Geometry& g = L.g;
@@ -629,7 +668,11 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
     for (int64_t i = 0; i < N * r; ++i) sb[i] = static_cast<float>(L.lora.up.data()[i] * L.lora.scale);
     sb_op = operand_of(sb.data(), N * r, t);
   }
-  if (want_x) {
+  // ∂x of a k×k convolution: one direct backward-data convolution over the whole ∂Y (with W, or W + sB·A under
+  // LoRA: ∂X = G·W + (G·sB)·A = G·(W + sB·A)), added into ∂x, instead of G·W per chunk scattered by col2im.
+  const bool dx_direct = want_x && g.im2col && g.conv.kernel_h * g.conv.kernel_w > 1 &&
+                         direct_backward_data(L, grad_y, t, sb.data(), a32.data());
+  if (want_x && !dx_direct) {
     if (r) {
       // ∂X = G·W + (G·sB)·A = G·(W + sB·A): one product with the merged weight instead of a rank-r update of
       // every row of ∂X (K = kh·kw·Cin wide for a convolution).
@@ -714,7 +757,7 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
     }
     if (want_a) da_plan(m).run(gh_op, rows, da_out + slot * r * K);
     if (want_w) dw_plan(m).run(g_op, rows, dw_out + slot * N * K);
-    if (want_x) {
+    if (want_x && !dx_direct) {
       float* drows = g.im2col ? scratch<float>(5, m * K) : dx + row0 * K;  // (m, K)
       dx_plan(m).run(g_op, wd.plain.data(), drows);
       if (g.im2col) col2im_nhwc_accumulate(drows, g.conv, row0, m, dx);

@@ -67,7 +67,7 @@ TEST(InferenceWeights, OtherUsesFailWithAnError) {
   EXPECT_EQ(keep_forward_form_only(loose), 0);
   EXPECT_NE(loose.data(), nullptr);
   EXPECT_THROW(keep_forward_form_only(parameter(rng, {4})), ValueError) << "a bias";
-  // A forward at another precision, a LoRA branch, a gradient through x: each needs the float values.
+  // A forward at another precision, a LoRA branch, a linear's input gradient: each needs the float values.
   Tensor w = parameter(rng, {4, 8, 3, 3});
   keep_forward_form_only(w);
   if (bf16_supported()) {
@@ -80,9 +80,11 @@ TEST(InferenceWeights, OtherUsesFailWithAnError) {
                                   Conv2dOptions{1, 1}),
                  Error);
   }
-  Tensor xg = x.clone();
+  Tensor xg = rng.normal_tensor({2, 5});
   xg.set_requires_grad(true);
-  EXPECT_THROW(sum(conv2d_nhwc(xg, w, Tensor(), Conv2dOptions{1, 1})).backward(), Error);
+  Tensor lw = parameter(rng, {3, 5});
+  keep_forward_form_only(lw);
+  EXPECT_THROW(sum(linear(xg, lw, Tensor())).backward(), Error) << "a linear's input gradient";
   // A write through data() after the values are gone.
   Tensor lin = parameter(rng, {3, 5});
   keep_forward_form_only(lin);
