@@ -1,8 +1,6 @@
 // oneDNN direct convolution plans (see convolution.h).
 #include "autograd/cpu/convolution.h"
 
-#include <omp.h>
-
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -21,7 +19,7 @@ using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 using dnnl_support::check;
 using dnnl_support::engine;
-dt to_dnnl(DType t) { return t == DType::kBf16 ? dt::bf16 : dt::f32; }
+using dnnl_support::to_dnnl;
 }  // namespace
 
 struct ConvPlan::Impl {

@@ -9,9 +9,16 @@
 #include <mutex>
 #include <vector>
 
+#include "autograd/cpu/matmul.h"
+
 namespace lcd::cpu::dnnl_support {
 
 dnnl::engine& engine();
+
+// lcdkit's operand type as oneDNN names it.
+inline dnnl::memory::data_type to_dnnl(DType t) {
+  return t == DType::kBf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+}
 
 // Memory of `d` in lcdkit's tensor storage (autograd/storage.h), whose freed large blocks are reused: an
 // operand reordered for one call only then takes a recycled block instead of fresh pages, which on a VM

@@ -27,8 +27,7 @@ using dims = dnnl::memory::dims;
 
 using dnnl_support::check;
 using dnnl_support::engine;
-
-dt to_dnnl(DType t) { return t == DType::kBf16 ? dt::bf16 : dt::f32; }
+using dnnl_support::to_dnnl;
 
 dnnl::memory::desc desc_of(const Layout& l) {
   return dnnl::memory::desc(dims{l.rows, l.cols}, to_dnnl(l.type), dims{l.row_stride, l.col_stride});
