@@ -304,7 +304,7 @@ int main(int argc, char** argv) {
          << "table{border-collapse:collapse}td,th{padding:.25em .8em;text-align:left;vertical-align:top}"
          << "table.q td:nth-child(n+2),table.q th:nth-child(n+2){text-align:right}"
          << "table.q tr:nth-child(even){background:#f6f6f6}tr.best td{font-weight:bold}"
-         << "table.id th{color:#555;font-weight:normal;white-space:nowrap}code{word-break:break-all}"
+         << "table.id th{color:#555;font-weight:normal;white-space:nowrap}table.id td{overflow-wrap:anywhere}code{word-break:break-all}"
          << "pre{background:#f6f6f6;padding:1em;overflow-x:auto}</style></head><body>"
          << "<h1>lcdkit report: LCM-LoRA distilled from " << escape(fs::path(model).lexically_normal().filename().string()) << "</h1>"
          << identity(run, config) << "<h2>Samples</h2><p>Every row draws the same noise and labels, one class per column.</p>";

@@ -11,7 +11,10 @@ browser=$(command -v chromium || command -v chromium-browser || true)
 [ -n "$browser" ] || { echo "skipped: no chromium"; exit 77; }
 run=$(mktemp -d)
 trap 'rm -rf "$run"' EXIT
-model="$src/models/fmnist-ldm-v1"
+# The teacher through a long unbreakable path, as a deep checkout gives: the identity table must wrap it.
+mkdir -p "$run/a_checkout_path_long_enough_to_overflow_a_narrow_window_unless_wrapped"
+ln -s "$(cd "$src" && pwd)/models/fmnist-ldm-v1" "$run/a_checkout_path_long_enough_to_overflow_a_narrow_window_unless_wrapped/fmnist-ldm-v1"
+model="$run/a_checkout_path_long_enough_to_overflow_a_narrow_window_unless_wrapped/fmnist-ldm-v1"
 "$build/lcm-sample" --model "$model" --labels all --steps 1 --threads 2 --out "$run/lcm1.png" > /dev/null 2>&1
 "$build/lcm-sample" --model "$model" --labels all --steps 2 --threads 2 --out "$run/lcm2.png" > /dev/null 2>&1
 mkdir -p "$run/samples" "$run/adapter"
