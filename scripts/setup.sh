@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(g++ cmake make pkg-config libeigen3-dev libhdf5-dev nlohmann-json3-dev libpng-dev zlib1g-dev
+packages=(g++ cmake make ninja-build pkg-config libeigen3-dev libhdf5-dev nlohmann-json3-dev libpng-dev zlib1g-dev
           libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev dataset-fashion-mnist
           libopenmpi-dev openmpi-bin help2man)
 missing=()
@@ -20,5 +20,9 @@ if ((${#missing[@]})); then
 fi
 
 build_dir="${LCDKIT_BUILD_DIR:-build}"
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release "$@"
+# Ninja for a new build folder: it compiles any target's files while others link, which keeps both cores busy
+# in unity builds (scripts/test.sh); a folder configured before keeps its generator.
+generator=()
+[ -f "$build_dir/CMakeCache.txt" ] || generator=(-G Ninja)
+cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release "$@"
 cmake --build "$build_dir" -j"${LCDKIT_JOBS:-$(nproc)}"
