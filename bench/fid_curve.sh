@@ -5,13 +5,15 @@
 # and OUT.svg (one polyline per run).
 # Usage: bench/fid_curve.sh OUT LABEL=CHECKPOINT_DIR [LABEL=CHECKPOINT_DIR ...]   (a LABEL holds no "=")
 # Env: LCDKIT_BUILD_DIR (default build), EVAL (default lcm:4), PRECISION (default fp32), THREADS (default 2),
-#      EVERY (score only steps that are multiples of it; default 100).
+#      EVERY (score only steps that are multiples of it; default 100), STYLE (quality's --style, e.g. invert for
+#      an LCF run on restyled data; default none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 (($# >= 2)) || { echo "usage: bench/fid_curve.sh OUT LABEL=CHECKPOINT_DIR..." >&2; exit 2; }
 out="$1"; shift
 build="${LCDKIT_BUILD_DIR:-build}" eval_spec="${EVAL:-lcm:4}" precision="${PRECISION:-fp32}"
-threads="${THREADS:-2}" every="${EVERY:-100}"
+threads="${THREADS:-2}" every="${EVERY:-100}" style_flags=()
+[ -z "${STYLE:-}" ] || style_flags=(--style "$STYLE")
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
 printf "run\tstep\tfid\tclass_acc\n" > "$tmp/curve.tsv"
@@ -22,9 +24,9 @@ for arg in "$@"; do
     step=$((10#$(basename "$ckpt" .h5 | sed 's/checkpoint-//')))
     ((step % every == 0)) || continue
     msg=$("$build/lcd-train" --export-checkpoint "$ckpt" --out "$tmp/adapter.safetensors" 2>&1) || { echo "$msg" >&2; exit 1; }
-    # quality's table row: sampler steps guidance FID accuracy% seconds
+    # quality's table row: sampler steps guidance FID accuracy% [style%] seconds
     row=$("$build/bench/quality" --model models/fmnist-ldm-v1 --lora "$tmp/adapter.safetensors" \
-            --eval "$eval_spec" --precision "$precision" --threads "$threads" | awk 'NF >= 5 && $4 ~ /^[0-9.]+$/ { r = $0 } END { print r }')
+            --eval "$eval_spec" --precision "$precision" --threads "$threads" "${style_flags[@]}" | awk 'NF >= 5 && $4 ~ /^[0-9.]+$/ { r = $0 } END { print r }')
     [ -n "$row" ] || { echo "fid_curve.sh: bench/quality printed no row for $ckpt" >&2; exit 1; }
     read -r _ _ _ fid acc _ <<< "$row"
     printf "%s\t%d\t%s\t%s\n" "$label" "$step" "$fid" "$acc" | tee -a "$tmp/curve.tsv"

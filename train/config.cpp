@@ -115,8 +115,8 @@ const std::vector<KeySpec>& config_keys() {
 
         {"lora.enabled", true, "train a LoRA adapter (false: the whole UNet, objective diffusion only)", any(),
          into(&TrainConfig::lora_enabled)},
-        {"lora.rank", 16, "LoRA rank r", int_range(1, 4096), [](TrainConfig& c, const json& v) { c.lora.rank = v; }},
-        {"lora.alpha", 16.0, "LoRA alpha; the scale is alpha / r", at_least(0, true), [](TrainConfig& c, const json& v) { c.lora.alpha = v; }},
+        {"lora.rank", 16, "LoRA rank r (with lora.init_adapter, that adapter's rank)", int_range(1, 4096), [](TrainConfig& c, const json& v) { c.lora.rank = v; }},
+        {"lora.alpha", 16.0, "LoRA alpha; the scale is alpha / r (with lora.init_adapter, that adapter's)", at_least(0, true), [](TrainConfig& c, const json& v) { c.lora.alpha = v; }},
         {"lora.targets", json::array(), "module-name suffixes to adapt ([]: diffusers' LCM-LoRA list, DESIGN.md §5)",
          [](const json& v) {
            for (const json& t : v)
