@@ -8,6 +8,8 @@
 // sample order, so results do not depend on the thread count.
 #include <omp.h>
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "autograd/errors.h"
@@ -54,6 +56,62 @@ T* thread_buffer(int slot, int64_t n) {
   return buffers[slot].data();
 }
 
+// One large sample (Stable Diffusion's VAE at 512²: 512×512 pixels of 128 channels, batch 1) split across
+// the threads by pixels: per-channel sums over fixed blocks of pixels, added in block order (so results do
+// not depend on the thread count), then the affine pass by blocks. Same moments as the per-sample loop below.
+constexpr int64_t kPixelBlocks = 32;
+template <typename T>
+void forward_one_sample(const T* xs, const T* gamma, const T* beta, const Dims& d, double eps, bool fuse_silu, T* ys,
+                        T* mean, T* rstd) {
+  const int64_t block = (d.s + kPixelBlocks - 1) / kPixelBlocks;
+  const double count = static_cast<double>(d.s * d.cpg);
+  std::vector<double> part(static_cast<size_t>(kPixelBlocks * d.c)), mc(static_cast<size_t>(d.c));  // (blocks, C), (C)
+  // Σ over pixels of f(x − shift_c) per channel, summed block by block, then over blocks in order.
+  auto channel_sums = [&](bool squares, std::vector<double>& total) {
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < kPixelBlocks; ++k) {
+      double* acc = part.data() + k * d.c;
+      std::fill(acc, acc + d.c, 0.0);
+      for (int64_t p = k * block; p < std::min(d.s, (k + 1) * block); ++p)
+        for (int64_t c = 0; c < d.c; ++c) {
+          const double v = xs[p * d.c + c];
+          if (squares) {
+            const double dv = v - mc[c];
+            acc[c] += dv * dv;
+          } else {
+            acc[c] += v;
+          }
+        }
+    }
+    total.assign(static_cast<size_t>(d.c), 0.0);
+    for (int64_t k = 0; k < kPixelBlocks; ++k)
+      for (int64_t c = 0; c < d.c; ++c) total[c] += part[k * d.c + c];
+  };
+  std::vector<double> acc;
+  channel_sums(false, acc);
+  for (int64_t g = 0; g < d.groups; ++g) {
+    double s = 0;
+    for (int64_t c = g * d.cpg; c < (g + 1) * d.cpg; ++c) s += acc[c];
+    for (int64_t c = g * d.cpg; c < (g + 1) * d.cpg; ++c) mc[c] = s / count;
+  }
+  channel_sums(true, acc);
+  for (int64_t g = 0; g < d.groups; ++g) {
+    double v = 0;
+    for (int64_t c = g * d.cpg; c < (g + 1) * d.cpg; ++c) v += acc[c];
+    mean[g] = static_cast<T>(mc[g * d.cpg]);
+    rstd[g] = static_cast<T>(1.0 / std::sqrt(v / count + eps));
+  }
+  std::vector<T> a(static_cast<size_t>(2 * d.c));
+  affine_of(d, mean, rstd, gamma, beta, a.data(), a.data() + d.c);
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < kPixelBlocks; ++k) {
+    const int64_t p0 = k * block, pixels = std::max<int64_t>(0, std::min(d.s, p0 + block) - p0);
+    Dims part_dims = d;
+    part_dims.s = pixels;
+    apply_affine(part_dims, xs + p0 * d.c, a.data(), a.data() + d.c, ys + p0 * d.c, fuse_silu);
+  }
+}
+
 template <typename T>
 TensorT<T> forward(const TensorT<T>& x, const TensorT<T>& gamma, const TensorT<T>& beta, const Dims& d, double eps,
                    bool fuse_silu, TensorT<T>* mean_out, TensorT<T>* rstd_out) {
@@ -65,6 +123,12 @@ TensorT<T> forward(const TensorT<T>& x, const TensorT<T>& gamma, const TensorT<T
   T* yp = y.data();
   T* mp = mean.data();
   T* rp = rstd.data();
+  if (d.n == 1 && d.s >= 4 * kPixelBlocks && x.numel() > (int64_t(1) << 20) && !omp_in_parallel()) {
+    forward_one_sample(xp, gp, bp, d, eps, fuse_silu, yp, mp, rp);
+    *mean_out = mean;
+    *rstd_out = rstd;
+    return y;
+  }
   const double count = static_cast<double>(d.s * d.cpg);
 #pragma omp parallel for schedule(dynamic, 1) if (d.n > 1 && x.numel() > 32768)
   for (int64_t n = 0; n < d.n; ++n) {
