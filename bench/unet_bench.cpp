@@ -220,29 +220,37 @@ static int sd_bench(const std::string& name, int size, const std::vector<int>& b
   return 0;
 }
 
-// The tiled no-grad attention against the untiled one (taken when the query records a gradient) at the
-// UNet's largest self-attention: every latent pixel a token, the first level's channels and heads.
+// The tiled no-grad attention against the untiled one (taken when the query records a gradient, float32) at
+// the UNet's largest self-attention: every latent pixel a token, the first level's channels and heads; the
+// tiled one in float32, and in bf16 too when that is the run's precision.
 static void attention_check(const UNetConfig& config, int64_t latent) {
   const int64_t tokens = latent * latent, channels = config.block_out_channels[0];
   const int heads = config.heads[0];
   Rng rng(9);
   const Tensor q = rng.normal_tensor(Shape{1, tokens, channels}), k = rng.normal_tensor(Shape{1, tokens, channels}),
                v = rng.normal_tensor(Shape{1, tokens, channels});
-  Tensor tiled;
-  {
-    NoGradGuard no_grad;
-    tiled = attention(q, k, v, heads);
-  }
+  const Precision run_precision = compute_precision();
+  PrecisionGuard fp32(Precision::kFp32);
   Tensor qg = q.clone();
   qg.set_requires_grad(true);
   const Tensor whole = attention(qg, k, v, heads).detach();
-  double worst = 0, largest = 0;
-  for (int64_t i = 0; i < whole.numel(); ++i) {
-    worst = std::max(worst, double(std::abs(tiled.data()[i] - whole.data()[i])));
-    largest = std::max(largest, double(std::abs(whole.data()[i])));
+  std::vector<Precision> precisions{Precision::kFp32};
+  if (run_precision == Precision::kBf16) precisions.push_back(Precision::kBf16);
+  for (Precision p : precisions) {
+    PrecisionGuard guard(p);
+    Tensor tiled;
+    {
+      NoGradGuard no_grad;
+      tiled = attention(q, k, v, heads);
+    }
+    double worst = 0, largest = 0;
+    for (int64_t i = 0; i < whole.numel(); ++i) {
+      worst = std::max(worst, double(std::abs(tiled.data()[i] - whole.data()[i])));
+      largest = std::max(largest, double(std::abs(whole.data()[i])));
+    }
+    std::printf("attention %lld tokens, %lld channels, %d heads: tiled (%s) vs untiled (fp32) max difference %.2e of the largest value\n",
+                static_cast<long long>(tokens), static_cast<long long>(channels), heads, precision_name(p), worst / largest);
   }
-  std::printf("attention %lld tokens, %lld channels, %d heads: tiled vs untiled max difference %.2e of the largest value\n",
-              static_cast<long long>(tokens), static_cast<long long>(channels), heads, worst / largest);
 }
 
 // A random rank-`rank` adapter on every default LoRA target of `unet` (diffusers format, F16): the LCM-LoRA

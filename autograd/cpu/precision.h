@@ -2,9 +2,10 @@
 // kernels (convolutions, linears) use for float tensors.
 //   fp32  operands and accumulation in float32: the reference for every golden test.
 //   bf16  operands rounded to bfloat16 (weights once, activations as the kernels read them), products
-//         accumulated in float32, results float32. Norms, softmax, attention, losses, the LoRA scale, AdamW,
-//         EMA and master weights stay float32 (attention too: its head dimension, 8 here, is below one
-//         bf16 tile, so bf16 operands would cost accuracy and gain nothing).
+//         accumulated in float32, results float32. Norms, softmax, losses, the LoRA scale, AdamW, EMA and
+//         master weights stay float32. Attention's products take bf16 operands only in the tiled no-grad
+//         kernel for long sequences with wide heads (Stable Diffusion); the Fashion-MNIST UNet's heads of 8
+//         channels are below one bf16 tile and stay float32 (bf16 would cost accuracy and gain nothing).
 // bf16 is used only where the CPU computes it natively (AMX-BF16 or AVX512-BF16, within any oneDNN ISA
 // limit); elsewhere a request for it runs fp32, and resolve_precision says so. Double tensors (gradient
 // checks) always compute in double.

@@ -6,6 +6,7 @@
 
 #include <functional>
 
+#include "autograd/cpu/precision.h"
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
 #include "autograd/threads.h"
@@ -70,6 +71,26 @@ TEST(FusedOps, GroupNormNhwcMatchesPermutedGroupNormAndSilu) {
   check_group_norm<float>({2, 32, 32, 32}, 32, true, 2e-5);
   check_group_norm<double>({3, 5, 7, 12}, 4, true, 1e-12);
   check_group_norm<double>({2, 4, 4, 64}, 32, false, 1e-12);
+}
+
+// One large sample (more than 2^20 values: Stable Diffusion's VAE at batch 1) is split across the threads by
+// blocks of pixels; 130² pixels leave a short last block. Against the permuted group_norm, in float and in
+// double, and the same bits with 1 and 2 threads.
+TEST(FusedOps, GroupNormNhwcOfOneLargeSampleMatchesAndIgnoresTheThreadCount) {
+  check_group_norm<float>({1, 130, 130, 64}, 32, true, 2e-5);
+  check_group_norm<double>({1, 130, 130, 64}, 32, false, 1e-12);
+  const Tensor x = cast<float>(random_tensor({1, 130, 130, 64}, 4, false, 0.3)),
+               gamma = cast<float>(random_tensor({64}, 5, false, 1.0)), beta = cast<float>(random_tensor({64}, 6, false));
+  const int saved = num_threads();
+  Tensor y[2];
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    y[threads - 1] = group_norm_nhwc(x, 32, gamma, beta, 1e-5, true);
+  }
+  set_num_threads(saved);
+  int64_t differing = 0;
+  for (int64_t i = 0; i < y[0].numel(); ++i) differing += y[0].data()[i] != y[1].data()[i];
+  EXPECT_EQ(differing, 0);
 }
 
 TEST(FusedOps, GegluMatchesChunkGeluMul) {
@@ -144,6 +165,30 @@ TEST(FusedOps, TiledNoGradAttentionMatchesTheDoubleReference) {
     for (int64_t e = 0; e < ref.numel(); ++e) scale = std::max(scale, std::abs(ref.data()[e]));
     for (int64_t e = 0; e < ref.numel(); ++e) worst = std::max(worst, std::abs(got.data()[e] - ref.data()[e]));
     EXPECT_LE(worst / scale, 2e-6) << "b" << k.b << " lq" << k.lq << " lk" << k.lk << " c" << k.c << " cv" << k.cv;
+  }
+}
+
+// The same tiled path with bf16 operands (the precision knob; Q, K, V and P rounded to bfloat16, products
+// accumulated in float32), including Stable Diffusion's 40-channel heads. Bound: 1.5e-2 of the largest
+// value. Rounding an operand to bf16 moves it by at most 2^-9 relative, so a score moves by about that times
+// its magnitude (up to ~4 here) and P by the same relative amount; measured worst 3.7e-3 on these cases
+// (5.0e-3 at SD1.5's 4,096 tokens, bench_unet). A head read from the wrong columns or an unnormalised row
+// is off by tens of percent.
+TEST(FusedOps, TiledNoGradAttentionInBf16MatchesTheDoubleReference) {
+  if (!bf16_supported()) GTEST_SKIP() << "this CPU (or oneDNN's ISA limit) has no native bf16";
+  PrecisionGuard bf16(Precision::kBf16);
+  struct Case { int64_t b, lq, lk, c, cv; int heads; };
+  for (const Case& k : {Case{1, 300, 257, 80, 80, 2}, Case{2, 256, 256, 128, 128, 2}, Case{1, 320, 300, 64, 96, 1},
+                        Case{1, 300, 300, 320, 320, 8}}) {
+    const TensorD q = random_tensor({k.b, k.lq, k.c}, 21, false), kk = random_tensor({k.b, k.lk, k.c}, 22, false),
+                  v = random_tensor({k.b, k.lk, k.cv}, 23, false);
+    TensorD ref = attention(q, kk, v, k.heads);
+    NoGradGuard no_grad;
+    const Tensor got = attention(cast<float>(q), cast<float>(kk), cast<float>(v), k.heads);
+    double scale = 1, worst = 0;
+    for (int64_t e = 0; e < ref.numel(); ++e) scale = std::max(scale, std::abs(ref.data()[e]));
+    for (int64_t e = 0; e < ref.numel(); ++e) worst = std::max(worst, std::abs(got.data()[e] - ref.data()[e]));
+    EXPECT_LE(worst / scale, 1.5e-2) << "b" << k.b << " lq" << k.lq << " lk" << k.lk << " c" << k.c << " cv" << k.cv;
   }
 }
 
