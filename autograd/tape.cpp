@@ -110,6 +110,15 @@ T* grad_buffer(const TensorT<T>& x) {
 }
 
 template <typename T>
+T* grad_buffer_to_write(const TensorT<T>& x, bool* fresh) {
+  auto& impl = *x.impl();
+  *fresh = !impl.grad;
+  if (!*fresh) return grad_buffer(x);
+  impl.grad = allocate_storage<T>(impl.shape.numel(), false);
+  return impl.grad.get();
+}
+
+template <typename T>
 void accumulate_grad(const TensorT<T>& x, const TensorT<T>& g) {
   if (!needs_grad(x)) return;
   auto& impl = *x.impl();
@@ -184,6 +193,8 @@ template void record<double>(TensorT<double>&, const char*, const std::vector<Te
                              std::function<void(const TensorT<double>&)>);
 template float* grad_buffer<float>(const TensorT<float>&);
 template double* grad_buffer<double>(const TensorT<double>&);
+template float* grad_buffer_to_write<float>(const TensorT<float>&, bool*);
+template double* grad_buffer_to_write<double>(const TensorT<double>&, bool*);
 template void accumulate_grad<float>(const TensorT<float>&, const TensorT<float>&);
 template void accumulate_grad<double>(const TensorT<double>&, const TensorT<double>&);
 template void run_backward<float>(const TensorT<float>&, const TensorT<float>&);

@@ -81,6 +81,12 @@ void record(TensorT<T>& output, const char* op_name, const std::vector<TensorT<T
 template <typename T>
 T* grad_buffer(const TensorT<T>& x);
 
+// For a kernel that can either add into x's gradient or write all of it: the buffer, and *fresh = true when
+// x had no gradient yet, in which case the buffer is uninitialised and the caller must write every element
+// (no zero fill followed by an add). Otherwise the same buffer as grad_buffer, to add into.
+template <typename T>
+T* grad_buffer_to_write(const TensorT<T>& x, bool* fresh);
+
 // Adds g into x's gradient. This is the one place where a broadcast gradient is summed back to x's shape.
 template <typename T>
 void accumulate_grad(const TensorT<T>& x, const TensorT<T>& g);

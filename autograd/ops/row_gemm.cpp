@@ -630,9 +630,14 @@ bool direct_backward_data(const Layer<float>& L, const float* grad_y, DType t, c
   }
   const ConvGeometry& c = g.conv;
   const int64_t n = c.batch * c.height * c.width * c.channels;
-  float* dx_new = scratch<float>(5, n);  // (batch, H, W, Cin)
+  bool fresh = false;
+  float* dx = grad_buffer_to_write(L.x, &fresh);  // (batch, H, W, Cin)
+  if (fresh) {  // x's first gradient: written in place, no zero fill and add
+    plan.run(gy, *cw.weights, dx, nullptr);
+    return true;
+  }
+  float* dx_new = scratch<float>(5, n);
   plan.run(gy, *cw.weights, dx_new, nullptr);
-  float* dx = grad_buffer(L.x);
 #pragma omp parallel for schedule(static) if (n > (int64_t(1) << 18) && !omp_in_parallel())
   for (int64_t i = 0; i < n; ++i) dx[i] += dx_new[i];
   return true;
@@ -672,6 +677,8 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
   // LoRA: ∂X = G·W + (G·sB)·A = G·(W + sB·A)), added into ∂x, instead of G·W per chunk scattered by col2im.
   const bool dx_direct = want_x && g.im2col && g.conv.kernel_h * g.conv.kernel_w > 1 &&
                          direct_backward_data(L, grad_y, t, sb.data(), a32.data());
+  float* dx = nullptr;
+  bool dx_fresh = false;
   if (want_x && !dx_direct) {
     if (r) {
       // ∂X = G·W + (G·sB)·A = G·(W + sB·A): one product with the merged weight instead of a rank-r update of
@@ -683,9 +690,11 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
     } else {
       wd = weight_operand(L.weight, N, K, Use::kBackwardData, t);
     }
-    // ∂X (m, K) = G·W: written straight into ∂x for a linear, into a buffer for col2im otherwise.
+    // ∂X (m, K) = G·W: straight into ∂x for a linear (written when it is x's first gradient, else added), into
+    // a buffer for col2im otherwise.
+    if (!g.im2col) dx = grad_buffer_to_write(L.x, &dx_fresh);
     dx_plan = plans(ch, M, [&](int64_t m) {
-      return MatmulSpec{Layout::row_major(m, N, t), Layout::row_major(N, K, t), K, !g.im2col, false};
+      return MatmulSpec{Layout::row_major(m, N, t), Layout::row_major(N, K, t), K, !g.im2col && !dx_fresh, false};
     }, wd.packed);
   }
   if (want_gh)
@@ -715,7 +724,7 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
   float* da_out = want_a ? (direct ? grad_buffer(L.lora.down) : da_part.get()) : nullptr;
   float* dw_out = want_w ? (direct ? grad_buffer(L.weight) : dw_part.get()) : nullptr;
   const Source x = (want_a || want_w) ? source_of(L.x.data(), g, t) : Source{L.x.data(), nullptr};
-  float* dx = want_x ? grad_buffer(L.x) : nullptr;
+  if (want_x && !dx && !dx_direct) dx = grad_buffer(L.x);
 
 #pragma omp parallel for schedule(dynamic, 1) if (!serial)
   for (int64_t c = 0; c < ch.count; ++c) {
@@ -764,29 +773,32 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
     }
   }
 
-  // Sum the partials in chunk order.
-  auto reduce = [&](const std::shared_ptr<float>& part, int64_t len, float factor) {
-    std::vector<float> total(static_cast<size_t>(len), 0.0f);
+  // Sum the partials in chunk order, times `factor`, into `total`; a single unscaled partial is used as it is
+  // (inside a batch part every layer has one: no copy of ∂W per layer and part).
+  auto reduce = [&](const std::shared_ptr<float>& part, int64_t len, float factor, std::vector<float>& total) {
+    if (slots == 1 && factor == 1.0f) return static_cast<const float*>(part.get());
+    total.resize(static_cast<size_t>(len));
 #pragma omp parallel for schedule(static) if (len * slots > 65536 && !serial)
     for (int64_t i = 0; i < len; ++i) {
       float s = 0.0f;
       for (int64_t c = 0; c < slots; ++c) s += part.get()[c * len + i];
       total[i] = s * factor;
     }
-    return total;
+    return static_cast<const float*>(total.data());
   };
+  std::vector<float> buf;
   if (want_b) {
-    const std::vector<float> db = reduce(db_part, N, 1.0f);
+    const float* db = reduce(db_part, N, 1.0f, buf);
     float* gb = grad_buffer(L.bias);
     for (int64_t o = 0; o < N; ++o) gb[o] += db[o];
   }
   if (want_up) {
-    const std::vector<float> du = reduce(dup_part, N * r, static_cast<float>(L.lora.scale));
+    const float* du = reduce(dup_part, N * r, static_cast<float>(L.lora.scale), buf);
     float* gu = grad_buffer(L.lora.up);
     for (int64_t i = 0; i < N * r; ++i) gu[i] += du[i];
   }
-  if (want_a && !direct) add_from_patch_order(reduce(da_part, r * K, 1.0f).data(), L.lora.down);
-  if (want_w && !direct) add_from_patch_order(reduce(dw_part, N * K, 1.0f).data(), L.weight);
+  if (want_a && !direct) add_from_patch_order(reduce(da_part, r * K, 1.0f, buf), L.lora.down);
+  if (want_w && !direct) add_from_patch_order(reduce(dw_part, N * K, 1.0f, buf), L.weight);
 }
 
 // ---- the double reference: whole matrices, Eigen ----
