@@ -180,8 +180,9 @@ void exp_rows(float* s, Out* p, float* inv_sum, int64_t rows, int64_t n, float s
 // (measured on AMD EPYC Zen 5: the packet kernel ran SD1.5's attention at ~110 GFLOP/s on 2 threads).
 // In bf16 (the precision knob) both products take bf16 operands: Q, K and V rounded once, P rounded after
 // the float32 softmax; accumulation stays float32. Measured on an Intel Xeon with AMX (2 threads): SD1.5's
-// attention at 512² took 0.85 s of a 2.2 s UNet evaluation with float32 operands (oneDNN's gemm:jit); with
-// bf16 ones the evaluation takes 1.5 s.
+// attention at 512² took 0.85 s of a 2.2 s UNet evaluation with strided float32 operands (oneDNN's gemm:jit);
+// with dense bf16 ones the evaluation takes 1.5 s, and with dense float32 ones the fp32 evaluation went from
+// 3.37 to 3.21 s.
 constexpr int64_t kTiledRows = 64;
 bool use_tiled(const AttentionDims& a, bool saving_probs) {
   return !saving_probs && a.d >= 32 && a.dv >= 32 && a.lq >= 256 && a.lk >= 256;
@@ -197,79 +198,71 @@ Tensor attention_forward_tiled(const Tensor& q, const Tensor& k, const Tensor& v
   const DType t = compute_precision() == Precision::kBf16 ? DType::kBf16 : DType::kF32;
   const int64_t blocks = (a.lq + kTiledRows - 1) / kTiledRows;
   const int64_t tail = a.lq - (blocks - 1) * kTiledRows;
-  // bf16: oneDNN 2.6 runs its AMX / AVX512-BF16 brgemm only on dense A and C, and with a plain B it copies B
-  // into its blocked layout at every call (for K_hᵀ and V_h, 40 × 4,096 values per 64-query block). So each
-  // head's K_hᵀ and V_h are packed once (PackedMatrix: the transpose and rounding in one reorder), Q_h is
-  // copied dense (B, heads, Lq, d) in bf16, and each block's O_h is written densely, then into its columns.
-  // float32 keeps the strided operands in place (gemm:jit reads them directly).
-  const bool packed = t == DType::kBf16;
+  // oneDNN 2.6 runs its brgemm (AMX, AVX512-BF16, AVX-512) only on dense A and C, and with a plain B it copies
+  // B into its blocked layout at every call (for K_hᵀ and V_h, 40 × 4,096 values per 64-query block); strided
+  // operands fall back to its slower gemm:jit. So each head's K_hᵀ and V_h are packed once (PackedMatrix: the
+  // transpose, and the rounding in bf16, in one reorder), Q_h is copied dense (B, heads, Lq, d) in the operand
+  // type, and each block's O_h is written densely, then into its columns.
+  const bool bf16 = t == DType::kBf16;
   const int64_t bhs = a.batch * a.heads;
   // S (m, Lk) = Q_blk (m, d) · K_hᵀ (d, Lk);  O_blk (m, dv) = P (m, Lk) · V_h (Lk, dv)
   auto scores_spec = [&](int64_t m) {
-    return MatmulSpec{Layout::row_major(m, a.d, t, packed ? a.d : a.c), Layout::transposed(a.d, a.lk, t, a.c), a.lk, false, false};
+    return MatmulSpec{Layout::row_major(m, a.d, t), Layout::row_major(a.d, a.lk, t), a.lk, false, false};
   };
   auto values_spec = [&](int64_t m) {
-    return MatmulSpec{Layout::row_major(m, a.lk, t), Layout::row_major(a.lk, a.dv, t, a.cv), packed ? a.dv : a.cv, false, false};
+    return MatmulSpec{Layout::row_major(m, a.lk, t), Layout::row_major(a.lk, a.dv, t), a.dv, false, false};
   };
   struct HeadPlans {
-    std::unique_ptr<cpu::PackedMatrix> kt, vh;  // bf16 only
+    std::unique_ptr<cpu::PackedMatrix> kt, vh;
     MatmulPlan s_full, s_tail, o_full, o_tail;
   };
-  std::vector<HeadPlans> heads(static_cast<size_t>(packed ? bhs : 1));
-  std::vector<cpu::bf16> q16(static_cast<size_t>(packed ? bhs * a.lq * a.d : 0));
-  if (packed) {
+  std::vector<HeadPlans> heads(static_cast<size_t>(bhs));
+  std::vector<cpu::bf16> q16(static_cast<size_t>(bf16 ? bhs * a.lq * a.d : 0));   // Q_h dense, bf16
+  std::vector<float> q32(static_cast<size_t>(bf16 ? 0 : bhs * a.lq * a.d));       // or float32
 #pragma omp parallel for schedule(dynamic, 1) if (bhs > 1)
-    for (int64_t bh = 0; bh < bhs; ++bh) {
-      const int64_t b = bh / a.heads, h = bh % a.heads;
-      for (int64_t i = 0; i < a.lq; ++i)
-        cpu::to_bf16(q.data() + (b * a.lq + i) * a.c + h * a.d, q16.data() + (bh * a.lq + i) * a.d, a.d);
-      HeadPlans& hp = heads[bh];
-      hp.kt = std::make_unique<cpu::PackedMatrix>(k.data() + b * a.lk * a.c + h * a.d,
-                                                  Layout::transposed(a.d, a.lk, DType::kF32, a.c), t);
-      hp.vh = std::make_unique<cpu::PackedMatrix>(v.data() + b * a.lk * a.cv + h * a.dv,
-                                                  Layout::row_major(a.lk, a.dv, DType::kF32, a.cv), t);
-      hp.s_full = MatmulPlan(scores_spec(kTiledRows), *hp.kt);
-      hp.o_full = MatmulPlan(values_spec(kTiledRows), *hp.vh);
-      hp.s_tail = tail == kTiledRows ? hp.s_full : MatmulPlan(scores_spec(tail), *hp.kt);
-      hp.o_tail = tail == kTiledRows ? hp.o_full : MatmulPlan(values_spec(tail), *hp.vh);
+  for (int64_t bh = 0; bh < bhs; ++bh) {
+    const int64_t b = bh / a.heads, h = bh % a.heads;
+    for (int64_t i = 0; i < a.lq; ++i) {
+      const float* row = q.data() + (b * a.lq + i) * a.c + h * a.d;
+      if (bf16) cpu::to_bf16(row, q16.data() + (bh * a.lq + i) * a.d, a.d);
+      else std::copy_n(row, a.d, q32.data() + (bh * a.lq + i) * a.d);
     }
-  } else {
-    HeadPlans& hp = heads[0];
-    hp.s_full = MatmulPlan(scores_spec(kTiledRows));
-    hp.o_full = MatmulPlan(values_spec(kTiledRows));
-    hp.s_tail = tail == kTiledRows ? hp.s_full : MatmulPlan(scores_spec(tail));
-    hp.o_tail = tail == kTiledRows ? hp.o_full : MatmulPlan(values_spec(tail));
+    HeadPlans& hp = heads[bh];
+    hp.kt = std::make_unique<cpu::PackedMatrix>(k.data() + b * a.lk * a.c + h * a.d,
+                                                Layout::transposed(a.d, a.lk, DType::kF32, a.c), t);
+    hp.vh = std::make_unique<cpu::PackedMatrix>(v.data() + b * a.lk * a.cv + h * a.dv,
+                                                Layout::row_major(a.lk, a.dv, DType::kF32, a.cv), t);
+    hp.s_full = MatmulPlan(scores_spec(kTiledRows), *hp.kt);
+    hp.o_full = MatmulPlan(values_spec(kTiledRows), *hp.vh);
+    hp.s_tail = tail == kTiledRows ? hp.s_full : MatmulPlan(scores_spec(tail), *hp.kt);
+    hp.o_tail = tail == kTiledRows ? hp.o_full : MatmulPlan(values_spec(tail), *hp.vh);
   }
-  const float* qp = q.data();
-  const float* kp = k.data();
-  const float* vp = v.data();
   float* op = out.data();
   const float scale = static_cast<float>(a.scale);
   const int64_t tasks = bhs * blocks;
 #pragma omp parallel if (tasks > 1)
   {
     std::vector<float, Eigen::aligned_allocator<float>> sbuf(kTiledRows * a.lk);  // (m, Lk)
-    std::vector<cpu::bf16> pbuf(packed ? kTiledRows * a.lk : 0);                 // P in bf16 (m, Lk)
-    std::vector<float> obuf(packed ? kTiledRows * a.dv : 0);                     // O_blk (m, dv)
-    float inv[kTiledRows];                                                       // 1 / Σ_j p_j per query
+    std::vector<cpu::bf16> pbuf(bf16 ? kTiledRows * a.lk : 0);                   // P in bf16 (m, Lk)
+    std::vector<float> obuf(kTiledRows * a.dv);                                   // O_blk (m, dv)
+    float inv[kTiledRows];                                                        // 1 / Σ_j p_j per query
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t blk = task % blocks, bh = task / blocks, h = bh % a.heads, b = bh / a.heads;
       const int64_t i0 = blk * kTiledRows, m = std::min(kTiledRows, a.lq - i0);
+      const HeadPlans& hp = heads[bh];
       const bool full = m == kTiledRows;
-      const HeadPlans& hp = heads[packed ? bh : 0];
-      float* o = op + (b * a.lq + i0) * a.cv + h * a.dv;  // (m, dv), row stride Cv
-      if (!packed) {
-        (full ? hp.s_full : hp.s_tail).run(qp + (b * a.lq + i0) * a.c + h * a.d, kp + b * a.lk * a.c + h * a.d, sbuf.data());
+      const int64_t q0 = (bh * a.lq + i0) * a.d;  // the block's first query in Q_h
+      (full ? hp.s_full : hp.s_tail).run(bf16 ? static_cast<const void*>(q16.data() + q0) : q32.data() + q0, nullptr, sbuf.data());
+      const void* p = sbuf.data();
+      if (bf16) {
+        exp_rows(sbuf.data(), pbuf.data(), inv, m, a.lk, scale);
+        p = pbuf.data();
+      } else {
         exp_rows(sbuf.data(), sbuf.data(), inv, m, a.lk, scale);
-        (full ? hp.o_full : hp.o_tail).run(sbuf.data(), vp + b * a.lk * a.cv + h * a.dv, o);
-        for (int64_t i = 0; i < m; ++i)
-          for (int64_t c = 0; c < a.dv; ++c) o[i * a.cv + c] *= inv[i];
-        continue;
       }
-      (full ? hp.s_full : hp.s_tail).run(q16.data() + (bh * a.lq + i0) * a.d, nullptr, sbuf.data());
-      exp_rows(sbuf.data(), pbuf.data(), inv, m, a.lk, scale);
-      (full ? hp.o_full : hp.o_tail).run(pbuf.data(), nullptr, obuf.data());
+      (full ? hp.o_full : hp.o_tail).run(p, nullptr, obuf.data());
+      float* o = op + (b * a.lq + i0) * a.cv + h * a.dv;  // (m, dv), row stride Cv
       for (int64_t i = 0; i < m; ++i)
         for (int64_t c = 0; c < a.dv; ++c) o[i * a.cv + c] = obuf[i * a.dv + c] * inv[i];
     }
