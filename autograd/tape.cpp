@@ -121,20 +121,19 @@ T* grad_buffer_to_write(const TensorT<T>& x, bool* fresh) {
 template <typename T>
 void accumulate_grad(const TensorT<T>& x, const TensorT<T>& g) {
   if (!needs_grad(x)) return;
-  auto& impl = *x.impl();
-  if (!impl.grad && g.shape() == x.shape()) {  // the first gradient: a copy, not a zero fill and an add
-    impl.grad = allocate_storage<T>(g.numel(), false);
-    std::memcpy(impl.grad.get(), g.data(), sizeof(T) * g.numel());
-    return;
-  }
-  T* dst = grad_buffer(x);
   if (g.shape() == x.shape()) {
+    bool fresh = false;
+    T* dst = grad_buffer_to_write(x, &fresh);
     const T* src = g.data();
+    if (fresh) {  // the first gradient: a copy, not a zero fill and an add
+      std::memcpy(dst, src, sizeof(T) * g.numel());
+      return;
+    }
     const int64_t n = g.numel();
 #pragma omp parallel for simd schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
   } else {
-    reduce_to_shape_accumulate(g, x.shape(), dst);
+    reduce_to_shape_accumulate(g, x.shape(), grad_buffer(x));
   }
 }
 

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <limits>
 #include <memory>
-#include <type_traits>
 #include <vector>
 
 #include "autograd/cpu/bf16.h"
@@ -147,10 +146,9 @@ static TensorT<T> attention_forward(const TensorT<T>& q, const TensorT<T>& k, co
 
 namespace {
 // The unnormalised softmax of each row of scale·S (rows × n): p_j = exp(scale·(s_j − max_j s)), in place in s
-// (and rounded into p when Out is bf16; p is s for float32), and 1 / Σ_j p_j per row into inv_sum. The
-// caller divides the product P·V by the sum instead of dividing every p_j.
-template <typename Out>
-void exp_rows(float* s, Out* p, float* inv_sum, int64_t rows, int64_t n, float scale) {
+// and, when p16 is given, rounded into it (bf16); 1 / Σ_j p_j per row into inv_sum. The caller divides the
+// product P·V by the sum instead of dividing every p_j.
+void exp_rows(float* s, cpu::bf16* p16, float* inv_sum, int64_t rows, int64_t n, float scale) {
   const Packet ps = ei::pset1<Packet>(scale);
   for (int64_t r = 0; r < rows; ++r) {
     float* row = s + r * n;
@@ -169,7 +167,7 @@ void exp_rows(float* s, Out* p, float* inv_sum, int64_t rows, int64_t n, float s
     float z = ei::predux(total);
     for (; j < n; ++j) z += (row[j] = std::exp(row[j] * scale - scale * m));
     inv_sum[r] = 1.0f / z;
-    if constexpr (!std::is_same_v<Out, float>) cpu::to_bf16(row, p + r * n, n);  // the row is still in L1
+    if (p16) cpu::to_bf16(row, p16 + r * n, n);  // the row is still in L1
   }
 }
 
@@ -254,14 +252,8 @@ Tensor attention_forward_tiled(const Tensor& q, const Tensor& k, const Tensor& v
       const bool full = m == kTiledRows;
       const int64_t q0 = (bh * a.lq + i0) * a.d;  // the block's first query in Q_h
       (full ? hp.s_full : hp.s_tail).run(bf16 ? static_cast<const void*>(q16.data() + q0) : q32.data() + q0, nullptr, sbuf.data());
-      const void* p = sbuf.data();
-      if (bf16) {
-        exp_rows(sbuf.data(), pbuf.data(), inv, m, a.lk, scale);
-        p = pbuf.data();
-      } else {
-        exp_rows(sbuf.data(), sbuf.data(), inv, m, a.lk, scale);
-      }
-      (full ? hp.o_full : hp.o_tail).run(p, nullptr, obuf.data());
+      exp_rows(sbuf.data(), bf16 ? pbuf.data() : nullptr, inv, m, a.lk, scale);
+      (full ? hp.o_full : hp.o_tail).run(bf16 ? static_cast<const void*>(pbuf.data()) : sbuf.data(), nullptr, obuf.data());
       float* o = op + (b * a.lq + i0) * a.cv + h * a.dv;  // (m, dv), row stride Cv
       for (int64_t i = 0; i < m; ++i)
         for (int64_t c = 0; c < a.dv; ++c) o[i * a.cv + c] = obuf[i * a.dv + c] * inv[i];

@@ -56,61 +56,53 @@ T* thread_buffer(int slot, int64_t n) {
   return buffers[slot].data();
 }
 
-// One large sample (Stable Diffusion's VAE at 512²: 512×512 pixels of 128 channels, batch 1) split across
-// the threads by pixels: per-channel sums over fixed blocks of pixels, added in block order (so results do
-// not depend on the thread count), then the affine pass by blocks. Same moments as the per-sample loop below.
-constexpr int64_t kPixelBlocks = 32;
+// The group moments of one sample xs (S pixels × C): per-channel Σx, then Σ(x − μ)², in double, each summed
+// over `blocks` fixed blocks of pixels and the blocks added in order; mean and rstd (groups). With blocks > 1
+// the blocks run on the threads (one large sample: Stable Diffusion's VAE at 512², batch 1); the result
+// depends on the number of blocks, never on the thread count. blocks = 1 is the plain per-sample sum.
 template <typename T>
-void forward_one_sample(const T* xs, const T* gamma, const T* beta, const Dims& d, double eps, bool fuse_silu, T* ys,
-                        T* mean, T* rstd) {
-  const int64_t block = (d.s + kPixelBlocks - 1) / kPixelBlocks;
+void sample_moments(const T* xs, const Dims& d, int64_t blocks, double eps, T* mean, T* rstd) {
+  const int64_t block = (d.s + blocks - 1) / blocks;
   const double count = static_cast<double>(d.s * d.cpg);
-  std::vector<double> part(static_cast<size_t>(kPixelBlocks * d.c)), mc(static_cast<size_t>(d.c));  // (blocks, C), (C)
-  // Σ over pixels of f(x − shift_c) per channel, summed block by block, then over blocks in order.
-  auto channel_sums = [&](bool squares, std::vector<double>& total) {
-#pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < kPixelBlocks; ++k) {
-      double* acc = part.data() + k * d.c;
-      std::fill(acc, acc + d.c, 0.0);
+  double* part = thread_buffer<double>(0, (blocks + 2) * d.c);  // (blocks, C) partial sums
+  double* acc = part + blocks * d.c;                             // (C) their total
+  double* mc = acc + d.c;                                        // (C) the group mean of each channel
+  auto channel_sums = [&](bool squares) {
+#pragma omp parallel for schedule(static) if (blocks > 1)
+    for (int64_t k = 0; k < blocks; ++k) {
+      double* pk = part + k * d.c;
+      std::fill(pk, pk + d.c, 0.0);
       for (int64_t p = k * block; p < std::min(d.s, (k + 1) * block); ++p)
         for (int64_t c = 0; c < d.c; ++c) {
           const double v = xs[p * d.c + c];
           if (squares) {
             const double dv = v - mc[c];
-            acc[c] += dv * dv;
+            pk[c] += dv * dv;
           } else {
-            acc[c] += v;
+            pk[c] += v;
           }
         }
     }
-    total.assign(static_cast<size_t>(d.c), 0.0);
-    for (int64_t k = 0; k < kPixelBlocks; ++k)
-      for (int64_t c = 0; c < d.c; ++c) total[c] += part[k * d.c + c];
+    std::copy(part, part + d.c, acc);
+    for (int64_t k = 1; k < blocks; ++k)
+      for (int64_t c = 0; c < d.c; ++c) acc[c] += part[k * d.c + c];
   };
-  std::vector<double> acc;
-  channel_sums(false, acc);
+  channel_sums(false);
   for (int64_t g = 0; g < d.groups; ++g) {
     double s = 0;
     for (int64_t c = g * d.cpg; c < (g + 1) * d.cpg; ++c) s += acc[c];
     for (int64_t c = g * d.cpg; c < (g + 1) * d.cpg; ++c) mc[c] = s / count;
   }
-  channel_sums(true, acc);
+  channel_sums(true);
   for (int64_t g = 0; g < d.groups; ++g) {
     double v = 0;
     for (int64_t c = g * d.cpg; c < (g + 1) * d.cpg; ++c) v += acc[c];
     mean[g] = static_cast<T>(mc[g * d.cpg]);
     rstd[g] = static_cast<T>(1.0 / std::sqrt(v / count + eps));
   }
-  std::vector<T> a(static_cast<size_t>(2 * d.c));
-  affine_of(d, mean, rstd, gamma, beta, a.data(), a.data() + d.c);
-#pragma omp parallel for schedule(static)
-  for (int64_t k = 0; k < kPixelBlocks; ++k) {
-    const int64_t p0 = k * block, pixels = std::max<int64_t>(0, std::min(d.s, p0 + block) - p0);
-    Dims part_dims = d;
-    part_dims.s = pixels;
-    apply_affine(part_dims, xs + p0 * d.c, a.data(), a.data() + d.c, ys + p0 * d.c, fuse_silu);
-  }
 }
+
+constexpr int64_t kPixelBlocks = 32;
 
 template <typename T>
 TensorT<T> forward(const TensorT<T>& x, const TensorT<T>& gamma, const TensorT<T>& beta, const Dims& d, double eps,
@@ -124,41 +116,28 @@ TensorT<T> forward(const TensorT<T>& x, const TensorT<T>& gamma, const TensorT<T
   T* mp = mean.data();
   T* rp = rstd.data();
   if (d.n == 1 && d.s >= 4 * kPixelBlocks && x.numel() > (int64_t(1) << 20) && !omp_in_parallel()) {
-    forward_one_sample(xp, gp, bp, d, eps, fuse_silu, yp, mp, rp);
-    *mean_out = mean;
-    *rstd_out = rstd;
-    return y;
-  }
-  const double count = static_cast<double>(d.s * d.cpg);
-#pragma omp parallel for schedule(dynamic, 1) if (d.n > 1 && x.numel() > 32768)
-  for (int64_t n = 0; n < d.n; ++n) {
-    const T* xs = xp + n * d.sample();
-    double* acc = thread_buffer<double>(0, 2 * d.c);  // per-channel Σx, then Σ(x − μ)²
-    double* mc = acc + d.c;                           // the group mean of each channel
-    std::fill(acc, acc + d.c, 0.0);
-    for (int64_t p = 0; p < d.s; ++p)
-      for (int64_t c = 0; c < d.c; ++c) acc[c] += xs[p * d.c + c];
-    for (int64_t g = 0; g < d.groups; ++g) {
-      double s = 0;
-      for (int64_t c = g * d.cpg; c < (g + 1) * d.cpg; ++c) s += acc[c];
-      for (int64_t c = g * d.cpg; c < (g + 1) * d.cpg; ++c) mc[c] = s / count;
-    }
-    std::fill(acc, acc + d.c, 0.0);
-    for (int64_t p = 0; p < d.s; ++p)
-      for (int64_t c = 0; c < d.c; ++c) {
-        const double dv = xs[p * d.c + c] - mc[c];
-        acc[c] += dv * dv;
-      }
-    for (int64_t g = 0; g < d.groups; ++g) {
-      double v = 0;
-      for (int64_t c = g * d.cpg; c < (g + 1) * d.cpg; ++c) v += acc[c];
-      mp[n * d.groups + g] = static_cast<T>(mc[g * d.cpg]);
-      rp[n * d.groups + g] = static_cast<T>(1.0 / std::sqrt(v / count + eps));
-    }
+    // One large sample: moments and the affine pass split across the threads by blocks of pixels.
+    sample_moments(xp, d, kPixelBlocks, eps, mp, rp);
     T* a = thread_buffer<T>(1, 2 * d.c);
-    affine_of(d, mp + n * d.groups, rp + n * d.groups, gp, bp, a, a + d.c);
-    T* ys = yp + n * d.sample();
-    apply_affine(d, xs, a, a + d.c, ys, fuse_silu);
+    affine_of(d, mp, rp, gp, bp, a, a + d.c);
+    const int64_t block = (d.s + kPixelBlocks - 1) / kPixelBlocks;
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < kPixelBlocks; ++k) {
+      const int64_t p0 = k * block;
+      if (p0 >= d.s) continue;
+      Dims part = d;
+      part.s = std::min(d.s, p0 + block) - p0;
+      apply_affine(part, xp + p0 * d.c, a, a + d.c, yp + p0 * d.c, fuse_silu);
+    }
+  } else {
+#pragma omp parallel for schedule(dynamic, 1) if (d.n > 1 && x.numel() > 32768)
+    for (int64_t n = 0; n < d.n; ++n) {
+      const T* xs = xp + n * d.sample();
+      sample_moments(xs, d, 1, eps, mp + n * d.groups, rp + n * d.groups);
+      T* a = thread_buffer<T>(1, 2 * d.c);
+      affine_of(d, mp + n * d.groups, rp + n * d.groups, gp, bp, a, a + d.c);
+      apply_affine(d, xs, a, a + d.c, yp + n * d.sample(), fuse_silu);
+    }
   }
   *mean_out = mean;
   *rstd_out = rstd;
