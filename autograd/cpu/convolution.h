@@ -1,4 +1,4 @@
-// Direct convolutions for k×k (k > 1) NHWC layers, forward and backward-data: oneDNN's convolution primitives
+// Direct convolutions for k×k (k > 1) NHWC layers, forward, backward-data and backward-weights: oneDNN's convolution primitives
 // (JIT brgconv / jit kernels on AVX-512 / AVX512-BF16 / AMX, jit:avx2 below), which read the image (or ∂y) in
 // place instead of building im2col rows (or scattering them back with col2im). Measured on the AMD EPYC Zen 5
 // (2 threads): forward at the SD UNet's and VAE's 3×3 layers 380–410 GFLOP/s fp32 and 750–830 bf16, against
@@ -20,8 +20,9 @@ namespace lcd::cpu {
 
 // Forward: y (batch, out_h, out_w, out_channels) = conv(x (batch, height, width, channels)) [+ bias].
 // Backward-data: ∂x (batch, height, width, channels) = convᵀ(∂y (batch, out_h, out_w, out_channels)).
-// Outputs are float32; the input and the weights are of `type`.
-enum class ConvPass { kForward, kBackwardData };
+// Backward-weights: ∂W (out_channels, channels, kh, kw) += Σ over pixels of ∂y ⊗ x's patches, and ∂b += Σ ∂y.
+// Outputs are float32; the input and the weights (or ∂y) are of `type`.
+enum class ConvPass { kForward, kBackwardData, kBackwardWeights };
 struct ConvSpec {
   int64_t batch, height, width, channels, out_channels;
   int64_t kernel_h, kernel_w, stride, padding;  // padding at the start of each axis
@@ -40,6 +41,10 @@ class ConvPlan {
   // Forward: in = x, out = y; backward-data: in = ∂y, out = ∂x (overwritten), bias null. With oneDNN's own
   // threads outside an OpenMP region, on the calling thread inside one.
   void run(const void* in, const ConvWeights& w, float* out, const float* bias) const;
+  // Backward-weights plans: grad_w (canonical OIHW, float32) += ∂W of x (batch, H, W, Cin) and grad_y
+  // (batch, Ho, Wo, Cout), and grad_b += Σ grad_y when spec.bias. Always on the calling thread alone, so its
+  // sums over pixels run in one order whatever the thread count (callers use it inside a batch part).
+  void accumulate_weight_gradient(const void* x, const void* grad_y, float* grad_w, float* grad_b) const;
   const char* kernel() const;
   struct Impl;
 

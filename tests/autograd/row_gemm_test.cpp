@@ -364,6 +364,38 @@ TEST(RowGemmKernels, DirectConvolutionResultsDoNotDependOnTheThreadCount) {
   set_num_threads(saved);
 }
 
+// Inside batch parts, a trained k×k weight's gradient comes from the direct backward-weights convolution
+// (fp32), run on the part's own thread: each part's ∂W, ∂b and ∂x are bit-identical with one and two threads.
+TEST(RowGemmKernels, WeightGradientsInsideBatchPartsDoNotDependOnTheThreadCount) {
+  Rng rng(19);
+  const Tensor x0 = rng.normal_tensor({32, 8, 8, 64}), w0 = rng.normal_tensor({64, 64, 3, 3});
+  const Tensor b0 = rng.normal_tensor({64});
+  const int saved = num_threads();
+  for (Precision p : precisions()) {
+    PrecisionGuard guard(p);
+    std::vector<std::vector<float>> results;
+    for (int threads : {1, 2, 1}) {
+      set_num_threads(threads);
+      const BatchParts parts = batch_parts(32);
+      std::vector<std::vector<float>> per_part(parts.count);
+      for_each_part(32, [&](int64_t begin, int64_t count) {
+        Tensor x = slice(x0, 0, begin, count).clone(), w = w0.clone(), b = b0.clone();
+        for (Tensor* t : {&x, &w, &b}) t->set_requires_grad(true);
+        Tensor y = conv2d_nhwc(x, w, b, Conv2dOptions{1, 1});
+        sum(mul(y, y)).backward();
+        std::vector<float>& all = per_part[begin / parts.size];
+        for (Tensor* t : {&x, &w, &b}) all.insert(all.end(), t->grad().data(), t->grad().data() + t->numel());
+      });
+      std::vector<float> joined;
+      for (const auto& part : per_part) joined.insert(joined.end(), part.begin(), part.end());
+      results.push_back(joined);
+    }
+    EXPECT_EQ(results[0], results[1]) << precision_name(p);
+    EXPECT_EQ(results[0], results[2]) << precision_name(p);
+  }
+  set_num_threads(saved);
+}
+
 // A frozen weight is packed once and the pack follows its values: writing the weight (non-const data())
 // invalidates it.
 TEST(RowGemmKernels, PackedWeightsFollowWritesToTheWeight) {
