@@ -3,7 +3,7 @@
 // in one pass (no chunk copies, no separate gelu tensor). ∂a = g·gelu(b), ∂b = g·a·gelu'(b).
 #include <omp.h>
 
-#include <vector>
+#include <algorithm>
 
 #include "autograd/errors.h"
 #include "autograd/op_registry.h"
@@ -30,26 +30,65 @@ static TensorT<T> geglu_forward(const TensorT<T>& p, int64_t rows, int64_t inner
   return y;
 }
 
+// One row: ∂a = g·gelu(b) and ∂b = (g·gelu'(b))·a, with Φ(b) (one erf) shared by both, written into fresh
+// gradient rows or added into existing ones.
+static void geglu_backward_row(const float* g, const float* a, const float* b, float* da, float* db, int64_t n,
+                               bool fresh) {
+  using P = vm::FloatPacket;
+  namespace ei = vm::ei;
+  constexpr int64_t lanes = vm::kLanes;
+  const P half = ei::pset1<P>(0.5f), one = ei::pset1<P>(1.0f), inv_sqrt2 = ei::pset1<P>(float(vm::kInvSqrt2));
+  const P inv_sqrt2pi = ei::pset1<P>(float(vm::kInvSqrt2Pi)), minus_half = ei::pset1<P>(-0.5f);
+  auto step = [&](const P& gv, const P& av, const P& bv, P& da_v, P& db_v) {
+    const P erf1 = ei::padd(one, ei::perf(ei::pmul(bv, inv_sqrt2)));                 // 1 + erf(b/√2)
+    const P gelu = ei::pmul(ei::pmul(half, bv), erf1);                                  // as vm::gelu
+    const P pdf = ei::pmul(inv_sqrt2pi, ei::pexp(ei::pmul(minus_half, ei::pmul(bv, bv))));
+    const P gelu_grad = ei::padd(ei::pmul(half, erf1), ei::pmul(bv, pdf));              // as vm::gelu_grad
+    da_v = ei::pmul(gv, gelu);
+    db_v = ei::pmul(ei::pmul(gv, gelu_grad), av);
+  };
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    P dav, dbv;
+    step(ei::ploadu<P>(g + i), ei::ploadu<P>(a + i), ei::ploadu<P>(b + i), dav, dbv);
+    ei::pstoreu(da + i, fresh ? dav : ei::padd(ei::ploadu<P>(da + i), dav));
+    ei::pstoreu(db + i, fresh ? dbv : ei::padd(ei::ploadu<P>(db + i), dbv));
+  }
+  if (i == n) return;
+  alignas(64) float pg[lanes] = {}, pa[lanes] = {}, pb[lanes] = {}, oa[lanes], ob[lanes];
+  std::copy(g + i, g + n, pg);
+  std::copy(a + i, a + n, pa);
+  std::copy(b + i, b + n, pb);
+  P dav, dbv;
+  step(ei::pload<P>(pg), ei::pload<P>(pa), ei::pload<P>(pb), dav, dbv);
+  ei::pstore(oa, dav);
+  ei::pstore(ob, dbv);
+  for (int64_t j = 0; j < n - i; ++j) {
+    da[i + j] = fresh ? oa[j] : da[i + j] + oa[j];
+    db[i + j] = fresh ? ob[j] : db[i + j] + ob[j];
+  }
+}
+
+static void geglu_backward_row(const double* g, const double* a, const double* b, double* da, double* db, int64_t n,
+                               bool fresh) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double dav = g[i] * vm::gelu(b[i]), dbv = g[i] * vm::gelu_grad(b[i]) * a[i];
+    da[i] = fresh ? dav : da[i] + dav;
+    db[i] = fresh ? dbv : db[i] + dbv;
+  }
+}
+
 template <typename T>
 static void geglu_backward(const TensorT<T>& grad, const TensorT<T>& p, int64_t rows, int64_t inner) {
   const T* gp = grad.data();
   const T* pp = p.data();
-  T* dp = grad_buffer(p);
+  bool fresh = false;
+  T* dp = grad_buffer_to_write(p, &fresh);  // p's first gradient: written, no zero fill
 #pragma omp parallel for schedule(static) if (grad.numel() > 32768)
   for (int64_t r = 0; r < rows; ++r) {
     const T* a = pp + r * 2 * inner;
-    const T* b = a + inner;
-    const T* g = gp + r * inner;
-    thread_local std::vector<T> tmp;
-    tmp.resize(2 * inner);
-    vm::map2(g, b, tmp.data(), inner, [](const auto& gv, const auto& bv) { return gv * vm::gelu(bv); });
-    vm::map2(g, b, tmp.data() + inner, inner, [](const auto& gv, const auto& bv) { return gv * vm::gelu_grad(bv); });
     T* da = dp + r * 2 * inner;
-    T* db = da + inner;
-    for (int64_t i = 0; i < inner; ++i) {
-      da[i] += tmp[i];
-      db[i] += tmp[inner + i] * a[i];
-    }
+    geglu_backward_row(gp + r * inner, a, a + inner, da, da + inner, inner, fresh);
   }
 }
 
