@@ -1,9 +1,12 @@
 // The tape: accumulation, no-grad mode, frozen parameters, freeing after backward, iterative teardown.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "autograd/errors.h"
 #include "autograd/flat_parameters.h"
 #include "autograd/ops.h"
+#include "autograd/threads.h"
 
 namespace lcd {
 namespace {
@@ -88,6 +91,27 @@ TEST(FlatParameters, BindsValuesAndGradientsAndClips) {
   EXPECT_NEAR(flat.grad_norm(), 1.0, 1e-5);
   flat.values()[0] = 7.0f;  // the tensor sees the flat buffer
   EXPECT_EQ(a.data()[0], 7.0f);
+}
+
+// The norm of many gradients (several blocks, summed in parallel) against a long double sum, and the same
+// bits with one and two threads.
+TEST(FlatParameters, GradNormOfManyValuesIsExactAndIgnoresTheThreadCount) {
+  Tensor a = Tensor::zeros({300001});
+  FlatParameters flat({{"a", a}});
+  long double expected = 0;
+  for (int64_t i = 0; i < flat.size(); ++i) {
+    const float g = static_cast<float>(std::sin(0.37 * static_cast<double>(i)) * (1 + i % 7));
+    flat.grads()[i] = g;
+    expected += static_cast<long double>(g) * g;
+  }
+  const int saved = num_threads();
+  set_num_threads(1);
+  const double one = flat.grad_norm();
+  set_num_threads(2);
+  const double two = flat.grad_norm();
+  set_num_threads(saved);
+  EXPECT_EQ(one, two);
+  EXPECT_NEAR(one, std::sqrt(static_cast<double>(expected)), 1e-12 * one);
 }
 
 TEST(Shapes, MismatchesAreTypedErrorsNamingTheShapes) {
