@@ -122,9 +122,10 @@ void to_patch_order(const TensorT<T>& w, T* out) {
   const T* src = w.data();
   // In parallel over output channels where the weight is large (an SD UNet's 3×3 kernels are packed per call).
 #pragma omp parallel for schedule(static) if (o * c * kk > (int64_t(1) << 20) && !omp_in_parallel())
+  // Written in order (one output channel's c·kk source values stay in L1 while they are gathered).
   for (int64_t a = 0; a < o; ++a)
-    for (int64_t ci = 0; ci < c; ++ci)
-      for (int64_t t = 0; t < kk; ++t) out[(a * kk + t) * c + ci] = src[(a * c + ci) * kk + t];
+    for (int64_t t = 0; t < kk; ++t)
+      for (int64_t ci = 0; ci < c; ++ci) out[(a * kk + t) * c + ci] = src[(a * c + ci) * kk + t];
 }
 
 // grad(w) (canonical) += g (patch order)
