@@ -71,17 +71,36 @@ void sample_moments(const T* xs, const Dims& d, int64_t blocks, double eps, T* m
 #pragma omp parallel for schedule(static) if (blocks > 1)
     for (int64_t k = 0; k < blocks; ++k) {
       double* pk = part + k * d.c;
-      std::fill(pk, pk + d.c, 0.0);
-      for (int64_t p = k * block; p < std::min(d.s, (k + 1) * block); ++p)
-        for (int64_t c = 0; c < d.c; ++c) {
-          const double v = xs[p * d.c + c];
+      const int64_t p0 = k * block, p1 = std::min(d.s, (k + 1) * block);
+      int64_t c0 = 0;
+      // 32 channels at a time, their sums held in registers across the pixels (each channel still sums its
+      // pixels in order); the last channels one run at a time.
+      for (; c0 + 32 <= d.c; c0 += 32) {
+        double sums[32] = {};
+        const double* m = mc + c0;
+        for (int64_t p = p0; p < p1; ++p) {
+          const T* row = xs + p * d.c + c0;
           if (squares) {
-            const double dv = v - mc[c];
-            pk[c] += dv * dv;
+#pragma GCC unroll 32
+            for (int j = 0; j < 32; ++j) {
+              const double dv = static_cast<double>(row[j]) - m[j];
+              sums[j] += dv * dv;
+            }
           } else {
-            pk[c] += v;
+#pragma GCC unroll 32
+            for (int j = 0; j < 32; ++j) sums[j] += static_cast<double>(row[j]);
           }
         }
+        std::copy(sums, sums + 32, pk + c0);
+      }
+      for (int64_t c = c0; c < d.c; ++c) {
+        double sum = 0;
+        for (int64_t p = p0; p < p1; ++p) {
+          const double v = xs[p * d.c + c];
+          sum += squares ? (v - mc[c]) * (v - mc[c]) : v;
+        }
+        pk[c] = sum;
+      }
     }
     std::copy(part, part + d.c, acc);
     for (int64_t k = 1; k < blocks; ++k)
