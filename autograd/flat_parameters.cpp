@@ -1,8 +1,8 @@
 // FlatParameters: binding tensors into flat value and gradient buffers; gradient norm and clipping.
 #include "autograd/flat_parameters.h"
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 

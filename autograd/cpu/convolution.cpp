@@ -171,6 +171,27 @@ std::shared_ptr<const ConvPlan::Impl> make_plan(const ConvSpec& s) {
   return impl;
 }
 
+// The calling thread's memories for plan p, made on its first run there (plans live as long as the process).
+ConvPlan::Impl::ThreadState& thread_state(const ConvPlan::Impl& p) {
+  thread_local std::unordered_map<const ConvPlan::Impl*, ConvPlan::Impl::ThreadState> states;
+  auto [it, fresh] = states.try_emplace(&p);
+  ConvPlan::Impl::ThreadState& st = it->second;
+  if (!fresh) return st;
+  st.stream = dnnl::stream(engine());
+  st.in = dnnl::memory(p.in_desc, engine(), DNNL_MEMORY_NONE);
+  st.out = dnnl::memory(p.out_desc, engine(), DNNL_MEMORY_NONE);
+  st.scratch = dnnl::memory(p.scratch_desc, engine(), DNNL_MEMORY_NONE);
+  if (p.spec.pass != ConvPass::kBackwardWeights) {
+    if (p.spec.bias) st.bias = dnnl::memory(p.bias_desc, engine(), DNNL_MEMORY_NONE);
+    return st;
+  }
+  st.grad_w = dnnl::memory(p.weights_desc, engine());  // owned: this thread's ∂W before it is added
+  st.grad_w_oihw = dnnl::memory(p.oihw_desc, engine(), DNNL_MEMORY_NONE);
+  st.grad_b.resize(static_cast<size_t>(p.spec.out_channels));
+  if (p.spec.bias) st.bias = dnnl::memory(p.bias_desc, engine(), st.grad_b.data());
+  return st;
+}
+
 }  // namespace
 
 ConvPlan::ConvPlan(const ConvSpec& spec) : impl_(make_plan(spec)) {}
@@ -181,16 +202,7 @@ void ConvPlan::run(const void* in, const ConvWeights& w, float* out, const float
   const Impl& p = *impl_;
   if (!p.available) throw Error("convolution: no direct kernel for this shape (check available() first)");
   if (p.spec.pass == ConvPass::kBackwardWeights) throw Error("convolution: a backward-weights plan has no run()");
-  thread_local std::unordered_map<const Impl*, Impl::ThreadState> states;  // plans live as long as the process
-  auto [it, fresh] = states.try_emplace(&p);
-  Impl::ThreadState& st = it->second;
-  if (fresh) {
-    st.stream = dnnl::stream(engine());
-    st.in = dnnl::memory(p.in_desc, engine(), DNNL_MEMORY_NONE);
-    st.out = dnnl::memory(p.out_desc, engine(), DNNL_MEMORY_NONE);
-    if (p.spec.bias) st.bias = dnnl::memory(p.bias_desc, engine(), DNNL_MEMORY_NONE);
-    st.scratch = dnnl::memory(p.scratch_desc, engine(), DNNL_MEMORY_NONE);
-  }
+  Impl::ThreadState& st = thread_state(p);
   const bool forward = p.spec.pass == ConvPass::kForward;
   dnnl_stream_t stream = st.stream.get();
   check(dnnl_memory_set_data_handle_v2(st.in.get(), const_cast<void*>(in), stream), "input handle");
@@ -216,19 +228,7 @@ void ConvPlan::accumulate_weight_gradient(const void* x, const void* grad_y, flo
   const Impl& p = *impl_;
   if (!p.available || p.spec.pass != ConvPass::kBackwardWeights)
     throw Error("convolution: accumulate_weight_gradient needs an available backward-weights plan");
-  thread_local std::unordered_map<const Impl*, Impl::ThreadState> states;
-  auto [it, fresh] = states.try_emplace(&p);
-  Impl::ThreadState& st = it->second;
-  if (fresh) {
-    st.stream = dnnl::stream(engine());
-    st.in = dnnl::memory(p.in_desc, engine(), DNNL_MEMORY_NONE);
-    st.out = dnnl::memory(p.out_desc, engine(), DNNL_MEMORY_NONE);
-    st.grad_w = dnnl::memory(p.weights_desc, engine());  // owned: this thread's ∂W before it is added
-    st.grad_w_oihw = dnnl::memory(p.oihw_desc, engine(), DNNL_MEMORY_NONE);
-    st.grad_b.resize(static_cast<size_t>(p.spec.out_channels));
-    if (p.spec.bias) st.bias = dnnl::memory(p.bias_desc, engine(), st.grad_b.data());
-    st.scratch = dnnl::memory(p.scratch_desc, engine(), DNNL_MEMORY_NONE);
-  }
+  Impl::ThreadState& st = thread_state(p);
   dnnl_stream_t stream = st.stream.get();
   check(dnnl_memory_set_data_handle_v2(st.in.get(), const_cast<void*>(x), stream), "input handle");
   check(dnnl_memory_set_data_handle_v2(st.out.get(), const_cast<void*>(grad_y), stream), "output gradient handle");

@@ -121,8 +121,8 @@ void to_patch_order(const TensorT<T>& w, T* out) {
   const int64_t o = w.size(0), c = w.size(1), kk = w.size(2) * w.size(3);
   const T* src = w.data();
   // In parallel over output channels where the weight is large (an SD UNet's 3×3 kernels are packed per call).
-#pragma omp parallel for schedule(static) if (o * c * kk > (int64_t(1) << 20) && !omp_in_parallel())
   // Written in order (one output channel's c·kk source values stay in L1 while they are gathered).
+#pragma omp parallel for schedule(static) if (o * c * kk > (int64_t(1) << 20) && !omp_in_parallel())
   for (int64_t a = 0; a < o; ++a)
     for (int64_t t = 0; t < kk; ++t)
       for (int64_t ci = 0; ci < c; ++ci) out[(a * kk + t) * c + ci] = src[(a * c + ci) * kk + t];
@@ -644,18 +644,15 @@ bool direct_backward_data(const Layer<float>& L, const float* grad_y, DType t, c
   return true;
 }
 
-// ∂W += (and ∂b += when `with_bias`) the weight gradient of a k×k convolution, through oneDNN's direct
+// ∂W += (and ∂b += when `with_bias`) the weight gradient of a k×k float32 convolution, through oneDNN's direct
 // backward-weights convolution reading x and ∂Y in place (no im2col rows, no patch-order partial to add back
 // in canonical order), on this thread only; false (nothing done) where it has no kernel for the shape.
-// gy: ∂Y in the operand type (batch, Ho, Wo, N); x: the layer's input as source_of gave it.
-bool direct_backward_weights(const Layer<float>& L, const void* gy, const Source& x, DType t, bool with_bias) {
-  const Geometry& g = L.g;
-  cpu::ConvSpec spec = conv_spec(g, g.n, t, with_bias);
+bool direct_backward_weights(const Layer<float>& L, const float* grad_y, bool with_bias) {
+  cpu::ConvSpec spec = conv_spec(L.g, L.g.n, DType::kF32, with_bias);
   spec.pass = cpu::ConvPass::kBackwardWeights;
   const cpu::ConvPlan plan(spec);
   if (!plan.available()) return false;
-  plan.accumulate_weight_gradient(t == DType::kBf16 ? static_cast<const void*>(x.x_bf16) : x.x, gy,
-                                  grad_buffer(L.weight), with_bias ? grad_buffer(L.bias) : nullptr);
+  plan.accumulate_weight_gradient(L.x.data(), grad_y, grad_buffer(L.weight), with_bias ? grad_buffer(L.bias) : nullptr);
   return true;
 }
 
@@ -693,14 +690,13 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
   // LoRA: ∂X = G·W + (G·sB)·A = G·(W + sB·A)), added into ∂x, instead of G·W per chunk scattered by col2im.
   const bool dx_direct = want_x && g.im2col && g.conv.kernel_h * g.conv.kernel_w > 1 &&
                          direct_backward_data(L, grad_y, t, sb.data(), a32.data());
-  const Source x = (want_a || want_w_in) ? source_of(L.x.data(), g, t) : Source{L.x.data(), nullptr};
   // ∂W (and ∂b) of a k×k float32 convolution inside a batch part: one direct backward-weights convolution over
   // the part's whole ∂Y. Only inside a part, where it runs on this thread in one fixed order; op-parallel
   // layers keep their per-chunk partials (oneDNN's own threads would split its sums by the thread count).
   // fp32 only: measured on the diffusion step (batch 64, 2 threads, Xeon with AMX) 0.303 → 0.284 s in fp32,
   // but 0.200 → 0.215 s in bf16, where the AMX GEMM on im2col rows beats oneDNN's bf16 backward-weights kernel.
   const bool dw_direct = want_w_in && t == DType::kF32 && in_batch_part() && g.im2col &&
-                         g.conv.kernel_h * g.conv.kernel_w > 1 && direct_backward_weights(L, grad_y, x, t, want_b_in);
+                         g.conv.kernel_h * g.conv.kernel_w > 1 && direct_backward_weights(L, grad_y, want_b_in);
   const bool want_w = want_w_in && !dw_direct, want_b = want_b_in && !dw_direct;
   float* dx = nullptr;
   bool dx_fresh = false;
@@ -748,6 +744,7 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
              da_part = partials(want_a && !direct, r * K), dw_part = partials(want_w && !direct, N * K);
   float* da_out = want_a ? (direct ? grad_buffer(L.lora.down) : da_part.get()) : nullptr;
   float* dw_out = want_w ? (direct ? grad_buffer(L.weight) : dw_part.get()) : nullptr;
+  const Source x = (want_a || want_w) ? source_of(L.x.data(), g, t) : Source{L.x.data(), nullptr};
   if (want_x && !dx && !dx_direct) dx = grad_buffer(L.x);
 
 #pragma omp parallel for schedule(dynamic, 1) if (!serial)

@@ -272,30 +272,42 @@ TEST(RowGemmKernels, Conv2dNhwcEqualsNchwConvInDouble) {
   }
 }
 
-// Chunks depend on the shapes only, and weight gradients are summed per chunk in order: one and two threads
-// give bit-identical results, in every precision.
-TEST(RowGemmKernels, ResultsDoNotDependOnTheThreadCount) {
-  Rng rng(7);
-  const Tensor x0 = rng.normal_tensor({32, 8, 8, 64}), w = rng.normal_tensor({64, 64, 3, 3}), b = rng.normal_tensor({64});
-  const Tensor a0 = rng.normal_tensor({16, 64, 3, 3}), up0 = rng.normal_tensor({64, 16, 1, 1});
+// run() gives the same values, bit for bit, with 1, 2 and again 1 thread, in every precision.
+void expect_same_with_one_and_two_threads(const std::function<std::vector<float>()>& run) {
   const int saved = num_threads();
   for (Precision p : precisions()) {
     PrecisionGuard guard(p);
     std::vector<std::vector<float>> results;
     for (int threads : {1, 2, 1}) {
       set_num_threads(threads);
-      Tensor x = x0.clone(), a = a0.clone(), up = up0.clone();
-      for (Tensor* t : {&x, &a, &up}) t->set_requires_grad(true);
-      Tensor y = conv2d_nhwc_lora(x, w, b, a, up, 0.5, Conv2dOptions{1, 1});
-      sum(mul(y, y)).backward();
-      std::vector<float> all(y.data(), y.data() + y.numel());
-      for (Tensor* t : {&x, &a, &up}) all.insert(all.end(), t->grad().data(), t->grad().data() + t->numel());
-      results.push_back(all);
+      results.push_back(run());
     }
     EXPECT_EQ(results[0], results[1]) << precision_name(p);
     EXPECT_EQ(results[0], results[2]) << precision_name(p);
   }
   set_num_threads(saved);
+}
+
+// y's values followed by each input's gradient.
+std::vector<float> values_and_gradients(const Tensor& y, std::initializer_list<const Tensor*> inputs) {
+  std::vector<float> all(y.data(), y.data() + y.numel());
+  for (const Tensor* t : inputs) all.insert(all.end(), t->grad().data(), t->grad().data() + t->numel());
+  return all;
+}
+
+// Chunks depend on the shapes only, and weight gradients are summed per chunk in order: one and two threads
+// give bit-identical results, in every precision.
+TEST(RowGemmKernels, ResultsDoNotDependOnTheThreadCount) {
+  Rng rng(7);
+  const Tensor x0 = rng.normal_tensor({32, 8, 8, 64}), w = rng.normal_tensor({64, 64, 3, 3}), b = rng.normal_tensor({64});
+  const Tensor a0 = rng.normal_tensor({16, 64, 3, 3}), up0 = rng.normal_tensor({64, 16, 1, 1});
+  expect_same_with_one_and_two_threads([&] {
+    Tensor x = x0.clone(), a = a0.clone(), up = up0.clone();
+    for (Tensor* t : {&x, &a, &up}) t->set_requires_grad(true);
+    Tensor y = conv2d_nhwc_lora(x, w, b, a, up, 0.5, Conv2dOptions{1, 1});
+    sum(mul(y, y)).backward();
+    return values_and_gradients(y, {&x, &a, &up});
+  });
 }
 
 // The forward of a k×k convolution with nothing to save runs as a direct convolution (autograd/cpu/convolution.h):
@@ -348,20 +360,11 @@ TEST(RowGemmKernels, DirectConvolutionResultsDoNotDependOnTheThreadCount) {
   const Tensor x = rng.normal_tensor({2, 40, 40, 64}), b = rng.normal_tensor({96});
   Tensor w = rng.normal_tensor({96, 64, 3, 3});
   w.impl()->packable = true;
-  const int saved = num_threads();
-  for (Precision p : precisions()) {
-    PrecisionGuard guard(p);
+  expect_same_with_one_and_two_threads([&] {
     NoGradGuard no_grad;
-    std::vector<std::vector<float>> results;
-    for (int threads : {1, 2, 1}) {
-      set_num_threads(threads);
-      const Tensor y = conv2d_nhwc(x, w, b, Conv2dOptions{1, 1});
-      results.emplace_back(y.data(), y.data() + y.numel());
-    }
-    EXPECT_EQ(results[0], results[1]) << precision_name(p);
-    EXPECT_EQ(results[0], results[2]) << precision_name(p);
-  }
-  set_num_threads(saved);
+    const Tensor y = conv2d_nhwc(x, w, b, Conv2dOptions{1, 1});
+    return std::vector<float>(y.data(), y.data() + y.numel());
+  });
 }
 
 // Inside batch parts, a trained k×k weight's gradient comes from the direct backward-weights convolution
@@ -370,30 +373,20 @@ TEST(RowGemmKernels, WeightGradientsInsideBatchPartsDoNotDependOnTheThreadCount)
   Rng rng(19);
   const Tensor x0 = rng.normal_tensor({32, 8, 8, 64}), w0 = rng.normal_tensor({64, 64, 3, 3});
   const Tensor b0 = rng.normal_tensor({64});
-  const int saved = num_threads();
-  for (Precision p : precisions()) {
-    PrecisionGuard guard(p);
-    std::vector<std::vector<float>> results;
-    for (int threads : {1, 2, 1}) {
-      set_num_threads(threads);
-      const BatchParts parts = batch_parts(32);
-      std::vector<std::vector<float>> per_part(parts.count);
-      for_each_part(32, [&](int64_t begin, int64_t count) {
-        Tensor x = slice(x0, 0, begin, count).clone(), w = w0.clone(), b = b0.clone();
-        for (Tensor* t : {&x, &w, &b}) t->set_requires_grad(true);
-        Tensor y = conv2d_nhwc(x, w, b, Conv2dOptions{1, 1});
-        sum(mul(y, y)).backward();
-        std::vector<float>& all = per_part[begin / parts.size];
-        for (Tensor* t : {&x, &w, &b}) all.insert(all.end(), t->grad().data(), t->grad().data() + t->numel());
-      });
-      std::vector<float> joined;
-      for (const auto& part : per_part) joined.insert(joined.end(), part.begin(), part.end());
-      results.push_back(joined);
-    }
-    EXPECT_EQ(results[0], results[1]) << precision_name(p);
-    EXPECT_EQ(results[0], results[2]) << precision_name(p);
-  }
-  set_num_threads(saved);
+  expect_same_with_one_and_two_threads([&] {
+    const BatchParts parts = batch_parts(32);
+    std::vector<std::vector<float>> per_part(parts.count);
+    for_each_part(32, [&](int64_t begin, int64_t count) {
+      Tensor x = slice(x0, 0, begin, count).clone(), w = w0.clone(), b = b0.clone();
+      for (Tensor* t : {&x, &w, &b}) t->set_requires_grad(true);
+      Tensor y = conv2d_nhwc(x, w, b, Conv2dOptions{1, 1});
+      sum(mul(y, y)).backward();
+      per_part[begin / parts.size] = values_and_gradients(y, {&x, &w, &b});
+    });
+    std::vector<float> joined;
+    for (const auto& part : per_part) joined.insert(joined.end(), part.begin(), part.end());
+    return joined;
+  });
 }
 
 // A frozen weight is packed once and the pack follows its values: writing the weight (non-const data())
