@@ -34,12 +34,21 @@ class BlockCache {
  public:
   void* take(size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
+    in_use_ += bytes;  // the caller makes a fresh block when none is cached
     auto it = free_.find(bytes);
     if (it == free_.end() || it->second.empty()) return nullptr;
     void* p = it->second.back();
     it->second.pop_back();
     cached_ -= bytes;
     return p;
+  }
+  void set_footprint_limit(size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    footprint_limit_ = bytes;
+  }
+  size_t in_use() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return in_use_;
   }
   void set_limit(size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -55,7 +64,8 @@ class BlockCache {
   void give(void* p, size_t bytes) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (cached_ + bytes <= limit_) {
+      in_use_ -= bytes;
+      if (cached_ + bytes <= limit_ && in_use_ + cached_ + bytes <= footprint_limit_) {
         free_[bytes].push_back(p);
         cached_ += bytes;
         return;
@@ -68,7 +78,9 @@ class BlockCache {
   std::mutex mutex_;
   std::map<size_t, std::vector<void*>> free_;
   size_t cached_ = 0;
+  size_t in_use_ = 0;  // blocks of cached sizes handed out and not yet given back
   size_t limit_ = kDefaultCachedBytes;
+  size_t footprint_limit_ = std::numeric_limits<size_t>::max();
 };
 
 BlockCache& cache() {
@@ -119,6 +131,13 @@ void limit_cached_storage(size_t bytes) {
   cache().set_limit(bytes);
   cache().clear();  // what was cached over the new limit goes now (simplest: all of it)
 }
+
+void limit_storage_footprint(size_t bytes) {
+  cache().set_footprint_limit(bytes);
+  cache().clear();
+}
+
+size_t storage_in_use_bytes() { return cache().in_use(); }
 
 template std::shared_ptr<float> allocate_storage<float>(int64_t, bool);
 template std::shared_ptr<double> allocate_storage<double>(int64_t, bool);

@@ -24,4 +24,10 @@ void release_cached_storage();
 // rarely asked for again and would only add to its peak memory.
 void limit_cached_storage(size_t bytes);
 
+// Also caps blocks in use and cached together: a freed block is kept only while both stay within `bytes`
+// (no cap unless set). For a phase that may use the memory an earlier phase freed (lcm-sample's decode after
+// the UNet) without rising above that phase's peak. Counts blocks of 64 KB or more (the cache's sizes).
+void limit_storage_footprint(size_t bytes);
+size_t storage_in_use_bytes();  // those blocks, in use now
+
 }  // namespace lcd

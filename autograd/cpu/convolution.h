@@ -34,6 +34,21 @@ struct ConvSpec {
 
 class ConvWeights;
 
+// fp32 forwards of 3×3 stride-1 layers with 32 channels or more, on images of min_pixels or more, run as
+// Winograd F(4×4, 3×3) where oneDNN has it, in bands of rows of at most band_pixel_channels each.
+// Measured on the Xeon with AMX, 2 threads, reorders included: 1.6–2.5× the direct kernel at SD's VAE
+// layers from 128² to 512², and 16-row bands of a 512² × 256-channel layer at 2.3× (in one band, its
+// scratchpad held the whole transformed image, 1.2 GB, and it ran at half the direct kernel's speed). Below
+// 128², the weights' one-time transform (20–70 ms a layer, made on first use) outweighs what one or a few
+// calls gain (lcm-sample decodes once; SD's UNet at 64² gained nothing end to end and held 0.3 GB more), and
+// at the Fashion-MNIST UNet's 4² and 8² layers it was no faster in the step.
+struct WinogradLimits {
+  int64_t min_pixels = 128 * 128;
+  int64_t band_pixel_channels = int64_t(1) << 21;
+};
+// Plans made afterwards use these (tests lower them to run Winograd and its bands on small images).
+void set_winograd_limits(const WinogradLimits& limits);
+
 class ConvPlan {
  public:
   explicit ConvPlan(const ConvSpec& spec);

@@ -40,20 +40,47 @@ void reorder(const dnnl::memory& from, const dnnl::memory& to) {
 }
 }  // namespace
 
+namespace {
+// Winograd weight layouts are made from plain ones only, and nothing is made from them.
+bool is_winograd(const dnnl::memory::desc& d) { return d.data.format_kind == dnnl_format_kind_wino; }
+
+// d's dims and type in the plain row-major layout (oihw for convolution weights).
+dnnl::memory::desc plain_like(const dnnl::memory::desc& d) {
+  const dnnl::memory::dims dims = d.dims();
+  dnnl::memory::dims strides(dims.size(), 1);
+  for (size_t i = dims.size() - 1; i > 0; --i) strides[i - 1] = strides[i] * dims[i];
+  return dnnl::memory::desc(dims, d.data_type(), strides);
+}
+}  // namespace
+
 ReorderedOperand::ReorderedOperand(const dnnl::memory& src, const dnnl::memory::desc& d) {
-  OwnedMemory m = owned_memory(d);
+  // A Winograd layout keeps a plain copy first, so that other layouts can still be made from variants_[0].
+  const dnnl::memory::desc first = is_winograd(d) ? plain_like(d) : d;
+  OwnedMemory m = owned_memory(first);
   reorder(src, m.memory);
   variants_.push_back(std::move(m));
+  if (is_winograd(d)) make_variant(d);
+}
+
+const dnnl::memory& ReorderedOperand::make_variant(const dnnl::memory::desc& d) {
+  const dnnl::memory& from = variants_.front().memory;
+  OwnedMemory m = owned_memory(d);
+  if (is_winograd(d) && !(from.get_desc() == plain_like(d))) {  // blocked → plain → Winograd
+    OwnedMemory plain = owned_memory(plain_like(d));
+    reorder(from, plain.memory);
+    reorder(plain.memory, m.memory);
+  } else {
+    reorder(from, m.memory);
+  }
+  variants_.push_back(std::move(m));
+  return variants_.back().memory;
 }
 
 const dnnl::memory& ReorderedOperand::in_layout(const dnnl::memory::desc& d) {
   std::lock_guard<std::mutex> lock(mutex_);
   for (const auto& v : variants_)
     if (v.memory.get_desc() == d) return v.memory;
-  OwnedMemory m = owned_memory(d);
-  reorder(variants_.front().memory, m.memory);
-  variants_.push_back(std::move(m));
-  return variants_.back().memory;
+  return make_variant(d);
 }
 
 void execute(const dnnl::primitive& p, dnnl::stream& stream, int nargs, const dnnl_exec_arg_t* args, bool own_threads,

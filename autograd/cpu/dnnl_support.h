@@ -36,7 +36,9 @@ void check(dnnl_status_t s, const char* what);
 void* thread_scratch(size_t bytes);
 
 // An operand copied once into the layout a primitive asked for; other primitives of the same operand may
-// ask for other layouts, each reordered from the first on request. Read by any thread.
+// ask for other layouts, each reordered from the first on request (through a plain copy for a Winograd
+// layout, which oneDNN makes from plain layouts only; a Winograd layout asked for first keeps a plain copy
+// beside it). Read by any thread.
 class ReorderedOperand {
  public:
   // Reorders `src` (in user memory) into layout `d`.
@@ -45,8 +47,9 @@ class ReorderedOperand {
   const dnnl::memory& in_layout(const dnnl::memory::desc& d);
 
  private:
+  const dnnl::memory& make_variant(const dnnl::memory::desc& d);  // callers hold mutex_ (or construct)
   std::mutex mutex_;
-  std::vector<OwnedMemory> variants_;  // variants_[0] is the first layout asked for
+  std::vector<OwnedMemory> variants_;  // variants_[0]: the first layout asked for, never a Winograd one
 };
 
 // Runs a primitive on the calling thread's stream, with the threads the caller decides (1 inside an OpenMP

@@ -367,6 +367,54 @@ TEST(RowGemmKernels, DirectConvolutionResultsDoNotDependOnTheThreadCount) {
   });
 }
 
+// fp32 forwards of 3×3 stride-1 layers on large images run as Winograd F(4×4, 3×3) in bands of rows: one
+// band (the whole image), two (top and bottom) and several (with middle bands), with its limits lowered so
+// that small images take that path and are cut, against the double reference at the fp32 tolerance (its
+// transforms round a few more times than the direct kernel: measured 1–2× its error), with a LoRA branch
+// merged as in inference, and bit-identical with one and two threads.
+TEST(RowGemmKernels, WinogradBandsMatchDoubleAndDoNotDependOnTheThreadCount) {
+  struct Case {
+    int64_t n, h, w, cin, cout, budget, bands;
+  };
+  const Case cases[] = {{2, 36, 32, 32, 40, int64_t(1) << 21, 1},
+                        {1, 32, 48, 40, 32, 16 * 48 * 40, 2},
+                        {2, 40, 36, 48, 32, 8 * 2 * 36 * 48, 5}};
+  uint64_t seed = 7000;
+  for (const Case& c : cases) {
+    cpu::set_winograd_limits({1024, c.budget});
+    const cpu::ConvPlan plan(cpu::ConvSpec{c.n, c.h, c.w, c.cin, c.cout, 3, 3, 1, 1, c.h, c.w, cpu::DType::kF32, true});
+    const std::string kernel = plan.kernel();
+    const bool winograd = kernel.rfind("jit_wino_4x3", 0) == 0;
+    if (!winograd) {  // a CPU without AVX-512: the direct kernel (covered above)
+      cpu::set_winograd_limits({});
+      GTEST_SKIP() << "no Winograd kernel here: " << kernel;
+    }
+    EXPECT_EQ(kernel.find(" bands") != std::string::npos, c.bands > 1) << kernel;
+    if (c.bands > 1) EXPECT_NE(kernel.find(" in " + std::to_string(c.bands) + " bands"), std::string::npos) << kernel;
+    const TensorD x = random_tensor({c.n, c.h, c.w, c.cin}, seed++, false);
+    const TensorD w = random_tensor({c.cout, c.cin, 3, 3}, seed++, false), b = random_tensor({c.cout}, seed++, false);
+    const TensorD down = random_tensor({4, c.cin, 3, 3}, seed++, false), up = random_tensor({c.cout, 4, 1, 1}, seed++, false);
+    const Conv2dOptions o{1, 1};
+    const TensorD ref = conv2d_nhwc_lora(x, w, b, down, up, 0.6, o);
+    const TensorD bound = conv2d_nhwc_lora(absolute({x})[0], absolute({w})[0], absolute({b})[0], absolute({down})[0],
+                                           absolute({up})[0], 0.6, o);
+    PrecisionGuard guard(Precision::kFp32);
+    Tensor wf = cast<float>(w);
+    wf.impl()->packable = true;  // as a module parameter: the merged weight is cached, the forward is direct
+    auto run = [&] {
+      NoGradGuard no_grad;
+      const Tensor y = conv2d_nhwc_lora(cast<float>(x), wf, cast<float>(b), cast<float>(down), cast<float>(up), 0.6, o);
+      return std::vector<float>(y.data(), y.data() + y.numel());
+    };
+    const std::vector<float> got = run();
+    ASSERT_EQ(static_cast<int64_t>(got.size()), ref.numel());
+    for (int64_t i = 0; i < ref.numel(); ++i)
+      ASSERT_NEAR(got[i], ref.data()[i], kFp32Tol * bound.data()[i] + 1e-9) << kernel << ", element " << i;
+    expect_same_with_one_and_two_threads(run);
+  }
+  cpu::set_winograd_limits({});
+}
+
 // Inside batch parts, a trained k×k weight's gradient comes from the direct backward-weights convolution
 // (fp32), run on the part's own thread: each part's ∂W, ∂b and ∂x are bit-identical with one and two threads.
 TEST(RowGemmKernels, WeightGradientsInsideBatchPartsDoNotDependOnTheThreadCount) {
