@@ -390,7 +390,9 @@ TEST(RowGemmKernels, WinogradBandsMatchDoubleAndDoNotDependOnTheThreadCount) {
       GTEST_SKIP() << "no Winograd kernel here: " << kernel;
     }
     EXPECT_EQ(kernel.find(" bands") != std::string::npos, c.bands > 1) << kernel;
-    if (c.bands > 1) EXPECT_NE(kernel.find(" in " + std::to_string(c.bands) + " bands"), std::string::npos) << kernel;
+    if (c.bands > 1) {
+      EXPECT_NE(kernel.find(" in " + std::to_string(c.bands) + " bands"), std::string::npos) << kernel;
+    }
     const TensorD x = random_tensor({c.n, c.h, c.w, c.cin}, seed++, false);
     const TensorD w = random_tensor({c.cout, c.cin, 3, 3}, seed++, false), b = random_tensor({c.cout}, seed++, false);
     const TensorD down = random_tensor({4, c.cin, 3, 3}, seed++, false), up = random_tensor({c.cout, 4, 1, 1}, seed++, false);
