@@ -38,9 +38,7 @@ void reorder(const dnnl::memory& from, const dnnl::memory& to) {
   dnnl::reorder(from, to).execute(s, const_cast<dnnl::memory&>(from), const_cast<dnnl::memory&>(to));
   s.wait();
 }
-}  // namespace
 
-namespace {
 // Winograd weight layouts are made from plain ones only, and nothing is made from them.
 bool is_winograd(const dnnl::memory::desc& d) { return d.data.format_kind == dnnl_format_kind_wino; }
 

@@ -203,7 +203,10 @@ Tensor load_noise(const std::string& path, int64_t n, const UNetConfig& unet) {
   return noise;
 }
 
-// Refuses a request that cannot fit in memory before any work (latents, images and the decoder's activations).
+// lcm-sample runs a few large forwards, not a step loop: its storage cache holds little (SD1.5 bf16: peak
+// 2.85 → 2.34 GB with this limit).
+constexpr size_t kSamplingCacheBytes = size_t(256) << 20;
+
 // The decode may keep its freed blocks for reuse instead of faulting in fresh pages for every 512² activation
 // (SD1.5 fp32 on the Xeon with AMX: decode 6.3 s with the 256 MB cache, 5.8 s with 3 GB), in the memory the
 // UNet has freed, less what the decode itself holds: its blocks in use and cached together stay within what
@@ -214,16 +217,17 @@ void keep_decode_within_peak(int64_t images, int64_t image_pixels, int64_t chann
   rusage usage{};
   long pages = 0, resident_pages = 0;
   std::ifstream statm("/proc/self/statm");
-  if (getrusage(RUSAGE_SELF, &usage) != 0 || !(statm >> pages >> resident_pages)) return;  // keep the 256 MB cache
+  if (getrusage(RUSAGE_SELF, &usage) != 0 || !(statm >> pages >> resident_pages)) return;  // keep kSamplingCacheBytes
   const double peak = static_cast<double>(usage.ru_maxrss) * 1024.0;  // Linux: KiB
   const double resident = static_cast<double>(resident_pages) * static_cast<double>(sysconf(_SC_PAGESIZE));
   const double decode = 8.0 * static_cast<double>(images * image_pixels * channels) * sizeof(float);
   const double room = peak - resident - decode + static_cast<double>(storage_in_use_bytes());
-  if (room <= static_cast<double>(size_t(256) << 20)) return;
+  if (room <= static_cast<double>(kSamplingCacheBytes)) return;
   limit_storage_footprint(static_cast<size_t>(room));
   limit_cached_storage(static_cast<size_t>(room));
 }
 
+// Refuses a request that cannot fit in memory before any work (latents, images and the decoder's activations).
 void check_memory(int64_t n, const Shape& latent, int64_t image_pixels) {
   const double per_sample = 4.0 * (latent.numel() / latent[0] + 2.0 * image_pixels);
   const double need = per_sample * static_cast<double>(n);
@@ -306,7 +310,7 @@ int lcm_sample_command(int argc, char** argv) {
 
   // 1. Settings and paths, all checked before anything is loaded.
   apply_threads(o.threads);
-  limit_cached_storage(size_t(256) << 20);  // a few large forwards, not a step loop (SD1.5 bf16: peak 2.85 → 2.34 GB)
+  limit_cached_storage(kSamplingCacheBytes);
   Settings set = parse_settings(o);
   apply_precision(o.precision, "lcm-sample", "--precision");
   refuse_outputs_over_inputs(o);
