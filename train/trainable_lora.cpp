@@ -6,6 +6,7 @@
 #include <map>
 
 #include "autograd/errors.h"
+#include "autograd/lora_merge.h"
 
 namespace lcd {
 
@@ -60,7 +61,7 @@ void TrainableLora::build(Module& model, const std::vector<std::tuple<std::strin
     probe.modules[name] = LoraFactors{down, up, alpha};
     attach_lora(model, probe, 1.0);
     branches->pop_back();
-    sites_.push_back({name, branches, down, up, Tensor(), Tensor(), alpha, lora_scale(1.0, alpha, down.size(0))});
+    sites_.push_back({name, branches, layer->weight, down, up, Tensor(), Tensor(), alpha, lora_scale(1.0, alpha, down.size(0))});
     params.emplace_back(name + ".lora_A.weight", down);
     params.emplace_back(name + ".lora_B.weight", up);
   }
@@ -89,12 +90,15 @@ void TrainableLora::build(Module& model, const std::vector<std::tuple<std::strin
 }
 
 void TrainableLora::use(Mode mode) {
+  std::vector<LoraMergeSite> merges;
   for (Site& s : sites_) {
     s.branches->clear();
-    if (mode == Mode::kStudent) s.branches->push_back({s.down, s.up, s.scale});
-    if (mode == Mode::kTarget) s.branches->push_back({s.ema_down, s.ema_up, s.scale});
+    if (mode == Mode::kTeacher) continue;
+    s.branches->push_back(mode == Mode::kStudent ? LoraBranch{s.down, s.up, s.scale} : LoraBranch{s.ema_down, s.ema_up, s.scale});
+    merges.push_back({s.weight, s.branches->back().down, s.branches->back().up, s.scale});
   }
   for (FullSite& f : full_) *f.slot = mode == Mode::kTarget ? f.ema : f.online;
+  merge_lora_ahead(merges);
 }
 
 void TrainableLora::update_ema(double decay) {

@@ -31,7 +31,9 @@ class TrainableLora {
   TrainableLora(Module& model, const LoraAdapter& adapter);
 
   enum class Mode { kTeacher, kStudent, kTarget };
-  void use(Mode mode);  // re-points every module's LoRA branch (no copies)
+  // Re-points every module's LoRA branch (no copies); for the student and the target, then forms the merged
+  // weights of the factors' current values ahead of the pass (autograd/lora_merge.h).
+  void use(Mode mode);
 
   FlatParameters& online() { return online_; }
   // θ⁻ ← μ θ⁻ + (1 − μ) θ over the flat buffers.
@@ -48,6 +50,7 @@ class TrainableLora {
   struct Site {
     std::string name;
     std::vector<LoraBranch>* branches;  // the module's branch list
+    Tensor weight;                      // the module's frozen weight
     Tensor down, up;                    // online (views into online_)
     Tensor ema_down, ema_up;            // EMA (views into ema_)
     double alpha, scale;

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <exception>
 #include <mutex>
+#include <optional>
 
 #include "autograd/batch_parallel.h"
 #include "autograd/cpu/bf16.h"
@@ -14,6 +16,7 @@
 #include "autograd/errors.h"
 #include "autograd/flop_counter.h"
 #include "autograd/inference_weights.h"
+#include "autograd/lora_merge.h"
 #include "autograd/ops/vector_math.h"
 #include "autograd/storage.h"
 #include "autograd/tape.h"
@@ -111,21 +114,31 @@ constexpr const char* kNoValues =
     "a weight kept only in its inference form (keep_forward_form_only) was used for something other than a forward "
     "at the precision it was kept in";
 
+// The (o, c, kk) values at src, canonical order, into out in patch order (o, kk, c).
 template <typename T>
-void to_patch_order(const TensorT<T>& w, T* out) {
-  if (!w.data()) throw Error(kNoValues);
-  if (w.ndim() != 4 || (w.size(2) == 1 && w.size(3) == 1)) {
-    std::memcpy(out, w.data(), sizeof(T) * w.numel());
-    return;
-  }
-  const int64_t o = w.size(0), c = w.size(1), kk = w.size(2) * w.size(3);
-  const T* src = w.data();
+void to_patch_order(const T* src, int64_t o, int64_t c, int64_t kk, T* out) {
   // In parallel over output channels where the weight is large (an SD UNet's 3×3 kernels are packed per call).
   // Written in order (one output channel's c·kk source values stay in L1 while they are gathered).
 #pragma omp parallel for schedule(static) if (o * c * kk > (int64_t(1) << 20) && !omp_in_parallel())
   for (int64_t a = 0; a < o; ++a)
     for (int64_t t = 0; t < kk; ++t)
       for (int64_t ci = 0; ci < c; ++ci) out[(a * kk + t) * c + ci] = src[(a * c + ci) * kk + t];
+}
+
+// Whether w's canonical order is its patch order: a linear's (N, K) or a 1×1 kernel's.
+template <typename T>
+bool in_patch_order(const TensorT<T>& w) {
+  return w.ndim() != 4 || (w.size(2) == 1 && w.size(3) == 1);
+}
+
+template <typename T>
+void to_patch_order(const TensorT<T>& w, T* out) {
+  if (!w.data()) throw Error(kNoValues);
+  if (in_patch_order(w)) {
+    std::memcpy(out, w.data(), sizeof(T) * w.numel());
+    return;
+  }
+  to_patch_order(w.data(), w.size(0), w.size(1), w.size(2) * w.size(3), out);
 }
 
 // grad(w) (canonical) += g (patch order)
@@ -181,13 +194,20 @@ Operand operand_of(const float* src, int64_t n, DType type) {
 // LoRA factors, EMA copies) is converted at each call.
 enum class Use { kForward = 0, kBackwardData = 1 };
 
-// W + sB·A packed for a LoRA layer's products (forward and input gradient), with the factors it was formed
-// from (compared bit for bit).
+// Which merged forms a set of factors was asked for: packed [use] and the direct convolution's (its plan).
+struct MergedForms {
+  bool packed[2] = {false, false};
+  std::optional<cpu::ConvPlan> conv;
+};
+
+// W + sB·A in the kernels' layouts for a LoRA layer's products (no-grad forward and input gradient), with the
+// factors it was formed from (canonical A and sB, compared bit for bit).
 struct MergedWeight {
   std::vector<float> a, sb;
   std::unique_ptr<PackedMatrix> packed[2];  // [use]
-  std::unique_ptr<cpu::ConvWeights> conv;   // for the direct convolution (forward only)
+  std::unique_ptr<cpu::ConvWeights> conv;   // for the direct convolution
   uint64_t last_use = 0;
+  MergedForms asked;  // since these factors took the set: what merge_lora_ahead forms for the next ones
 };
 
 struct PackedCache {
@@ -397,19 +417,49 @@ void add_low_rank(float* y, int64_t ldy, const float* h, int64_t r, const float*
     }
 }
 
-// W + sB·A (N, K) in patch order, float32.
-std::vector<float> merged_patch_order(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k) {
+// sB (N, r), float32: the up factor times the LoRA scale, as every product of the branch reads it.
+std::vector<float> scaled_up(const Tensor& up, double scale) {
+  std::vector<float> sb(static_cast<size_t>(up.numel()));
+  for (size_t i = 0; i < sb.size(); ++i) sb[i] = static_cast<float>(up.data()[i] * scale);
+  return sb;
+}
+
+// W + sB·A (N, K) in W's canonical order, float32 (A canonical too: the low-rank product treats every
+// column alike, so no patch-order copy is needed).
+std::vector<float> merged_canonical(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k) {
+  if (!w.data()) throw Error(kNoValues);
   FlopCounter::add(2 * n * r * k);
-  std::vector<float> m = patch_ordered(w);
+  std::vector<float> m(w.data(), w.data() + n * k);
   add_low_rank(m.data(), k, sb, r, a, k, n);
   return m;
 }
 
-// The packed W + sB·A (patch order, N × K) of a LoRA layer whose W is frozen: what its output and its input
-// gradient see. It is kept with W's packed forms and formed again only when the factors differ from those it
-// was formed from, so the parts of a batch-parallel pass and the passes of one step share one merge. Two sets
-// are kept (a step uses the online and the EMA factors).
-MergedWeight& merged_set(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k, DType type) {
+// The same in patch order.
+std::vector<float> merged_patch_order(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k) {
+  std::vector<float> m = merged_canonical(w, sb, a, n, r, k);
+  if (in_patch_order(w)) return m;
+  std::vector<float> p(m.size());
+  to_patch_order(m.data(), n, w.size(1), w.size(2) * w.size(3), p.data());
+  return p;
+}
+
+// The packed form of a merged weight (canonical values m) for `use`.
+std::unique_ptr<PackedMatrix> packed_merge(const Tensor& w, std::vector<float> m, int64_t n, int64_t k, Use use, DType type) {
+  if (!in_patch_order(w)) {
+    std::vector<float> p(m.size());
+    to_patch_order(m.data(), n, w.size(1), w.size(2) * w.size(3), p.data());
+    m.swap(p);
+  }
+  const Layout l = use == Use::kForward ? Layout::transposed(k, n, DType::kF32, k) : Layout::row_major(n, k, DType::kF32);
+  return std::make_unique<PackedMatrix>(m.data(), l, type);
+}
+
+// The merged set of a frozen W for factors (canonical A, sB): kept with W's packed forms, so the parts of a
+// batch-parallel pass and the passes of one step share one merge. Two sets are kept (a training step uses the
+// online and the EMA factors); new factors take the set used least recently, its forms dropped and what it
+// was asked for handed to `replaced` when given. Callers hold the mutex.
+MergedWeight& merged_set(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k, DType type,
+                         MergedForms* replaced = nullptr) {
   auto same = [](const std::vector<float>& kept, const float* now, int64_t len) {
     return static_cast<int64_t>(kept.size()) == len && std::memcmp(kept.data(), now, sizeof(float) * len) == 0;
   };
@@ -418,8 +468,9 @@ MergedWeight& merged_set(const Tensor& w, const float* sb, const float* a, int64
   MergedWeight* mw = nullptr;
   for (int i = 0; i < 2 && !mw; ++i)
     if (same(sets[i].a, a, r * k) && same(sets[i].sb, sb, n * r)) mw = &sets[i];
-  if (!mw) {  // replace the set used least recently
+  if (!mw) {
     mw = sets[0].last_use <= sets[1].last_use ? &sets[0] : &sets[1];
+    if (replaced) *replaced = mw->asked;
     *mw = MergedWeight{};
     mw->a.assign(a, a + r * k);
     mw->sb.assign(sb, sb + n * r);
@@ -431,13 +482,10 @@ MergedWeight& merged_set(const Tensor& w, const float* sb, const float* a, int64
 const PackedMatrix* merged_weight(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k,
                                   Use use, DType type) {
   std::lock_guard<std::mutex> lock(g_cache_mutex);
-  std::unique_ptr<PackedMatrix>& slot = merged_set(w, sb, a, n, r, k, type).packed[int(use)];
-  if (!slot) {
-    const std::vector<float> m = merged_patch_order(w, sb, a, n, r, k);
-    const Layout l = use == Use::kForward ? Layout::transposed(k, n, DType::kF32, k) : Layout::row_major(n, k, DType::kF32);
-    slot = std::make_unique<PackedMatrix>(m.data(), l, type);
-  }
-  return slot.get();
+  MergedWeight& mw = merged_set(w, sb, a, n, r, k, type);
+  mw.asked.packed[int(use)] = true;
+  if (!mw.packed[int(use)]) mw.packed[int(use)] = packed_merge(w, merged_canonical(w, sb, a, n, r, k), n, k, use, type);
+  return mw.packed[int(use)].get();
 }
 
 // ---- the direct convolution (forward of k×k layers that save nothing for backward) ----
@@ -475,10 +523,46 @@ ConvOperand conv_operand(const Tensor& w, const cpu::ConvPlan& plan, DType type)
 const cpu::ConvWeights* merged_conv_operand(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r,
                                             int64_t k, const cpu::ConvPlan& plan, DType type) {
   std::lock_guard<std::mutex> lock(g_cache_mutex);
-  std::unique_ptr<cpu::ConvWeights>& slot = merged_set(w, sb, a, n, r, k, type).conv;
-  if (!slot) slot = std::make_unique<cpu::ConvWeights>(merged_patch_order(w, sb, a, n, r, k).data(),
-                                                       cpu::ConvWeights::Order::kOHWI, plan);
-  return slot.get();
+  MergedWeight& mw = merged_set(w, sb, a, n, r, k, type);
+  mw.asked.conv = plan;
+  if (!mw.conv)
+    mw.conv = std::make_unique<cpu::ConvWeights>(merged_canonical(w, sb, a, n, r, k).data(), cpu::ConvWeights::Order::kOIHW, plan);
+  return mw.conv.get();
+}
+
+std::atomic<int64_t> g_forms_merged_ahead{0};
+
+// Ahead of the passes that read them: the forms of one site's merged set, formed off the lock.
+void merge_ahead(const LoraMergeSite& site, DType type) {
+  const Tensor& w = site.weight;
+  if (!site.down.defined() || !cacheable(w)) return;
+  const int64_t n = w.size(0), k = w.numel() / n, r = site.down.size(0);
+  const std::vector<float> sb = scaled_up(site.up, site.scale);
+  const float* a = site.down.data();
+  MergedForms make;  // what the set these factors take was asked for under its previous factors
+  {
+    std::lock_guard<std::mutex> lock(g_cache_mutex);
+    if (forward_only(w)) return;
+    merged_set(w, sb.data(), a, n, r, k, type, &make);
+  }
+  if (!make.packed[0] && !make.packed[1] && !make.conv) return;
+  const std::vector<float> m = merged_canonical(w, sb.data(), a, n, r, k);
+  std::unique_ptr<PackedMatrix> packed[2];
+  for (int u = 0; u < 2; ++u)
+    if (make.packed[u]) packed[u] = packed_merge(w, m, n, k, Use(u), type);
+  std::unique_ptr<cpu::ConvWeights> conv;
+  if (make.conv) conv = std::make_unique<cpu::ConvWeights>(m.data(), cpu::ConvWeights::Order::kOIHW, *make.conv);
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  MergedWeight& mw = merged_set(w, sb.data(), a, n, r, k, type);
+  for (int u = 0; u < 2; ++u)
+    if (packed[u] && !mw.packed[u]) {
+      mw.packed[u] = std::move(packed[u]);
+      ++g_forms_merged_ahead;
+    }
+  if (conv && !mw.conv) {
+    mw.conv = std::move(conv);
+    ++g_forms_merged_ahead;
+  }
 }
 
 // The unpacked W + sB·A (N, K) in the operand type, for a W that is not cached (trained or an alias).
@@ -536,24 +620,24 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
   const int64_t M = g.rows, K = g.k, N = g.n, r = L.lora.rank();
   const Chunks ch = chunks_of(g, Pass::kForward);
   const bool bias = L.bias.defined();
-  // LoRA on a frozen W: Y = X·(W + sB·A)ᵀ with the merged weight (merged_weight), and H = X·Aᵀ only when
-  // backward needs it. Otherwise Y = X·Wᵀ, H = X·Aᵀ and Y += H·(sB)ᵀ in float32 (add_low_rank).
-  const bool merged = r && cacheable(L.weight);
-  const bool want_h = r && (!merged || saved_h);
-  FlopCounter::add(2 * M * K * N + (want_h ? 2 * M * r * K : 0) + (r && !merged ? 2 * M * r * N : 0));
+  // LoRA on a frozen W, no H to save (a no-grad forward): Y = X·(W + sB·A)ᵀ with the merged weight
+  // (merged_weight). Otherwise Y = X·Wᵀ, H = X·Aᵀ and Y += H·(sB)ᵀ in float32 (add_low_rank): a training
+  // forward needs H for backward anyway, and the factors change at every step, so merging would cost a pass
+  // over W per step and hold the other parts of the pass until it is done (measured, bf16 lcd-step on the Xeon
+  // with AMX: the student's merges took 43 ms of thread time a step, a third of it waiting).
+  const bool merged = r && cacheable(L.weight) && !saved_h;
+  const bool want_h = r && !merged;
+  FlopCounter::add(2 * M * K * N + (want_h ? 2 * M * r * K + 2 * M * r * N : 0));
+  const std::vector<float> sb = r ? scaled_up(L.lora.up, L.lora.scale) : std::vector<float>();  // sB (N, r)
+  const float* a_canonical = r ? L.lora.down.data() : nullptr;                                  // A (r, K)
   std::vector<float> a;     // patch-order A (r, K)
-  std::vector<float> sb;    // sB (N, r)
   std::vector<float> up_t;  // (sB)ᵀ (r, N)
-  if (r) {
+  if (want_h) {
     a.resize(static_cast<size_t>(r * K));
     to_patch_order(L.lora.down, a.data());
-    sb.resize(static_cast<size_t>(N * r));
-    for (int64_t i = 0; i < N * r; ++i) sb[i] = static_cast<float>(L.lora.up.data()[i] * L.lora.scale);
-    if (!merged) {
-      up_t.resize(static_cast<size_t>(r * N));
-      for (int64_t o = 0; o < N; ++o)
-        for (int64_t q = 0; q < r; ++q) up_t[q * N + o] = sb[o * r + q];
-    }
+    up_t.resize(static_cast<size_t>(r * N));
+    for (int64_t o = 0; o < N; ++o)
+      for (int64_t q = 0; q < r; ++q) up_t[q * N + o] = sb[o * r + q];
   }
   // A k×k convolution that saves nothing for backward reads the image in place: one direct convolution
   // (threaded by oneDNN, or on this thread inside a batch part) instead of im2col rows and a GEMM per chunk.
@@ -562,7 +646,7 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
     if (plan.available()) {
       ConvOperand cw;
       if (merged)
-        cw.weights = merged_conv_operand(L.weight, sb.data(), a.data(), N, r, K, plan, t);
+        cw.weights = merged_conv_operand(L.weight, sb.data(), a_canonical, N, r, K, plan, t);
       else
         cw = conv_operand(L.weight, plan, t);
       const Source x = source_of(L.x.data(), g, t);  // (batch, H, W, Cin)
@@ -572,7 +656,7 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
   }
   WeightOperand w;
   if (merged)
-    w.packed = merged_weight(L.weight, sb.data(), a.data(), N, r, K, Use::kForward, t);
+    w.packed = merged_weight(L.weight, sb.data(), a_canonical, N, r, K, Use::kForward, t);
   else
     w = weight_operand(L.weight, N, K, Use::kForward, t);
   const PlanPair main = plans(ch, M, [&](int64_t m) {
@@ -605,7 +689,7 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
 namespace {
 
 // ∂x += convᵀ(∂Y) through oneDNN's backward-data convolution, when it has a direct kernel for the shape;
-// false (nothing done) otherwise. sb and a are the LoRA factors (sB (N, r), patch-order A (r, K)) when r > 0.
+// false (nothing done) otherwise. sb and a are the LoRA factors (sB (N, r), canonical A (r, K)) when r > 0.
 bool direct_backward_data(const Layer<float>& L, const float* grad_y, DType t, const float* sb, const float* a) {
   const Geometry& g = L.g;
   const int64_t M = g.rows, K = g.k, N = g.n, r = L.lora.rank();
@@ -617,8 +701,8 @@ bool direct_backward_data(const Layer<float>& L, const float* grad_y, DType t, c
   if (r && cacheable(L.weight)) {
     cw.weights = merged_conv_operand(L.weight, sb, a, N, r, K, plan, t);
   } else if (r) {
-    cw.own = std::make_unique<cpu::ConvWeights>(merged_patch_order(L.weight, sb, a, N, r, K).data(),
-                                                 cpu::ConvWeights::Order::kOHWI, plan);
+    cw.own = std::make_unique<cpu::ConvWeights>(merged_canonical(L.weight, sb, a, N, r, K).data(),
+                                                 cpu::ConvWeights::Order::kOIHW, plan);
     cw.weights = cw.own.get();
   } else {
     cw = conv_operand(L.weight, plan, t);
@@ -677,19 +761,13 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
   WeightOperand wd;
   PlanPair dx_plan, gh_plan, dup_plan, da_plan, dw_plan;
   Operand sb_op;
-  std::vector<float> a32;  // patch-order A (r, K), float32
-  std::vector<float> sb;  // sB (N, r), float32
-  if (r) {
-    sb.resize(static_cast<size_t>(N * r));
-    a32.resize(static_cast<size_t>(r * K));
-    to_patch_order(L.lora.down, a32.data());
-    for (int64_t i = 0; i < N * r; ++i) sb[i] = static_cast<float>(L.lora.up.data()[i] * L.lora.scale);
-    sb_op = operand_of(sb.data(), N * r, t);
-  }
+  const std::vector<float> sb = r ? scaled_up(L.lora.up, L.lora.scale) : std::vector<float>();  // sB (N, r)
+  const float* a = r ? L.lora.down.data() : nullptr;                                             // A (r, K), canonical
+  if (r) sb_op = operand_of(sb.data(), N * r, t);
   // ∂x of a k×k convolution: one direct backward-data convolution over the whole ∂Y (with W, or W + sB·A under
   // LoRA: ∂X = G·W + (G·sB)·A = G·(W + sB·A)), added into ∂x, instead of G·W per chunk scattered by col2im.
   const bool dx_direct = want_x && g.im2col && g.conv.kernel_h * g.conv.kernel_w > 1 &&
-                         direct_backward_data(L, grad_y, t, sb.data(), a32.data());
+                         direct_backward_data(L, grad_y, t, sb.data(), a);
   // ∂W (and ∂b) of a k×k float32 convolution inside a batch part: one direct backward-weights convolution over
   // the part's whole ∂Y. Only inside a part, where it runs on this thread in one fixed order; op-parallel
   // layers keep their per-chunk partials (oneDNN's own threads would split its sums by the thread count).
@@ -705,9 +783,9 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
       // ∂X = G·W + (G·sB)·A = G·(W + sB·A): one product with the merged weight instead of a rank-r update of
       // every row of ∂X (K = kh·kw·Cin wide for a convolution).
       if (cacheable(L.weight))
-        wd.packed = merged_weight(L.weight, sb.data(), a32.data(), N, r, K, Use::kBackwardData, t);
+        wd.packed = merged_weight(L.weight, sb.data(), a, N, r, K, Use::kBackwardData, t);
       else
-        wd.plain = merged_operand(L.weight, sb.data(), a32.data(), N, r, K, t);
+        wd.plain = merged_operand(L.weight, sb.data(), a, N, r, K, t);
     } else {
       wd = weight_operand(L.weight, N, K, Use::kBackwardData, t);
     }
@@ -905,4 +983,23 @@ template void col2im_nhwc_accumulate<double>(const double*, const ConvGeometry&,
 
 namespace lcd {
 int64_t keep_forward_form_only(const Tensor& weight) { return row_gemm::keep_forward_form_only_impl(weight); }
+
+void merge_lora_ahead(const std::vector<LoraMergeSite>& sites) {
+  const cpu::DType type = row_gemm::operand_type();
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  // Layers handed out one at a time (each formed and packed on the thread that takes it).
+#pragma omp parallel for schedule(dynamic, 1) if (sites.size() > 1 && !omp_in_parallel())
+  for (size_t i = 0; i < sites.size(); ++i) {
+    try {
+      row_gemm::merge_ahead(sites[i], type);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+int64_t lora_forms_merged_ahead() { return row_gemm::g_forms_merged_ahead.load(); }
 }  // namespace lcd

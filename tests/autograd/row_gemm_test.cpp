@@ -15,6 +15,7 @@
 #include "autograd/cpu/matmul.h"
 #include "autograd/cpu/precision.h"
 #include "autograd/gradcheck.h"
+#include "autograd/lora_merge.h"
 #include "autograd/ops.h"
 #include "autograd/random.h"
 #include "autograd/tape.h"
@@ -499,6 +500,86 @@ TEST(RowGemmKernels, MergedLoraWeightFollowsTheFactors) {
       for (int64_t i = 0; i < up.numel(); ++i) up.data()[i] = 1.5 * up.data()[i] - 0.02 * (i % 5);
       for (int64_t i = 0; i < down.numel(); ++i) down_f.storage().get()[i] = static_cast<float>(down.data()[i]);
       for (int64_t i = 0; i < up.numel(); ++i) up_f.storage().get()[i] = static_cast<float>(up.data()[i]);
+    }
+  }
+}
+
+// merge_lora_ahead forms, for new factor values, the merged forms a layer was asked for under the old ones,
+// and a pass then reads them: its outputs and input gradients are bit for bit those of a weight that was
+// never merged ahead (same values, formed on demand). Factors written after the merge ahead are still
+// followed (its forms no longer match them).
+TEST(RowGemmKernels, MergedFormsMadeAheadMatchThoseMadeOnDemand) {
+  const Conv2dOptions o{1, 1};
+  const double s = 0.75;
+  Rng rng(40);
+  const Tensor x_conv = rng.normal_tensor({4, 6, 6, 16}), x_lin = rng.normal_tensor({10, 24});
+  struct Layer {
+    Tensor w, fresh_w, down, up;  // fresh_w: the same values, never merged ahead
+    bool conv;
+  };
+  std::vector<Layer> layers = {{rng.normal_tensor({8, 16, 3, 3}), Tensor(), rng.normal_tensor({4, 16, 3, 3}), rng.normal_tensor({8, 4, 1, 1}), true},
+                               {rng.normal_tensor({12, 24}), Tensor(), rng.normal_tensor({4, 24}), rng.normal_tensor({12, 4}), false}};
+  auto run_layer = [&](const Tensor& w, const Layer& l, bool grad, Tensor* dx) {
+    Tensor x = (l.conv ? x_conv : x_lin).clone();
+    x.set_requires_grad(grad);
+    Tensor y = l.conv ? conv2d_nhwc_lora(x, w, Tensor(), l.down, l.up, s, o) : linear_lora(x, w, Tensor(), l.down, l.up, s);
+    if (grad) {
+      sum(mul(y, y)).backward();
+      *dx = x.grad();
+    }
+    return y.detach();
+  };
+  auto rewrite_factors = [&](float factor) {
+    for (Layer& l : layers) {
+      for (int64_t i = 0; i < l.down.numel(); ++i) l.down.storage().get()[i] *= factor;
+      for (int64_t i = 0; i < l.up.numel(); ++i) l.up.storage().get()[i] += 0.125f * factor;
+    }
+  };
+  for (Precision p : precisions()) {
+    PrecisionGuard guard(p);
+    for (Layer& l : layers) {
+      l.w = l.w.clone();
+      l.w.impl()->packable = true;  // as module parameters
+      l.down.set_requires_grad(true);
+      l.up.set_requires_grad(true);
+    }
+    // Two sets of factors before: with each, a no-grad pass and a pass with an input gradient ask for their
+    // merged forms.
+    for (int before = 0; before < 2; ++before) {
+      if (before) rewrite_factors(0.75f);
+      for (const Layer& l : layers) {
+        NoGradGuard no_grad;
+        run_layer(l.w, l, false, nullptr);
+      }
+      for (const Layer& l : layers) {
+        Tensor dx;
+        run_layer(l.w, l, true, &dx);
+      }
+    }
+    for (int round = 0; round < 2; ++round) {
+      rewrite_factors(round == 0 ? -0.5f : 1.5f);  // in place, as an optimiser writes its flat buffer
+      std::vector<LoraMergeSite> sites;
+      for (const Layer& l : layers) sites.push_back({l.w, l.down, l.up, s});
+      const int64_t made = lora_forms_merged_ahead();
+      merge_lora_ahead(sites);
+      EXPECT_GT(lora_forms_merged_ahead(), made) << precision_name(p) << ": nothing was formed ahead";
+      if (round == 1) rewrite_factors(0.25f);  // after the merge ahead: its forms must not be read
+      for (Layer& l : layers) {
+        l.fresh_w = l.w.clone();
+        l.fresh_w.impl()->packable = true;
+        Tensor y_ahead, y_fresh, dx_ahead, dx_fresh;
+        {
+          NoGradGuard no_grad;
+          y_ahead = run_layer(l.w, l, false, nullptr);
+          y_fresh = run_layer(l.fresh_w, l, false, nullptr);
+        }
+        run_layer(l.w, l, true, &dx_ahead);
+        run_layer(l.fresh_w, l, true, &dx_fresh);
+        for (int64_t i = 0; i < y_fresh.numel(); ++i)
+          ASSERT_EQ(y_ahead.data()[i], y_fresh.data()[i]) << precision_name(p) << " round " << round << (l.conv ? " conv" : " linear") << " output " << i;
+        for (int64_t i = 0; i < dx_fresh.numel(); ++i)
+          ASSERT_EQ(dx_ahead.data()[i], dx_fresh.data()[i]) << precision_name(p) << " round " << round << (l.conv ? " conv" : " linear") << " ∂x " << i;
+      }
     }
   }
 }
