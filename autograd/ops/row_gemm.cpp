@@ -322,6 +322,15 @@ struct PlanPair {
   const MatmulPlan& operator()(int64_t m) const { return m == full_rows ? full : tail; }
 };
 
+// The plans of a weight-gradient product summed over chunks into one buffer (chunks run in turn on this
+// thread): the first chunk writes the sum (no zero fill of the buffer), the others add. Where every chunk has
+// a buffer of its own, or the sum goes into a gradient that already holds values, one pair serves all.
+struct SumPlans {
+  PlanPair rest;
+  MatmulPlan first;  // chunk 0 when it writes
+  const MatmulPlan& operator()(int64_t chunk, int64_t m) const { return chunk == 0 && first.defined() ? first : rest(m); }
+};
+
 template <typename MakeSpec>
 PlanPair plans(const Chunks& ch, int64_t total_rows, MakeSpec make, const PackedMatrix* packed) {
   PlanPair p;
@@ -759,7 +768,8 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
                    (r ? 2 * M * r * (N * (int64_t(want_up) + int64_t(want_gh)) + K * int64_t(want_a)) : 0));
 
   WeightOperand wd;
-  PlanPair dx_plan, gh_plan, dup_plan, da_plan, dw_plan;
+  PlanPair dx_plan, gh_plan;
+  SumPlans dup_plan, da_plan, dw_plan;
   Operand sb_op;
   const std::vector<float> sb = r ? scaled_up(L.lora.up, L.lora.scale) : std::vector<float>();  // sB (N, r)
   const float* a = r ? L.lora.down.data() : nullptr;                                             // A (r, K), canonical
@@ -800,26 +810,33 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
     gh_plan = plans(ch, M, [&](int64_t m) {
       return MatmulSpec{Layout::row_major(m, N, t), Layout::row_major(N, r, t), r, false, false};
     }, nullptr);
-  if (want_up)  // Gᵀ·H (N, r)
-    dup_plan = plans(ch, M, [&](int64_t m) {
-      return MatmulSpec{Layout::transposed(N, m, t, N), Layout::row_major(m, r, t), r, serial, false};
-    }, nullptr);
-  if (want_a)  // Ghᵀ·X (r, K)
-    da_plan = plans(ch, M, [&](int64_t m) {
-      return MatmulSpec{Layout::transposed(r, m, t, r), Layout::row_major(m, K, t), K, serial, false};
-    }, nullptr);
-  if (want_w)  // Gᵀ·X (N, K)
-    dw_plan = plans(ch, M, [&](int64_t m) {
-      return MatmulSpec{Layout::transposed(N, m, t, N), Layout::row_major(m, K, t), K, serial, false};
-    }, nullptr);
-
-  // Run in turn, a linear's ∂W and ∂A (rows in canonical order) accumulate straight into their gradients.
+  // Run in turn, a linear's ∂W and ∂A (rows in canonical order) accumulate straight into their gradients;
+  // other sums go to partials: one per chunk (each written whole by its chunk), or one that the chunks run in
+  // turn sum into, the first writing it.
   const bool direct = serial && !g.im2col;
-  auto partials = [&](bool on, int64_t len) {
-    return on ? allocate_storage<float>(len * slots, serial) : std::shared_ptr<float>();
+  auto sum_plans = [&](bool into_gradient, auto make) {  // make(m, accumulate) → MatmulSpec
+    SumPlans p;
+    p.rest = plans(ch, M, [&](int64_t m) { return make(m, serial); }, nullptr);
+    if (serial && !into_gradient) p.first = MatmulPlan(make(std::min(ch.rows, M), false));
+    return p;
   };
-  const auto db_part = partials(want_b, N), dup_part = partials(want_up, N * r),
-             da_part = partials(want_a && !direct, r * K), dw_part = partials(want_w && !direct, N * K);
+  if (want_up)  // Gᵀ·H (N, r)
+    dup_plan = sum_plans(false, [&](int64_t m, bool acc) {
+      return MatmulSpec{Layout::transposed(N, m, t, N), Layout::row_major(m, r, t), r, acc, false};
+    });
+  if (want_a)  // Ghᵀ·X (r, K)
+    da_plan = sum_plans(direct, [&](int64_t m, bool acc) {
+      return MatmulSpec{Layout::transposed(r, m, t, r), Layout::row_major(m, K, t), K, acc, false};
+    });
+  if (want_w)  // Gᵀ·X (N, K)
+    dw_plan = sum_plans(direct, [&](int64_t m, bool acc) {
+      return MatmulSpec{Layout::transposed(N, m, t, N), Layout::row_major(m, K, t), K, acc, false};
+    });
+  auto partials = [&](bool on, int64_t len, bool zero) {
+    return on ? allocate_storage<float>(len * slots, zero) : std::shared_ptr<float>();
+  };
+  const auto db_part = partials(want_b, N, serial), dup_part = partials(want_up, N * r, false),
+             da_part = partials(want_a && !direct, r * K, false), dw_part = partials(want_w && !direct, N * K, false);
   float* da_out = want_a ? (direct ? grad_buffer(L.lora.down) : da_part.get()) : nullptr;
   float* dw_out = want_w ? (direct ? grad_buffer(L.weight) : dw_part.get()) : nullptr;
   const Source x = (want_a || want_w) ? source_of(L.x.data(), g, t) : Source{L.x.data(), nullptr};
@@ -849,7 +866,7 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
         cpu::to_bf16(saved_h + row0 * r, hb, m * r);
         h_op = hb;
       }
-      dup_plan(m).run(g_op, h_op, dup_part.get() + slot * N * r);
+      dup_plan(c, m).run(g_op, h_op, dup_part.get() + slot * N * r);
     }
     const void* gh_op = nullptr;
     float* gh = nullptr;  // (m, r) float32
@@ -863,8 +880,8 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
         gh_op = ghb;
       }
     }
-    if (want_a) da_plan(m).run(gh_op, rows, da_out + slot * r * K);
-    if (want_w) dw_plan(m).run(g_op, rows, dw_out + slot * N * K);
+    if (want_a) da_plan(c, m).run(gh_op, rows, da_out + slot * r * K);
+    if (want_w) dw_plan(c, m).run(g_op, rows, dw_out + slot * N * K);
     if (want_x && !dx_direct) {
       float* drows = g.im2col ? scratch<float>(5, m * K) : dx + row0 * K;  // (m, K)
       dx_plan(m).run(g_op, wd.plain.data(), drows);
