@@ -379,16 +379,17 @@ const void* chunk_rows(const Source& src, const Geometry& g, int64_t row0, int64
   return buf;
 }
 
-// One tile of add_low_rank: rows i0..i0+R−1, columns c0..c0+Q·lanes−1, R·Q independent FMA chains.
+// One tile of add_low_rank: rows i0..i0+R−1, columns c0..c0+Q·lanes−1, R·Q independent FMA chains, starting
+// from src's values (src may be y itself).
 template <int R, int Q>
-inline void low_rank_tile(float* y, int64_t ldy, const float* h, int64_t r, const float* u, int64_t n, int64_t i0,
-                          int64_t c0) {
+inline void low_rank_tile(const float* src, float* y, int64_t ldy, const float* h, int64_t r, const float* u, int64_t n,
+                          int64_t i0, int64_t c0) {
   namespace ei = Eigen::internal;
   using P = vector_math::FloatPacket;
   constexpr int64_t lanes = vector_math::kLanes;
   P acc[R][Q];
   for (int i = 0; i < R; ++i)
-    for (int q = 0; q < Q; ++q) acc[i][q] = ei::ploadu<P>(y + (i0 + i) * ldy + c0 + q * lanes);
+    for (int q = 0; q < Q; ++q) acc[i][q] = ei::ploadu<P>(src + (i0 + i) * ldy + c0 + q * lanes);
   for (int64_t t = 0; t < r; ++t) {
     P ut[Q];
     for (int q = 0; q < Q; ++q) ut[q] = ei::ploadu<P>(u + t * n + c0 + q * lanes);
@@ -401,26 +402,29 @@ inline void low_rank_tile(float* y, int64_t ldy, const float* h, int64_t r, cons
     for (int q = 0; q < Q; ++q) ei::pstoreu(y + (i0 + i) * ldy + c0 + q * lanes, acc[i][q]);
 }
 
-// y (m × n, row stride ldy) += h (m × r) · u (r × n), in float32: the LoRA branch's up-projection (u = (sB)ᵀ)
-// and its ∂X term (u = A). With r = 16 a GEMM call is all overhead (oneDNN ran these at ~60 GFLOP/s); here
-// a panel of u (r × 4 packets) stays in L1 while the rows stream by, two rows at a time so that eight FMA
-// chains cover the FMA latency. Every element sums over t in order, whichever tile it falls in.
-void add_low_rank(float* y, int64_t ldy, const float* h, int64_t r, const float* u, int64_t n, int64_t m) {
+// y (m × n, row stride ldy) = src + h (m × r) · u (r × n), in float32, src laid out like y (or y itself: +=):
+// the LoRA branch's up-projection (u = (sB)ᵀ) and the merge W + sB·A (h = sB, u = A). With r = 16 a GEMM
+// call is all overhead (oneDNN ran these at ~60 GFLOP/s); here a panel of u (r × 4 packets) stays in L1
+// while the rows stream by, two rows at a time so that eight FMA chains cover the FMA latency. Every element
+// sums over t in order, whichever tile it falls in.
+void add_low_rank(float* y, int64_t ldy, const float* h, int64_t r, const float* u, int64_t n, int64_t m,
+                  const float* src = nullptr) {
+  if (!src) src = y;
   constexpr int64_t lanes = vector_math::kLanes;
   int64_t c0 = 0;
   for (; c0 + 4 * lanes <= n; c0 += 4 * lanes) {
     int64_t i = 0;
-    for (; i + 2 <= m; i += 2) low_rank_tile<2, 4>(y, ldy, h, r, u, n, i, c0);
-    if (i < m) low_rank_tile<1, 4>(y, ldy, h, r, u, n, i, c0);
+    for (; i + 2 <= m; i += 2) low_rank_tile<2, 4>(src, y, ldy, h, r, u, n, i, c0);
+    if (i < m) low_rank_tile<1, 4>(src, y, ldy, h, r, u, n, i, c0);
   }
   for (; c0 + lanes <= n; c0 += lanes) {
     int64_t i = 0;
-    for (; i + 4 <= m; i += 4) low_rank_tile<4, 1>(y, ldy, h, r, u, n, i, c0);
-    for (; i < m; ++i) low_rank_tile<1, 1>(y, ldy, h, r, u, n, i, c0);
+    for (; i + 4 <= m; i += 4) low_rank_tile<4, 1>(src, y, ldy, h, r, u, n, i, c0);
+    for (; i < m; ++i) low_rank_tile<1, 1>(src, y, ldy, h, r, u, n, i, c0);
   }
   for (; c0 < n; ++c0)  // the last columns, one at a time
     for (int64_t i = 0; i < m; ++i) {
-      float acc = y[i * ldy + c0];
+      float acc = src[i * ldy + c0];
       for (int64_t t = 0; t < r; ++t) acc += h[i * r + t] * u[t * n + c0];
       y[i * ldy + c0] = acc;
     }
@@ -436,32 +440,40 @@ std::vector<float> scaled_up(const Tensor& up, double scale) {
 
 // W + sB·A (N, K) in W's canonical order, float32 (A canonical too: the low-rank product treats every
 // column alike, so no patch-order copy is needed).
-std::vector<float> merged_canonical(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k) {
+std::unique_ptr<float[]> merged_canonical(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r,
+                                          int64_t k) {
   if (!w.data()) throw Error(kNoValues);
   FlopCounter::add(2 * n * r * k);
-  std::vector<float> m(w.data(), w.data() + n * k);
-  add_low_rank(m.data(), k, sb, r, a, k, n);
+  std::unique_ptr<float[]> m(new float[n * k]);  // written whole below: no zero fill
+  add_low_rank(m.get(), k, sb, r, a, k, n, w.data());
   return m;
 }
 
+// W's layout: (N, Cin, kh, kw) of a k×k kernel, whose patch order differs.
+void reorder_to_patch_order(const Tensor& w, const float* m, float* out) {
+  to_patch_order(m, w.size(0), w.size(1), w.size(2) * w.size(3), out);
+}
+
 // The same in patch order.
-std::vector<float> merged_patch_order(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k) {
-  std::vector<float> m = merged_canonical(w, sb, a, n, r, k);
+std::unique_ptr<float[]> merged_patch_order(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r,
+                                            int64_t k) {
+  std::unique_ptr<float[]> m = merged_canonical(w, sb, a, n, r, k);
   if (in_patch_order(w)) return m;
-  std::vector<float> p(m.size());
-  to_patch_order(m.data(), n, w.size(1), w.size(2) * w.size(3), p.data());
+  std::unique_ptr<float[]> p(new float[n * k]);
+  reorder_to_patch_order(w, m.get(), p.get());
   return p;
 }
 
 // The packed form of a merged weight (canonical values m) for `use`.
-std::unique_ptr<PackedMatrix> packed_merge(const Tensor& w, std::vector<float> m, int64_t n, int64_t k, Use use, DType type) {
+std::unique_ptr<PackedMatrix> packed_merge(const Tensor& w, const float* m, int64_t n, int64_t k, Use use, DType type) {
+  std::unique_ptr<float[]> p;
   if (!in_patch_order(w)) {
-    std::vector<float> p(m.size());
-    to_patch_order(m.data(), n, w.size(1), w.size(2) * w.size(3), p.data());
-    m.swap(p);
+    p.reset(new float[n * k]);
+    reorder_to_patch_order(w, m, p.get());
+    m = p.get();
   }
   const Layout l = use == Use::kForward ? Layout::transposed(k, n, DType::kF32, k) : Layout::row_major(n, k, DType::kF32);
-  return std::make_unique<PackedMatrix>(m.data(), l, type);
+  return std::make_unique<PackedMatrix>(m, l, type);
 }
 
 // The merged set of a frozen W for factors (canonical A, sB): kept with W's packed forms, so the parts of a
@@ -494,7 +506,7 @@ const PackedMatrix* merged_weight(const Tensor& w, const float* sb, const float*
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   MergedWeight& mw = merged_set(w, sb, a, n, r, k, type);
   mw.asked.packed[int(use)] = true;
-  if (!mw.packed[int(use)]) mw.packed[int(use)] = packed_merge(w, merged_canonical(w, sb, a, n, r, k), n, k, use, type);
+  if (!mw.packed[int(use)]) mw.packed[int(use)] = packed_merge(w, merged_canonical(w, sb, a, n, r, k).get(), n, k, use, type);
   return mw.packed[int(use)].get();
 }
 
@@ -536,7 +548,7 @@ const cpu::ConvWeights* merged_conv_operand(const Tensor& w, const float* sb, co
   MergedWeight& mw = merged_set(w, sb, a, n, r, k, type);
   mw.asked.conv = plan;
   if (!mw.conv)
-    mw.conv = std::make_unique<cpu::ConvWeights>(merged_canonical(w, sb, a, n, r, k).data(), cpu::ConvWeights::Order::kOIHW, plan);
+    mw.conv = std::make_unique<cpu::ConvWeights>(merged_canonical(w, sb, a, n, r, k).get(), cpu::ConvWeights::Order::kOIHW, plan);
   return mw.conv.get();
 }
 
@@ -556,12 +568,12 @@ void merge_ahead(const LoraMergeSite& site, DType type) {
     merged_set(w, sb.data(), a, n, r, k, type, &make);
   }
   if (!make.packed[0] && !make.packed[1] && !make.conv) return;
-  const std::vector<float> m = merged_canonical(w, sb.data(), a, n, r, k);
+  const std::unique_ptr<float[]> m = merged_canonical(w, sb.data(), a, n, r, k);
   std::unique_ptr<PackedMatrix> packed[2];
   for (int u = 0; u < 2; ++u)
-    if (make.packed[u]) packed[u] = packed_merge(w, m, n, k, Use(u), type);
+    if (make.packed[u]) packed[u] = packed_merge(w, m.get(), n, k, Use(u), type);
   std::unique_ptr<cpu::ConvWeights> conv;
-  if (make.conv) conv = std::make_unique<cpu::ConvWeights>(m.data(), cpu::ConvWeights::Order::kOIHW, *make.conv);
+  if (make.conv) conv = std::make_unique<cpu::ConvWeights>(m.get(), cpu::ConvWeights::Order::kOIHW, *make.conv);
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   MergedWeight& mw = merged_set(w, sb.data(), a, n, r, k, type);
   for (int u = 0; u < 2; ++u)
@@ -577,7 +589,7 @@ void merge_ahead(const LoraMergeSite& site, DType type) {
 
 // The unpacked W + sB·A (N, K) in the operand type, for a W that is not cached (trained or an alias).
 Operand merged_operand(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k, DType type) {
-  return operand_of(merged_patch_order(w, sb, a, n, r, k).data(), n * k, type);
+  return operand_of(merged_patch_order(w, sb, a, n, r, k).get(), n * k, type);
 }
 
 DType operand_type() { return compute_precision() == Precision::kBf16 ? DType::kBf16 : DType::kF32; }
@@ -726,7 +738,7 @@ bool direct_backward_data(const Layer<float>& L, const float* grad_y, DType t, c
   if (r && cacheable(L.weight)) {
     cw.weights = merged_conv_operand(L.weight, sb, a, N, r, K, plan, t);
   } else if (r) {
-    cw.own = std::make_unique<cpu::ConvWeights>(merged_canonical(L.weight, sb, a, N, r, K).data(),
+    cw.own = std::make_unique<cpu::ConvWeights>(merged_canonical(L.weight, sb, a, N, r, K).get(),
                                                  cpu::ConvWeights::Order::kOIHW, plan);
     cw.weights = cw.own.get();
   } else {
