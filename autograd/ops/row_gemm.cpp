@@ -403,9 +403,9 @@ inline void low_rank_tile(const float* src, float* y, int64_t ldy, const float* 
 }
 
 // y (m × n, row stride ldy) = src + h (m × r) · u (r × n), in float32, src laid out like y (or y itself: +=):
-// the LoRA branch's up-projection (u = (sB)ᵀ) and the merge W + sB·A (h = sB, u = A). With r = 16 a GEMM
-// call is all overhead (oneDNN ran these at ~60 GFLOP/s); here a panel of u (r × 4 packets) stays in L1
-// while the rows stream by, two rows at a time so that eight FMA chains cover the FMA latency. Every element
+// the LoRA branch's fp32 up-projection (u = (sB)ᵀ; bf16 runs it as an AMX GEMM, see forward) and the merge
+// W + sB·A (h = sB, u = A). With r = 16 an fp32 GEMM call is all overhead (oneDNN ran these at ~60 GFLOP/s);
+// here a panel of u (r × 4 packets) stays in L1 while the rows stream by, two rows at a time so that eight FMA chains cover the FMA latency. Every element
 // sums over t in order, whichever tile it falls in.
 void add_low_rank(float* y, int64_t ldy, const float* h, int64_t r, const float* u, int64_t n, int64_t m,
                   const float* src = nullptr) {
