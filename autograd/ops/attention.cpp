@@ -101,6 +101,24 @@ inline Packet block_scores(const float* qt, int64_t d, const float* k, int64_t l
   return m;
 }
 
+// For the keys j0 .. j0 + lanes − 1: Σ over blocks and query lanes of a_j ⊙ x_blk, with a_j of block blk at
+// a + (blk·lk + j)·lanes and x_blk at x + blk·x_step (∂V = Pᵀ G and ∂K = ∂Sᵀ Q backward). One FMA chain per key,
+// independent of each other (a single chain waits on every FMA's latency), then one transpose reduces all of
+// them across lanes at once: lane u of the result is key j0 + u's sum.
+inline Packet key_sums(const float* a, int64_t lk, int64_t j0, const float* x, int64_t x_step, int64_t blocks) {
+  ei::PacketBlock<Packet, kLanes> acc;
+  for (int64_t u = 0; u < kLanes; ++u) acc.packet[u] = ei::pset1<Packet>(0.0f);
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const Packet xv = ei::pload<Packet>(x + blk * x_step);
+    const float* ab = a + (blk * lk + j0) * kLanes;
+    for (int64_t u = 0; u < kLanes; ++u) acc.packet[u] = ei::pmadd(ei::pload<Packet>(ab + u * kLanes), xv, acc.packet[u]);
+  }
+  ei::ptranspose(acc);
+  Packet sum = acc.packet[0];
+  for (int64_t u = 1; u < kLanes; ++u) sum = ei::padd(sum, acc.packet[u]);
+  return sum;
+}
+
 // out (width, lanes) = Σ_j w_j ⊗ x[j, :] (O = P V forward, ∂Q = ∂S K backward), eight columns at a time.
 void weighted_sum(const float* w, int64_t lk, const float* x, int64_t ld, int64_t width, float* out) {
   int64_t c = 0;
@@ -406,15 +424,23 @@ void attention_backward<float>(const Tensor& grad, const Tensor& q, const Tensor
         const float* pbh = pp + bh * blocks * a.lk * lanes;  // P_j packets of every block
         const float* gth = gt.data() + h * a.dv * lanes;     // block blk at + blk·Cv·lanes
         const float* qth = qt.data() + h * a.d * lanes;      // block blk at + blk·C·lanes
-        // ∂V[j, c] = Σ_i P[i, j] G[i, c]
-        if (gv)
-          for (int64_t j = 0; j < a.lk; ++j)
+        // ∂V[j, c] = Σ_i P[i, j] G[i, c]: whole groups of `lanes` keys through key_sums, the rest one by one
+        const int64_t grouped = a.lk / lanes * lanes;
+        if (gv) {
+          alignas(64) float sums[lanes];
+          for (int64_t j0 = 0; j0 < grouped; j0 += lanes)
+            for (int64_t c = 0; c < a.dv; ++c) {
+              ei::pstore(sums, key_sums(pbh, a.lk, j0, gth + c * lanes, a.cv * lanes, blocks));
+              for (int64_t u = 0; u < lanes; ++u) gv[(b * a.lk + j0 + u) * a.cv + h * a.dv + c] += sums[u];
+            }
+          for (int64_t j = grouped; j < a.lk; ++j)
             for (int64_t c = 0; c < a.dv; ++c) {
               P acc = ei::pset1<P>(0.0f);
               for (int64_t blk = 0; blk < blocks; ++blk)
                 acc = ei::pmadd(ei::pload<P>(pbh + (blk * a.lk + j) * lanes), ei::pload<P>(gth + (blk * a.cv + c) * lanes), acc);
               gv[(b * a.lk + j) * a.cv + h * a.dv + c] += ei::predux(acc);
             }
+        }
         if (!gq && !gk) continue;
         for (int64_t blk = 0; blk < blocks; ++blk) {
           const float* pb = pbh + blk * a.lk * lanes;
@@ -436,14 +462,21 @@ void attention_backward<float>(const Tensor& grad, const Tensor& q, const Tensor
           if (gq) weighted_sum(dsb, a.lk, kh, a.c, a.d, dqt.data() + (blk * a.c + h * a.d) * lanes);
         }
         // ∂K[j, c] = scale Σ_i ∂S[i, j] Q[i, c]
-        if (gk)
-          for (int64_t j = 0; j < a.lk; ++j)
+        if (gk) {
+          alignas(64) float sums[lanes];
+          for (int64_t j0 = 0; j0 < grouped; j0 += lanes)
+            for (int64_t c = 0; c < a.d; ++c) {
+              ei::pstore(sums, key_sums(ds.data(), a.lk, j0, qth + c * lanes, a.c * lanes, blocks));
+              for (int64_t u = 0; u < lanes; ++u) gk[(b * a.lk + j0 + u) * a.c + h * a.d + c] += scale * sums[u];
+            }
+          for (int64_t j = grouped; j < a.lk; ++j)
             for (int64_t c = 0; c < a.d; ++c) {
               P acc = ei::pset1<P>(0.0f);
               for (int64_t blk = 0; blk < blocks; ++blk)
                 acc = ei::pmadd(ei::pload<P>(ds.data() + (blk * a.lk + j) * lanes), ei::pload<P>(qth + (blk * a.c + c) * lanes), acc);
               gk[(b * a.lk + j) * a.c + h * a.d + c] += scale * ei::predux(acc);
             }
+        }
       }
       if (gq)
         for (int64_t blk = 0; blk < blocks; ++blk) {
