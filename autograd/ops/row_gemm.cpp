@@ -411,23 +411,29 @@ void add_low_rank(float* y, int64_t ldy, const float* h, int64_t r, const float*
                   const float* src = nullptr) {
   if (!src) src = y;
   constexpr int64_t lanes = vector_math::kLanes;
-  int64_t c0 = 0;
-  for (; c0 + 4 * lanes <= n; c0 += 4 * lanes) {
-    int64_t i = 0;
-    for (; i + 2 <= m; i += 2) low_rank_tile<2, 4>(src, y, ldy, h, r, u, n, i, c0);
-    if (i < m) low_rank_tile<1, 4>(src, y, ldy, h, r, u, n, i, c0);
-  }
-  for (; c0 + lanes <= n; c0 += lanes) {
-    int64_t i = 0;
-    for (; i + 4 <= m; i += 4) low_rank_tile<4, 1>(src, y, ldy, h, r, u, n, i, c0);
-    for (; i < m; ++i) low_rank_tile<1, 1>(src, y, ldy, h, r, u, n, i, c0);
-  }
-  for (; c0 < n; ++c0)  // the last columns, one at a time
-    for (int64_t i = 0; i < m; ++i) {
-      float acc = src[i * ldy + c0];
-      for (int64_t t = 0; t < r; ++t) acc += h[i * r + t] * u[t * n + c0];
-      y[i * ldy + c0] = acc;
+  // Rows in blocks of 16, each swept across all columns before the next: a merge's rows are K wide (a 3×3
+  // kernel's a page or more apart), and sweeping all N of them per column block missed the TLB at every row.
+  constexpr int64_t kRowBlock = 16;
+  for (int64_t i0 = 0; i0 < m; i0 += kRowBlock) {
+    const int64_t i1 = std::min(m, i0 + kRowBlock);
+    int64_t c0 = 0;
+    for (; c0 + 4 * lanes <= n; c0 += 4 * lanes) {
+      int64_t i = i0;
+      for (; i + 2 <= i1; i += 2) low_rank_tile<2, 4>(src, y, ldy, h, r, u, n, i, c0);
+      if (i < i1) low_rank_tile<1, 4>(src, y, ldy, h, r, u, n, i, c0);
     }
+    for (; c0 + lanes <= n; c0 += lanes) {
+      int64_t i = i0;
+      for (; i + 4 <= i1; i += 4) low_rank_tile<4, 1>(src, y, ldy, h, r, u, n, i, c0);
+      for (; i < i1; ++i) low_rank_tile<1, 1>(src, y, ldy, h, r, u, n, i, c0);
+    }
+    for (; c0 < n; ++c0)  // the last columns, one at a time
+      for (int64_t i = i0; i < i1; ++i) {
+        float acc = src[i * ldy + c0];
+        for (int64_t t = 0; t < r; ++t) acc += h[i * r + t] * u[t * n + c0];
+        y[i * ldy + c0] = acc;
+      }
+  }
 }
 
 // sB (N, r), float32: the up factor times the LoRA scale, as every product of the branch reads it.
