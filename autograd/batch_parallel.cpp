@@ -3,12 +3,11 @@
 
 #include <omp.h>
 
-#include <exception>
-#include <mutex>
 #include <vector>
 
 #include "autograd/ops.h"
 #include "autograd/tape.h"
+#include "autograd/threads.h"
 
 namespace lcd {
 
@@ -38,8 +37,7 @@ void for_each_part(int64_t batch, const std::function<void(int64_t, int64_t)>& f
   }
   const BatchParts p = batch_parts(batch);
   const bool grad = grad_enabled();
-  std::exception_ptr error;
-  std::mutex mutex;
+  FirstException error;
   const int threads = static_cast<int>(std::min<int64_t>(omp_get_max_threads(), p.count));
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t i = 0; i < p.count; ++i) {
@@ -48,11 +46,10 @@ void for_each_part(int64_t batch, const std::function<void(int64_t, int64_t)>& f
     try {
       fn(i * p.size, std::min(p.size, batch - i * p.size));
     } catch (...) {
-      std::lock_guard<std::mutex> lock(mutex);
-      if (!error) error = std::current_exception();
+      error.capture();
     }
   }
-  if (error) std::rethrow_exception(error);
+  error.rethrow();
 }
 
 Tensor map_parts(int64_t batch, const std::function<Tensor(int64_t, int64_t)>& f) {

@@ -1,9 +1,28 @@
 // The one thread knob (--threads): sets OpenMP's and Eigen's thread count together.
 #pragma once
+#include <exception>
+#include <mutex>
 
 namespace lcd {
 
 void set_num_threads(int threads);  // threads ≤ 0 keeps the OpenMP default
 int num_threads();
+
+// The first exception thrown by the iterations of an OpenMP loop (none may leave the parallel region): each
+// iteration's catch (...) calls capture(), and rethrow() throws it after the loop.
+class FirstException {
+ public:
+  void capture() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!error_) error_ = std::current_exception();
+  }
+  void rethrow() const {
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::exception_ptr error_;
+};
 
 }  // namespace lcd

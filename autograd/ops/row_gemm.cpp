@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <exception>
 #include <mutex>
 #include <optional>
 
@@ -20,6 +19,7 @@
 #include "autograd/ops/vector_math.h"
 #include "autograd/storage.h"
 #include "autograd/tape.h"
+#include "autograd/threads.h"
 
 namespace lcd::row_gemm {
 
@@ -455,31 +455,28 @@ std::unique_ptr<float[]> merged_canonical(const Tensor& w, const float* sb, cons
   return m;
 }
 
-// W's layout: (N, Cin, kh, kw) of a k×k kernel, whose patch order differs.
-void reorder_to_patch_order(const Tensor& w, const float* m, float* out) {
-  to_patch_order(m, w.size(0), w.size(1), w.size(2) * w.size(3), out);
+// Merged values m (canonical order, W's shape) in patch order: a copy for a k×k kernel, null where the
+// canonical order already is the patch order.
+std::unique_ptr<float[]> patch_order_copy(const Tensor& w, const float* m) {
+  if (in_patch_order(w)) return nullptr;
+  std::unique_ptr<float[]> p(new float[w.numel()]);
+  to_patch_order(m, w.size(0), w.size(1), w.size(2) * w.size(3), p.get());
+  return p;
 }
 
 // The same in patch order.
 std::unique_ptr<float[]> merged_patch_order(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r,
                                             int64_t k) {
   std::unique_ptr<float[]> m = merged_canonical(w, sb, a, n, r, k);
-  if (in_patch_order(w)) return m;
-  std::unique_ptr<float[]> p(new float[n * k]);
-  reorder_to_patch_order(w, m.get(), p.get());
-  return p;
+  std::unique_ptr<float[]> p = patch_order_copy(w, m.get());
+  return p ? std::move(p) : std::move(m);
 }
 
 // The packed form of a merged weight (canonical values m) for `use`.
 std::unique_ptr<PackedMatrix> packed_merge(const Tensor& w, const float* m, int64_t n, int64_t k, Use use, DType type) {
-  std::unique_ptr<float[]> p;
-  if (!in_patch_order(w)) {
-    p.reset(new float[n * k]);
-    reorder_to_patch_order(w, m, p.get());
-    m = p.get();
-  }
+  const std::unique_ptr<float[]> p = patch_order_copy(w, m);
   const Layout l = use == Use::kForward ? Layout::transposed(k, n, DType::kF32, k) : Layout::row_major(n, k, DType::kF32);
-  return std::make_unique<PackedMatrix>(m, l, type);
+  return std::make_unique<PackedMatrix>(p ? p.get() : m, l, type);
 }
 
 // The merged set of a frozen W for factors (canonical A, sB): kept with W's packed forms, so the parts of a
@@ -1037,19 +1034,17 @@ int64_t keep_forward_form_only(const Tensor& weight) { return row_gemm::keep_for
 
 void merge_lora_ahead(const std::vector<LoraMergeSite>& sites) {
   const cpu::DType type = row_gemm::operand_type();
-  std::exception_ptr error;
-  std::mutex error_mutex;
+  FirstException error;
   // Layers handed out one at a time (each formed and packed on the thread that takes it).
 #pragma omp parallel for schedule(dynamic, 1) if (sites.size() > 1 && !omp_in_parallel())
   for (size_t i = 0; i < sites.size(); ++i) {
     try {
       row_gemm::merge_ahead(sites[i], type);
     } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!error) error = std::current_exception();
+      error.capture();
     }
   }
-  if (error) std::rethrow_exception(error);
+  error.rethrow();
 }
 
 int64_t lora_forms_merged_ahead() { return row_gemm::g_forms_merged_ahead.load(); }

@@ -514,11 +514,11 @@ TEST(RowGemmKernels, MergedFormsMadeAheadMatchThoseMadeOnDemand) {
   Rng rng(40);
   const Tensor x_conv = rng.normal_tensor({4, 6, 6, 16}), x_lin = rng.normal_tensor({10, 24});
   struct Layer {
-    Tensor w, fresh_w, down, up;  // fresh_w: the same values, never merged ahead
+    Tensor w, down, up;
     bool conv;
   };
-  std::vector<Layer> layers = {{rng.normal_tensor({8, 16, 3, 3}), Tensor(), rng.normal_tensor({4, 16, 3, 3}), rng.normal_tensor({8, 4, 1, 1}), true},
-                               {rng.normal_tensor({12, 24}), Tensor(), rng.normal_tensor({4, 24}), rng.normal_tensor({12, 4}), false}};
+  std::vector<Layer> layers = {{rng.normal_tensor({8, 16, 3, 3}), rng.normal_tensor({4, 16, 3, 3}), rng.normal_tensor({8, 4, 1, 1}), true},
+                               {rng.normal_tensor({12, 24}), rng.normal_tensor({4, 24}), rng.normal_tensor({12, 4}), false}};
   auto run_layer = [&](const Tensor& w, const Layer& l, bool grad, Tensor* dx) {
     Tensor x = (l.conv ? x_conv : x_lin).clone();
     x.set_requires_grad(grad);
@@ -564,17 +564,17 @@ TEST(RowGemmKernels, MergedFormsMadeAheadMatchThoseMadeOnDemand) {
       merge_lora_ahead(sites);
       EXPECT_GT(lora_forms_merged_ahead(), made) << precision_name(p) << ": nothing was formed ahead";
       if (round == 1) rewrite_factors(0.25f);  // after the merge ahead: its forms must not be read
-      for (Layer& l : layers) {
-        l.fresh_w = l.w.clone();
-        l.fresh_w.impl()->packable = true;
+      for (const Layer& l : layers) {
+        Tensor fresh_w = l.w.clone();  // the same values, never merged ahead
+        fresh_w.impl()->packable = true;
         Tensor y_ahead, y_fresh, dx_ahead, dx_fresh;
         {
           NoGradGuard no_grad;
           y_ahead = run_layer(l.w, l, false, nullptr);
-          y_fresh = run_layer(l.fresh_w, l, false, nullptr);
+          y_fresh = run_layer(fresh_w, l, false, nullptr);
         }
         run_layer(l.w, l, true, &dx_ahead);
-        run_layer(l.fresh_w, l, true, &dx_fresh);
+        run_layer(fresh_w, l, true, &dx_fresh);
         for (int64_t i = 0; i < y_fresh.numel(); ++i)
           ASSERT_EQ(y_ahead.data()[i], y_fresh.data()[i]) << precision_name(p) << " round " << round << (l.conv ? " conv" : " linear") << " output " << i;
         for (int64_t i = 0; i < dx_fresh.numel(); ++i)
