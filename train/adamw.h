@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "autograd/flat_parameters.h"
 
@@ -20,6 +21,9 @@ class AdamW {
  public:
   AdamW(FlatParameters& parameters, AdamWConfig config);
   void step(double lr);  // one update with the gradients currently in the flat buffer
+  // Multiplies lr (and with it the decoupled weight decay, as a torch parameter group with its own lr does) for
+  // the flat range [begin, end); ranges must not overlap.
+  void scale_lr(int64_t begin, int64_t end, double factor);
   int64_t steps() const { return steps_; }
   // The moments, for checkpoints (size() floats each).
   float* first_moment() { return m_.get(); }
@@ -30,8 +34,15 @@ class AdamW {
  private:
   FlatParameters& params_;
   AdamWConfig config_;
+  struct LrScale {
+    int64_t begin, end;
+    double factor;
+  };
   std::shared_ptr<float> m_, v_;
+  std::vector<LrScale> lr_scales_;  // sorted by begin
   int64_t steps_ = 0;
+
+  void update(int64_t begin, int64_t end, double lr, double bc1, double bc2);
 };
 
 }  // namespace lcd

@@ -158,6 +158,9 @@ const std::vector<KeySpec>& config_keys() {
          "guidance-scale embedding of w = s − 1 for the sample's s ~ U[guidance_min, guidance_max]; lcm-sample --guidance S "
          "then selects the scale without a CFG pass",
          any(), [](TrainConfig& c, const json& v) { c.lcd.guidance_embedding = v; }},
+        {"lcd.guidance_embedding_lr_scale", 1.0,
+         "learning-rate factor of time_embedding.cond_proj against the LoRA's (its decoupled weight decay scales with it)",
+         at_least(0, true), into(&TrainConfig::guidance_embedding_lr_scale)},
         {"lcd.guidance_embedding_dim", 256, "time_cond_proj_dim of the guidance embedding (diffusers' LCM script: 256)",
          int_range(2, 4096), [](TrainConfig& c, const json& v) { c.lcd.guidance_embedding_dim = v; }},
         {"pcm.phases", 4, "objective pcm: M phases of the skipping-step grid (sample with --sampler pcm --steps M)",
@@ -383,6 +386,8 @@ TrainConfig parse_train_config(const json& user, const std::string& origin) {
     throw fail("lora.enabled", "objective " + c.objective + " trains a LoRA adapter");
   if (objective.needs_init_adapter && c.init_adapter.empty())
     throw fail("lora.init_adapter", "objective " + c.objective + " starts from a distilled adapter: name its file here");
+  if (c.guidance_embedding_lr_scale != 1.0 && !c.lcd.guidance_embedding)
+    throw fail("lcd.guidance_embedding_lr_scale", "scales the lr of the guidance embedding: needs lcd.guidance_embedding");
   if (c.lcd.guidance_embedding && c.objective != "lcd" && c.objective != "pcm")
     throw fail("lcd.guidance_embedding", "only objectives lcd and pcm distil guidance into an embedding");
   if (c.guidance_max < c.guidance_min) throw fail("lcd.guidance_max", "needs 0 ≤ guidance_min ≤ guidance_max");

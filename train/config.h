@@ -31,6 +31,7 @@ struct TrainConfig {
   // lcd (and pcm, lcf)
   LcdSettings lcd;
   double guidance_min, guidance_max, ema_decay, lcd_cond_dropout;
+  double guidance_embedding_lr_scale;  // lr factor of time_embedding.cond_proj
   int pcm_phases;
   // diffusion
   double cond_dropout;

@@ -250,6 +250,10 @@ void Trainer::State::load_inputs() {
   }
   if (world().size() > 1) params->keep_wide_gradients();
   optimizer = std::make_unique<AdamW>(*params, AdamWConfig{c.beta1, c.beta2, c.adam_eps, c.weight_decay});
+  if (c.guidance_embedding_lr_scale != 1.0)
+    for (const FlatParameters::Entry& e : params->entries())
+      if (e.name == "time_embedding.cond_proj.weight")
+        optimizer->scale_lr(e.offset, e.offset + e.tensor.numel(), c.guidance_embedding_lr_scale);
   objective = find_objective(c.objective)->make(c, ObjectiveContext{*unet, lora.get(), *params, schedule, data});
   batcher = std::make_unique<Batcher>(data.size(), c.batch_size, c.seed);
 }

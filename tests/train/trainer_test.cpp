@@ -190,6 +190,38 @@ TEST_F(TrainerTest, EveryMethodTrainsAndResumesBitForBit) {
   }
 }
 
+// lcd.guidance_embedding_lr_scale: after one step from zero, AdamW moves each cond_proj weight by
+// lr·scale·g/(|g| + ε), so the scaled run's projection is the plain run's times the factor, while the LoRA
+// factors (whose step saw the same zero projection) come out bit for bit equal.
+TEST_F(TrainerTest, GuidanceEmbeddingLearningRateScaleMovesOnlyTheProjection) {
+  auto run = [&](const std::string& name, double scale) {
+    nlohmann::json c = config(name, 1);
+    c["lcd"]["guidance_embedding"] = true;
+    c["lcd"]["guidance_embedding_dim"] = 16;
+    c["lcd"]["guidance_embedding_lr_scale"] = scale;
+    Trainer(parse_train_config(c, name), "").run();
+    return read_lora((dir_ / name / "adapter/adapter.h5").string());
+  };
+  const LoraAdapter plain = run("lr-scale-1", 1.0), scaled = run("lr-scale-10", 10.0);
+  const Tensor& p1 = plain.full_weights.at("time_embedding.cond_proj.weight");
+  const Tensor& p10 = scaled.full_weights.at("time_embedding.cond_proj.weight");
+  ASSERT_EQ(p1.shape(), p10.shape());
+  double largest = 0;
+  for (int64_t i = 0; i < p1.numel(); ++i) {
+    EXPECT_NEAR(p10.data()[i], 10.0 * p1.data()[i], 1e-6 * std::abs(p10.data()[i]) + 1e-12) << i;
+    largest = std::max(largest, double(std::abs(p1.data()[i])));
+  }
+  EXPECT_NEAR(largest, 1e-4, 1e-6);  // lr 1e-4: the first step moves each weight by about lr
+  for (const auto& [name, f] : plain.modules) {
+    const auto& g = scaled.modules.at(name);
+    EXPECT_TRUE(std::equal(f.up.data(), f.up.data() + f.up.numel(), g.up.data())) << name;
+    EXPECT_TRUE(std::equal(f.down.data(), f.down.data() + f.down.numel(), g.down.data())) << name;
+  }
+  nlohmann::json c = config("lr-scale-alone", 1);
+  c["lcd"]["guidance_embedding_lr_scale"] = 10.0;
+  EXPECT_THROW(parse_train_config(c, "lr-scale-alone"), ConfigError);
+}
+
 // The lcd-train binary with its progress piped (as into a log file): every line carries the time of day and the
 // elapsed time, and the ETA is the time limit's when that comes first. The export folder is loaded by diffusers
 // (pytorch_lora_weights.safetensors) and PEFT (adapter_model.safetensors + adapter_config.json), and the kohya
