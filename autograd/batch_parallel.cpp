@@ -3,6 +3,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "autograd/ops.h"
@@ -70,15 +71,20 @@ double parallel_backward(FlatParameters& params, int64_t batch,
     loss.backward();
     return value;
   }
+  std::vector<int64_t> spans;  // each parameter's start: the part buffers are zeroed span by span, when reached
+  for (const FlatParameters::Entry& e : params.entries()) spans.push_back(e.offset);
+  std::sort(spans.begin(), spans.end());
   std::vector<std::shared_ptr<float>> grads(p.count);
   std::vector<double> losses(p.count);
   for_each_part(batch, [&](int64_t begin, int64_t count) {
     const int64_t i = begin / p.size;
-    grads[i] = allocate_storage<float>(params.size(), true);
-    GradientRedirect redirect(params.grads(), params.size(), grads[i].get());
+    grads[i] = allocate_storage<float>(params.size(), spans.empty());
+    GradientRedirect redirect = spans.empty() ? GradientRedirect(params.grads(), params.size(), grads[i].get())
+                                              : GradientRedirect(params.grads(), params.size(), grads[i].get(), spans);
     Tensor loss = part_loss(begin, count);
     losses[i] = loss.item();
     loss.backward();
+    redirect.finish();
   });
   // Summed in double and rounded once (or kept unrounded in the wide buffer, for a sum over processes).
   float* g = params.grads();

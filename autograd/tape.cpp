@@ -1,6 +1,8 @@
 // The tape: recording, the iterative reverse pass, and iterative teardown of unreferenced graphs.
 #include "autograd/tape.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <unordered_set>
 #include <utility>
@@ -53,11 +55,42 @@ struct Redirect {
   const float* base = nullptr;
   int64_t size = 0;
   float* target = nullptr;
+  const std::vector<int64_t>* spans = nullptr;  // null: target is initialised
+  std::vector<uint8_t> reached;                 // per span
+
+  // The span holding offset o: its index, start and length.
+  size_t span_of(int64_t o) const {
+    return static_cast<size_t>(std::upper_bound(spans->begin(), spans->end(), o) - spans->begin()) - 1;
+  }
+  int64_t span_end(size_t i) const { return i + 1 < spans->size() ? (*spans)[i + 1] : size; }
+  void zero_span(size_t i) {
+    std::memset(target + (*spans)[i], 0, sizeof(float) * static_cast<size_t>(span_end(i) - (*spans)[i]));
+    reached[i] = 1;
+  }
 };
 thread_local Redirect g_redirect;
+
+// The redirected gradient of the leaf whose flat-buffer gradient is `grad`, or null when not redirected.
+float* redirected(const float* grad) {
+  if (!g_redirect.target || !grad) return nullptr;
+  const std::ptrdiff_t offset = grad - g_redirect.base;
+  return offset >= 0 && offset < g_redirect.size ? g_redirect.target + offset : nullptr;
+}
 }  // namespace
 
-GradientRedirect::GradientRedirect(const float* base, int64_t size, float* target) { g_redirect = {base, size, target}; }
+GradientRedirect::GradientRedirect(const float* base, int64_t size, float* target) {
+  g_redirect = {base, size, target, nullptr, {}};
+}
+GradientRedirect::GradientRedirect(const float* base, int64_t size, float* target, const std::vector<int64_t>& spans) {
+  if (spans.empty() || spans.front() != 0 || !std::is_sorted(spans.begin(), spans.end()) || spans.back() > size)
+    throw Error("GradientRedirect: spans must start at 0, ascending, inside the buffer");
+  g_redirect = {base, size, target, &spans, std::vector<uint8_t>(spans.size(), 0)};
+}
+void GradientRedirect::finish() {
+  if (!g_redirect.spans) return;
+  for (size_t i = 0; i < g_redirect.reached.size(); ++i)
+    if (!g_redirect.reached[i]) g_redirect.zero_span(i);
+}
 GradientRedirect::~GradientRedirect() { g_redirect = {}; }
 
 template <typename T>
@@ -100,9 +133,12 @@ template <typename T>
 T* grad_buffer(const TensorT<T>& x) {
   auto& impl = *x.impl();
   if constexpr (std::is_same_v<T, float>) {
-    if (g_redirect.target && impl.grad) {
-      const std::ptrdiff_t offset = impl.grad.get() - g_redirect.base;
-      if (offset >= 0 && offset < g_redirect.size) return g_redirect.target + offset;
+    if (float* r = redirected(impl.grad.get())) {
+      if (g_redirect.spans) {
+        const size_t i = g_redirect.span_of(r - g_redirect.target);
+        if (!g_redirect.reached[i]) g_redirect.zero_span(i);
+      }
+      return r;
     }
   }
   if (!impl.grad) impl.grad = allocate_storage<T>(impl.shape.numel(), true);
@@ -112,6 +148,19 @@ T* grad_buffer(const TensorT<T>& x) {
 template <typename T>
 T* grad_buffer_to_write(const TensorT<T>& x, bool* fresh) {
   auto& impl = *x.impl();
+  if constexpr (std::is_same_v<T, float>) {
+    float* r = redirected(impl.grad.get());
+    if (r && g_redirect.spans) {  // a span not reached yet, which x covers whole: written, not zeroed
+      const int64_t offset = r - g_redirect.target;
+      const size_t i = g_redirect.span_of(offset);
+      if (!g_redirect.reached[i] && offset == (*g_redirect.spans)[i] &&
+          g_redirect.span_end(i) - offset == impl.shape.numel()) {
+        g_redirect.reached[i] = 1;
+        *fresh = true;
+        return r;
+      }
+    }
+  }
   *fresh = !impl.grad;
   if (!*fresh) return grad_buffer(x);
   impl.grad = allocate_storage<T>(impl.shape.numel(), false);

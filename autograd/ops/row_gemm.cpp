@@ -125,6 +125,14 @@ void to_patch_order(const T* src, int64_t o, int64_t c, int64_t kk, T* out) {
       for (int64_t ci = 0; ci < c; ++ci) out[(a * kk + t) * c + ci] = src[(a * c + ci) * kk + t];
 }
 
+// The inverse: (o, kk, c) patch order at src into canonical (o, c, kk) order at out, written in order.
+template <typename T>
+void to_canonical_order(const T* src, int64_t o, int64_t c, int64_t kk, T* out) {
+  for (int64_t a = 0; a < o; ++a)
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t t = 0; t < kk; ++t) out[(a * c + ci) * kk + t] = src[(a * kk + t) * c + ci];
+}
+
 // Whether w's canonical order is its patch order: a linear's (N, K) or a 1×1 kernel's.
 template <typename T>
 bool in_patch_order(const TensorT<T>& w) {
@@ -141,19 +149,24 @@ void to_patch_order(const TensorT<T>& w, T* out) {
   to_patch_order(w.data(), w.size(0), w.size(1), w.size(2) * w.size(3), out);
 }
 
-// grad(w) (canonical) += g (patch order)
+// grad(w) (canonical) += g (patch order); written rather than added where w has no gradient yet.
 template <typename T>
 void add_from_patch_order(const T* g, const TensorT<T>& w) {
-  T* dst = grad_buffer(w);
+  bool fresh = false;
+  T* dst = grad_buffer_to_write(w, &fresh);
   if (w.ndim() != 4 || (w.size(2) == 1 && w.size(3) == 1)) {
     const int64_t n = w.numel();
-    for (int64_t i = 0; i < n; ++i) dst[i] += g[i];
+    if (fresh) std::memcpy(dst, g, sizeof(T) * n);
+    else
+      for (int64_t i = 0; i < n; ++i) dst[i] += g[i];
     return;
   }
   const int64_t o = w.size(0), c = w.size(1), kk = w.size(2) * w.size(3);
-  for (int64_t a = 0; a < o; ++a)
-    for (int64_t ci = 0; ci < c; ++ci)
-      for (int64_t t = 0; t < kk; ++t) dst[(a * c + ci) * kk + t] += g[(a * kk + t) * c + ci];
+  if (fresh) to_canonical_order(g, o, c, kk, dst);
+  else
+    for (int64_t a = 0; a < o; ++a)
+      for (int64_t ci = 0; ci < c; ++ci)
+        for (int64_t t = 0; t < kk; ++t) dst[(a * c + ci) * kk + t] += g[(a * kk + t) * c + ci];
 }
 
 // ---- the float kernels ----
