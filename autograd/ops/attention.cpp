@@ -59,7 +59,7 @@ void gather_block(const float* src, int64_t ld, int64_t rows, int64_t n, float f
     for (int64_t c = c0; c < n; ++c) dst[c * kLanes + r] = src[r * ld + c] * f;
 }
 
-// The block's rows (row stride ld) = src (n, lanes) transposed, or += f · it when accumulating.
+// The block's rows (row stride ld) = f · src (n, lanes) transposed, or += f · it when accumulating.
 void scatter_block(const float* src, int64_t n, int64_t rows, float* dst, int64_t ld, bool accumulate, float f) {
   const Packet fp = ei::pset1<Packet>(f);
   int64_t c0 = 0;
@@ -70,12 +70,12 @@ void scatter_block(const float* src, int64_t n, int64_t rows, float* dst, int64_
       ei::ptranspose(t);
       for (int64_t r = 0; r < kLanes; ++r) {
         float* row = dst + r * ld + c0;
-        ei::pstoreu(row, accumulate ? ei::pmadd(fp, t.packet[r], ei::ploadu<Packet>(row)) : t.packet[r]);
+        ei::pstoreu(row, accumulate ? ei::pmadd(fp, t.packet[r], ei::ploadu<Packet>(row)) : ei::pmul(fp, t.packet[r]));
       }
     }
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = c0; c < n; ++c)
-      dst[r * ld + c] = accumulate ? dst[r * ld + c] + f * src[c * kLanes + r] : src[c * kLanes + r];
+      dst[r * ld + c] = accumulate ? dst[r * ld + c] + f * src[c * kLanes + r] : f * src[c * kLanes + r];
 }
 
 // out_u = Σ_j w_j · x[j·step + u·stride] for u < W, with w a run of n packets: W FMA chains held in
@@ -400,9 +400,17 @@ void attention_backward<float>(const Tensor& grad, const Tensor& q, const Tensor
   const float* kp = k.data();
   const float* vp = v.data();
   const float* pp = probs.data();
-  float* gq = needs_grad(q) ? grad_buffer(q) : nullptr;
-  float* gk = needs_grad(k) ? grad_buffer(k) : nullptr;
-  float* gv = needs_grad(v) ? grad_buffer(v) : nullptr;
+  // A first gradient is written, not zero-filled and added; only when q, k and v are distinct tensors (each
+  // element of each gradient is then produced exactly once below).
+  const bool distinct = q.impl() != k.impl() && k.impl() != v.impl() && q.impl() != v.impl();
+  bool gq_fresh = false, gk_fresh = false, gv_fresh = false;
+  auto buffer = [&](const Tensor& x, bool* fresh) -> float* {
+    if (!needs_grad(x)) return nullptr;
+    return distinct ? grad_buffer_to_write(x, fresh) : grad_buffer(x);
+  };
+  float* gq = buffer(q, &gq_fresh);
+  float* gk = buffer(k, &gk_fresh);
+  float* gv = buffer(v, &gv_fresh);
   const float scale = static_cast<float>(a.scale);
   FlopCounter::add(2 * a.batch * a.heads * a.lq * a.lk * (2 * a.dv + (gq ? a.d : 0) + (gk ? a.d : 0)));
 #pragma omp parallel if (a.batch > 1)
@@ -431,14 +439,18 @@ void attention_backward<float>(const Tensor& grad, const Tensor& q, const Tensor
           for (int64_t j0 = 0; j0 < grouped; j0 += lanes)
             for (int64_t c = 0; c < a.dv; ++c) {
               ei::pstore(sums, key_sums(pbh, a.lk, j0, gth + c * lanes, a.cv * lanes, blocks));
-              for (int64_t u = 0; u < lanes; ++u) gv[(b * a.lk + j0 + u) * a.cv + h * a.dv + c] += sums[u];
+              for (int64_t u = 0; u < lanes; ++u) {
+                float& dst = gv[(b * a.lk + j0 + u) * a.cv + h * a.dv + c];
+                dst = gv_fresh ? sums[u] : dst + sums[u];
+              }
             }
           for (int64_t j = grouped; j < a.lk; ++j)
             for (int64_t c = 0; c < a.dv; ++c) {
               P acc = ei::pset1<P>(0.0f);
               for (int64_t blk = 0; blk < blocks; ++blk)
                 acc = ei::pmadd(ei::pload<P>(pbh + (blk * a.lk + j) * lanes), ei::pload<P>(gth + (blk * a.cv + c) * lanes), acc);
-              gv[(b * a.lk + j) * a.cv + h * a.dv + c] += ei::predux(acc);
+              float& dst = gv[(b * a.lk + j) * a.cv + h * a.dv + c];
+              dst = gv_fresh ? ei::predux(acc) : dst + ei::predux(acc);
             }
         }
         if (!gq && !gk) continue;
@@ -467,21 +479,25 @@ void attention_backward<float>(const Tensor& grad, const Tensor& q, const Tensor
           for (int64_t j0 = 0; j0 < grouped; j0 += lanes)
             for (int64_t c = 0; c < a.d; ++c) {
               ei::pstore(sums, key_sums(ds.data(), a.lk, j0, qth + c * lanes, a.c * lanes, blocks));
-              for (int64_t u = 0; u < lanes; ++u) gk[(b * a.lk + j0 + u) * a.c + h * a.d + c] += scale * sums[u];
+              for (int64_t u = 0; u < lanes; ++u) {
+                float& dst = gk[(b * a.lk + j0 + u) * a.c + h * a.d + c];
+                dst = gk_fresh ? scale * sums[u] : dst + scale * sums[u];
+              }
             }
           for (int64_t j = grouped; j < a.lk; ++j)
             for (int64_t c = 0; c < a.d; ++c) {
               P acc = ei::pset1<P>(0.0f);
               for (int64_t blk = 0; blk < blocks; ++blk)
                 acc = ei::pmadd(ei::pload<P>(ds.data() + (blk * a.lk + j) * lanes), ei::pload<P>(qth + (blk * a.c + c) * lanes), acc);
-              gk[(b * a.lk + j) * a.c + h * a.d + c] += scale * ei::predux(acc);
+              float& dst = gk[(b * a.lk + j) * a.c + h * a.d + c];
+              dst = gk_fresh ? scale * ei::predux(acc) : dst + scale * ei::predux(acc);
             }
         }
       }
       if (gq)
         for (int64_t blk = 0; blk < blocks; ++blk) {
           const int64_t i0 = blk * lanes, rows = std::min(lanes, a.lq - i0);
-          scatter_block(dqt.data() + blk * a.c * lanes, a.c, rows, gq + (b * a.lq + i0) * a.c, a.c, true, scale);
+          scatter_block(dqt.data() + blk * a.c * lanes, a.c, rows, gq + (b * a.lq + i0) * a.c, a.c, !gq_fresh, scale);
         }
     }
   }

@@ -173,7 +173,8 @@ void backward(const TensorT<T>& grad, const TensorT<T>& x, const TensorT<T>& gam
   const T* bp = beta.defined() ? beta.data() : nullptr;
   const T* mp = mean.data();
   const T* rp = rstd.data();
-  T* dx = want_x ? grad_buffer(x) : nullptr;
+  bool dx_fresh = false;  // x's first gradient: written, no zero fill
+  T* dx = want_x ? grad_buffer_to_write(x, &dx_fresh) : nullptr;
   std::vector<double> part_gamma(want_gamma ? d.n * d.c : 0), part_beta(want_beta ? d.n * d.c : 0);
   const double count = static_cast<double>(d.s * d.cpg);
 #pragma omp parallel for schedule(dynamic, 1) if (d.n > 1 && x.numel() > 32768)
@@ -232,9 +233,14 @@ void backward(const TensorT<T>& grad, const TensorT<T>& x, const TensorT<T>& gam
     }
     // ∂x = rstd·(∂z·γ − md − x̂·mdx) = ∂z·k0 − k1 − x·k2, with x̂ = (x − μ)·rstd folded into k1
     T* dxs = dx + n * d.sample();
-    for (int64_t p = 0; p < d.s; ++p)
-      for (int64_t c = 0; c < d.c; ++c)
-        dxs[p * d.c + c] += dz[p * d.c + c] * k[c] - k[d.c + c] - xs[p * d.c + c] * k[2 * d.c + c];
+    if (dx_fresh)
+      for (int64_t p = 0; p < d.s; ++p)
+        for (int64_t c = 0; c < d.c; ++c)
+          dxs[p * d.c + c] = dz[p * d.c + c] * k[c] - k[d.c + c] - xs[p * d.c + c] * k[2 * d.c + c];
+    else
+      for (int64_t p = 0; p < d.s; ++p)
+        for (int64_t c = 0; c < d.c; ++c)
+          dxs[p * d.c + c] += dz[p * d.c + c] * k[c] - k[d.c + c] - xs[p * d.c + c] * k[2 * d.c + c];
   }
   auto reduce = [&](const std::vector<double>& part, const TensorT<T>& param) {
     T* dst = grad_buffer(param);

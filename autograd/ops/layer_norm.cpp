@@ -42,15 +42,19 @@ static void layer_norm_backward(const TensorT<T>& grad, const TensorT<T>& x, con
   if (needs_grad(gamma) || needs_grad(beta)) {  // serial over rows: deterministic sums
     T* dgam = needs_grad(gamma) ? grad_buffer(gamma) : nullptr;
     T* dbet = needs_grad(beta) ? grad_buffer(beta) : nullptr;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t i = 0; i < dim; ++i) {
-        const T g = gp[r * dim + i];
-        if (dgam) dgam[i] += g * (xp[r * dim + i] - mean.data()[r]) * rstd.data()[r];
-        if (dbet) dbet[i] += g;
-      }
+    for (int64_t r = 0; r < rows; ++r) {  // one row at a time, each loop a plain vector loop
+      const T mu = mean.data()[r], rs = rstd.data()[r];
+      const T* g = gp + r * dim;
+      const T* xr = xp + r * dim;
+      if (dgam)
+        for (int64_t i = 0; i < dim; ++i) dgam[i] += g[i] * (xr[i] - mu) * rs;
+      if (dbet)
+        for (int64_t i = 0; i < dim; ++i) dbet[i] += g[i];
+    }
   }
   if (!needs_grad(x)) return;
-  T* gx = grad_buffer(x);
+  bool fresh = false;  // x's first gradient: written, no zero fill
+  T* gx = grad_buffer_to_write(x, &fresh);
 #pragma omp parallel for schedule(static) if (x.numel() > 32768)
   for (int64_t r = 0; r < rows; ++r) {
     const T mu = mean.data()[r], rs = rstd.data()[r];
@@ -65,7 +69,8 @@ static void layer_norm_backward(const TensorT<T>& grad, const TensorT<T>& x, con
     for (int64_t i = 0; i < dim; ++i) {
       const T dv = gp[r * dim + i] * (gam ? gam[i] : T(1));
       const T xhat = (xp[r * dim + i] - mu) * rs;
-      gx[r * dim + i] += rs * (dv - T(md) - xhat * T(mdx));
+      const T d = rs * (dv - T(md) - xhat * T(mdx));
+      gx[r * dim + i] = fresh ? d : gx[r * dim + i] + d;
     }
   }
 }

@@ -115,7 +115,8 @@ TEST(FusedOps, UpsampleNhwcMatchesNchw) {
 
 // The fused float attention kernel against the double reference (Eigen products and softmax_rows): self-
 // and cross-attention at the UNet's shapes (8 heads of 8 channels, 64 and 16 tokens, 4 context tokens), the
-// autoencoder's single 64-channel head, and odd sizes that leave partial packets.
+// autoencoder's single 64-channel head, and odd sizes that leave partial packets. Two backward passes, so that
+// the gradients are written by the first and added to by the second; and q = k = v as one tensor.
 TEST(FusedOps, AttentionFloatKernelMatchesTheDoubleReference) {
   struct Case { int64_t b, lq, lk, c, cv; int heads; };
   for (const Case& k : {Case{64, 64, 64, 64, 64, 8}, Case{32, 16, 4, 128, 128, 8}, Case{4, 64, 64, 64, 64, 1},
@@ -123,8 +124,15 @@ TEST(FusedOps, AttentionFloatKernelMatchesTheDoubleReference) {
     const std::vector<TensorD> in = {random_tensor({k.b, k.lq, k.c}, 11, false), random_tensor({k.b, k.lk, k.c}, 12, false),
                                      random_tensor({k.b, k.lk, k.cv}, 13, false)};
     const int heads = k.heads;
-    const OpT<float> f = [heads](const std::vector<Tensor>& x) { return attention(x[0], x[1], x[2], heads); };
-    const OpT<double> d = [heads](const std::vector<TensorD>& x) { return attention(x[0], x[1], x[2], heads); };
+    const bool same = k.lq == k.lk && k.c == k.cv;  // also run as self-attention of the first input alone
+    for (bool self : {false, true}) {
+    if (self && !same) continue;
+    const OpT<float> f = [heads, self](const std::vector<Tensor>& x) {
+      return self ? attention(x[0], x[0], x[0], heads) : attention(x[0], x[1], x[2], heads);
+    };
+    const OpT<double> d = [heads, self](const std::vector<TensorD>& x) {
+      return self ? attention(x[0], x[0], x[0], heads) : attention(x[0], x[1], x[2], heads);
+    };
     // Run each side in its own type and compare in double.
     auto outputs = [&](auto op, auto tag) {
       using T = decltype(tag);
@@ -134,10 +142,14 @@ TEST(FusedOps, AttentionFloatKernelMatchesTheDoubleReference) {
         t.set_requires_grad(true);
         xs.push_back(t);
       }
-      TensorT<T> y = op(xs);
-      sum(mul(y, cast<T>(random_tensor(y.shape(), 14, false)))).backward();
+      TensorT<T> y;
+      for (int pass = 0; pass < 2; ++pass) {
+        y = op(xs);
+        sum(mul(y, cast<T>(random_tensor(y.shape(), 14 + pass, false)))).backward();
+      }
       std::vector<TensorD> r{cast<double>(y.detach())};
-      for (auto& t : xs) r.push_back(cast<double>(t.grad()));
+      for (auto& t : xs)
+        if (t.grad().defined()) r.push_back(cast<double>(t.grad()));
       return r;
     };
     const auto got = outputs(f, 0.0f), ref = outputs(d, 0.0);
@@ -145,7 +157,10 @@ TEST(FusedOps, AttentionFloatKernelMatchesTheDoubleReference) {
       double scale = 1, worst = 0;
       for (int64_t e = 0; e < ref[i].numel(); ++e) scale = std::max(scale, std::abs(ref[i].data()[e]));
       for (int64_t e = 0; e < ref[i].numel(); ++e) worst = std::max(worst, std::abs(got[i].data()[e] - ref[i].data()[e]));
-      EXPECT_LE(worst / scale, 2e-6) << "tensor " << i << " of b" << k.b << " lq" << k.lq << " lk" << k.lk << " c" << k.c;
+      EXPECT_LE(worst / scale, 2e-6) << "tensor " << i << " of b" << k.b << " lq" << k.lq << " lk" << k.lk << " c" << k.c
+                                     << (self ? " (self)" : "");
+    }
+    EXPECT_EQ(got.size(), self ? 2u : 4u);
     }
   }
 }
