@@ -185,7 +185,8 @@ U* scratch(int slot, int64_t n) {
 // A float matrix converted to the operand type (bf16 or a plain float copy), in a buffer of its own.
 struct Operand {
   std::shared_ptr<void> storage;
-  const void* data() const { return storage.get(); }
+  const void* view = nullptr;  // values owned elsewhere, alive while the operand is used (instead of storage)
+  const void* data() const { return view ? view : storage.get(); }
 };
 
 Operand operand_of(const float* src, int64_t n, DType type) {
@@ -268,16 +269,30 @@ PackedCache& cache_of(const Tensor& w) {
   return *cache;
 }
 
-std::vector<float> patch_ordered(const Tensor& w) {
-  std::vector<float> p(static_cast<size_t>(w.numel()));
-  to_patch_order(w, p.data());
-  return p;
+// W in patch order: its own values where they already are (a linear's or 1×1 kernel's), else a copy.
+struct PatchOrdered {
+  std::unique_ptr<float[]> copy;
+  const float* values;
+  const float* data() const { return values; }
+};
+PatchOrdered patch_ordered(const Tensor& w) {
+  if (!w.data()) throw Error(kNoValues);
+  if (in_patch_order(w)) return {nullptr, w.data()};
+  std::unique_ptr<float[]> copy(new float[static_cast<size_t>(w.numel())]);  // uninitialised: written whole
+  to_patch_order(w, copy.get());
+  const float* values = copy.get();
+  return {std::move(copy), values};
 }
 
 WeightOperand weight_operand(const Tensor& w, int64_t n, int64_t k, Use use, DType type) {
   WeightOperand out;
   if (!cacheable(w)) {
-    const std::vector<float> p = patch_ordered(w);
+    PatchOrdered p = patch_ordered(w);
+    if (type == DType::kF32) {  // float operands as they are: w's own values (alive for the call) or the copy
+      out.plain.view = p.values;
+      out.plain.storage = std::shared_ptr<float>(p.copy.release(), std::default_delete<float[]>());
+      return out;
+    }
     out.plain = operand_of(p.data(), w.numel(), type);
     return out;
   }
@@ -299,7 +314,7 @@ WeightOperand weight_operand(const Tensor& w, int64_t n, int64_t k, Use use, DTy
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   std::unique_ptr<PackedMatrix>& slot = cache_of(w).packed[type == DType::kBf16][int(use)];
   if (!slot) {
-    const std::vector<float> p = patch_ordered(w);  // (throws for a forward-only weight)
+    const PatchOrdered p = patch_ordered(w);  // (throws for a forward-only weight)
     slot = std::make_unique<PackedMatrix>(p.data(), l, type);
   }
   out.packed = slot.get();
@@ -634,7 +649,7 @@ int64_t keep_forward_form_only_impl(const Tensor& w) {
     if (direct) cache.conv[t == DType::kBf16] = std::make_unique<cpu::ConvWeights>(w.data(), cpu::ConvWeights::Order::kOIHW, plan);
   }
   if (!direct) {
-    const std::vector<float> p = patch_ordered(w);
+    const PatchOrdered p = patch_ordered(w);
     cache.packed[t == DType::kBf16][int(Use::kForward)] =
         std::make_unique<PackedMatrix>(p.data(), Layout::transposed(k, n, DType::kF32, k), t);
   }
