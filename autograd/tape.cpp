@@ -58,7 +58,7 @@ struct Redirect {
   const std::vector<int64_t>* spans = nullptr;  // null: target is initialised
   std::vector<uint8_t> reached;                 // per span
 
-  // The span holding offset o: its index, start and length.
+  // The index of the span holding offset o.
   size_t span_of(int64_t o) const {
     return static_cast<size_t>(std::upper_bound(spans->begin(), spans->end(), o) - spans->begin()) - 1;
   }

@@ -154,7 +154,7 @@ template <typename T>
 void add_from_patch_order(const T* g, const TensorT<T>& w) {
   bool fresh = false;
   T* dst = grad_buffer_to_write(w, &fresh);
-  if (w.ndim() != 4 || (w.size(2) == 1 && w.size(3) == 1)) {
+  if (in_patch_order(w)) {
     const int64_t n = w.numel();
     if (fresh) std::memcpy(dst, g, sizeof(T) * n);
     else
@@ -182,7 +182,8 @@ U* scratch(int slot, int64_t n) {
   return reinterpret_cast<U*>((reinterpret_cast<uintptr_t>(b.data()) + 63) & ~uintptr_t(63));
 }
 
-// A float matrix converted to the operand type (bf16 or a plain float copy), in a buffer of its own.
+// A float matrix as a GEMM operand: converted to bf16 or copied, in a buffer of its own, or (float) a view of
+// values that outlive it.
 struct Operand {
   std::shared_ptr<void> storage;
   const void* view = nullptr;  // values owned elsewhere, alive while the operand is used (instead of storage)
