@@ -71,16 +71,15 @@ double parallel_backward(FlatParameters& params, int64_t batch,
     loss.backward();
     return value;
   }
-  std::vector<int64_t> spans;  // each parameter's start: the part buffers are zeroed span by span, when reached
+  std::vector<int64_t> spans{0};  // each parameter's start: the part buffers are zeroed span by span, when reached
   for (const FlatParameters::Entry& e : params.entries()) spans.push_back(e.offset);
   std::sort(spans.begin(), spans.end());
   std::vector<std::shared_ptr<float>> grads(p.count);
   std::vector<double> losses(p.count);
   for_each_part(batch, [&](int64_t begin, int64_t count) {
     const int64_t i = begin / p.size;
-    grads[i] = allocate_storage<float>(params.size(), spans.empty());
-    GradientRedirect redirect = spans.empty() ? GradientRedirect(params.grads(), params.size(), grads[i].get())
-                                              : GradientRedirect(params.grads(), params.size(), grads[i].get(), spans);
+    grads[i] = allocate_storage<float>(params.size(), false);
+    GradientRedirect redirect(params.grads(), params.size(), grads[i].get(), spans);
     Tensor loss = part_loss(begin, count);
     losses[i] = loss.item();
     loss.backward();

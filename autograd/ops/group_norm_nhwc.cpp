@@ -233,14 +233,11 @@ void backward(const TensorT<T>& grad, const TensorT<T>& x, const TensorT<T>& gam
     }
     // ∂x = rstd·(∂z·γ − md − x̂·mdx) = ∂z·k0 − k1 − x·k2, with x̂ = (x − μ)·rstd folded into k1
     T* dxs = dx + n * d.sample();
-    if (dx_fresh)
-      for (int64_t p = 0; p < d.s; ++p)
-        for (int64_t c = 0; c < d.c; ++c)
-          dxs[p * d.c + c] = dz[p * d.c + c] * k[c] - k[d.c + c] - xs[p * d.c + c] * k[2 * d.c + c];
-    else
-      for (int64_t p = 0; p < d.s; ++p)
-        for (int64_t c = 0; c < d.c; ++c)
-          dxs[p * d.c + c] += dz[p * d.c + c] * k[c] - k[d.c + c] - xs[p * d.c + c] * k[2 * d.c + c];
+    for (int64_t p = 0; p < d.s; ++p)
+      for (int64_t c = 0; c < d.c; ++c) {
+        const T v = dz[p * d.c + c] * k[c] - k[d.c + c] - xs[p * d.c + c] * k[2 * d.c + c];
+        dxs[p * d.c + c] = dx_fresh ? v : dxs[p * d.c + c] + v;
+      }
   }
   auto reduce = [&](const std::vector<double>& part, const TensorT<T>& param) {
     T* dst = grad_buffer(param);

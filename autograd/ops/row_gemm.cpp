@@ -125,14 +125,6 @@ void to_patch_order(const T* src, int64_t o, int64_t c, int64_t kk, T* out) {
       for (int64_t ci = 0; ci < c; ++ci) out[(a * kk + t) * c + ci] = src[(a * c + ci) * kk + t];
 }
 
-// The inverse: (o, kk, c) patch order at src into canonical (o, c, kk) order at out, written in order.
-template <typename T>
-void to_canonical_order(const T* src, int64_t o, int64_t c, int64_t kk, T* out) {
-  for (int64_t a = 0; a < o; ++a)
-    for (int64_t ci = 0; ci < c; ++ci)
-      for (int64_t t = 0; t < kk; ++t) out[(a * c + ci) * kk + t] = src[(a * kk + t) * c + ci];
-}
-
 // Whether w's canonical order is its patch order: a linear's (N, K) or a 1×1 kernel's.
 template <typename T>
 bool in_patch_order(const TensorT<T>& w) {
@@ -162,11 +154,12 @@ void add_from_patch_order(const T* g, const TensorT<T>& w) {
     return;
   }
   const int64_t o = w.size(0), c = w.size(1), kk = w.size(2) * w.size(3);
-  if (fresh) to_canonical_order(g, o, c, kk, dst);
-  else
-    for (int64_t a = 0; a < o; ++a)
-      for (int64_t ci = 0; ci < c; ++ci)
-        for (int64_t t = 0; t < kk; ++t) dst[(a * c + ci) * kk + t] += g[(a * kk + t) * c + ci];
+  for (int64_t a = 0; a < o; ++a)
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t t = 0; t < kk; ++t) {
+        T& d = dst[(a * c + ci) * kk + t];
+        d = fresh ? g[(a * kk + t) * c + ci] : d + g[(a * kk + t) * c + ci];
+      }
 }
 
 // ---- the float kernels ----
