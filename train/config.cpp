@@ -133,6 +133,10 @@ const std::vector<KeySpec>& config_keys() {
         {"lcd.num_ddim_timesteps", 50, "N of the skipping-step grid, k = 1000/N (must divide 1000)",
          [](const json& v) { return v.get<int64_t>() >= 1 && 1000 % v.get<int64_t>() == 0 ? "" : "must divide 1000"; },
          [](TrainConfig& c, const json& v) { c.lcd.num_ddim_timesteps = v; }},
+        {"lcd.top_step_fraction", 0.0,
+         "share of samples trained at the grid's top point t = 999, the one point 1-step sampling evaluates (the rest "
+         "uniform over the grid; 0: uniform, 1/N of them there)",
+         in_unit(true), [](TrainConfig& c, const json& v) { c.lcd.top_step_fraction = v; }},
         {"lcd.guidance_min", 3.0, "guidance scale s per sample ~ U[min, max] (diffusers' convention, s = w + 1)", at_least(0),
          into(&TrainConfig::guidance_min)},
         {"lcd.guidance_max", 3.0, "upper end of the guidance range (= min for a fixed scale)", at_least(0),

@@ -41,6 +41,13 @@ V part_of(const V& v, int64_t begin, int64_t count) {
 
 }  // namespace
 
+int draw_grid_index(Rng& rng, const LcdSettings& settings) {
+  const int N = settings.num_ddim_timesteps;
+  const int j = static_cast<int>(rng.uniform_int(N));
+  if (settings.top_step_fraction > 0 && rng.uniform() < settings.top_step_fraction) return N - 1;
+  return j;
+}
+
 LcdTargets lcd_targets(const UNet2DConditionModel& unet, TrainableLora& lora, const NoiseSchedule& s,
                        const LcdSettings& settings, const LcdBatch& b) {
   NoGradGuard no_grad;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "autograd/flat_parameters.h"
+#include "autograd/random.h"
 #include "infer/nn/unet.h"
 #include "infer/schedule.h"
 #include "train/teacher_solver.h"
@@ -35,6 +36,7 @@ struct LcdSettings {
   bool teacher_free = false;  // LCF: z_e on the forward process from the same noise
   bool guidance_embedding = false;  // student and target see the embedding of w = s − 1 (time_cond_proj_dim)
   int guidance_embedding_dim = 256;
+  double top_step_fraction = 0.0;  // share of samples drawn at the grid's top point (1-step sampling's t)
 };
 
 struct LcdBatch {
@@ -45,6 +47,11 @@ struct LcdBatch {
   std::vector<double> guidance;   // s per sample (diffusers' convention)
   double weight = 1.0;            // the batch's share of the optimised batch: 1, or a process's B_r/B (distributed.h)
 };
+
+// Step 1's grid index of one sample: uniform over 0..N−1, or with probability top_step_fraction (> 0: one more
+// draw) the top point N − 1, t = 999, the only point that 1-step sampling evaluates (uniform draws give it 1/N
+// of the samples). With top_step_fraction 0 the draws are those of a plain uniform index.
+int draw_grid_index(Rng& rng, const LcdSettings& settings);
 
 // Steps 1, 2, 4 and 5, without a tape.
 struct LcdTargets {

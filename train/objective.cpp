@@ -31,7 +31,7 @@ class ConsistencyObjective : public Objective {
     b.z0 = z0;
     // Step 1's j and step 2's guidance scale per sample, then ε (this order keeps runs reproducible).
     for (int64_t i = 0; i < n; ++i) {
-      b.j.push_back(static_cast<int>(rng.uniform_int(settings_.num_ddim_timesteps)));
+      b.j.push_back(draw_grid_index(rng, settings_));
       b.guidance.push_back(c_.guidance_min + (c_.guidance_max - c_.guidance_min) * rng.uniform());
     }
     b.eps = rng.normal_tensor(z0.shape());

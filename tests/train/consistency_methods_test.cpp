@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <vector>
 
 #include "autograd/ops.h"
 #include "autograd/random.h"
@@ -185,6 +186,30 @@ TEST(PcmStep, MapsToThePhaseEdgeAndTakesZeAsTargetThere) {
   double differs = 0;
   for (int64_t k = per; k < 3 * per; ++k) differs = std::max(differs, double(std::abs(step.target.data()[k] - step.z_e.data()[k])));
   EXPECT_GT(differs, 1e-3);
+}
+
+// Grid indices: uniform draws unchanged at fraction 0 (old runs reproduce), and at fraction p the top point
+// takes p + (1 − p)/N of the samples, the others (1 − p)/N each (binomial bounds, 5σ).
+TEST(LcdGridIndex, TopStepFractionSendsThatShareToTheTopPoint) {
+  LcdSettings settings;
+  settings.num_ddim_timesteps = 50;
+  Rng a(7), b(7);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(draw_grid_index(a, settings), b.uniform_int(50)) << "draw " << i;
+
+  settings.top_step_fraction = 0.3;
+  const int n = 20000, N = 50;
+  std::vector<int> count(N, 0);
+  Rng r(11);
+  for (int i = 0; i < n; ++i) {
+    const int j = draw_grid_index(r, settings);
+    ASSERT_GE(j, 0);
+    ASSERT_LT(j, N);
+    ++count[j];
+  }
+  const double p_top = 0.3 + 0.7 / N, p_other = 0.7 / N;
+  EXPECT_NEAR(count[N - 1] / double(n), p_top, 5 * std::sqrt(p_top * (1 - p_top) / n));
+  for (int j = 0; j + 1 < N; ++j)
+    EXPECT_NEAR(count[j] / double(n), p_other, 5 * std::sqrt(p_other * (1 - p_other) / n)) << "index " << j;
 }
 
 TEST(LcfStep, TakesTheNextPointOnTheForwardProcessWithoutATeacher) {

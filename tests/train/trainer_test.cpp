@@ -328,6 +328,7 @@ TEST(TrainConfigTest, ErrorsNameTheKeyAndTheValue) {
   expect_error({{"objective", "lcf"}}, "lora.init_adapter");
   expect_error({{"objective", "pcm"}, {"lora", {{"enabled", false}}}}, "lora.enabled");
   expect_error({{"lcd", {{"cond_dropout", 1.5}}}}, "lcd.cond_dropout");
+  expect_error({{"lcd", {{"top_step_fraction", -0.1}}}}, "lcd.top_step_fraction");
   nlohmann::json bad_model = {{"model", "/nonexistent"}};
   try {
     parse_train_config(bad_model, "cfg.json");
