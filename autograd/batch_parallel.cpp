@@ -74,6 +74,7 @@ double parallel_backward(FlatParameters& params, int64_t batch,
   std::vector<int64_t> spans{0};  // each parameter's start: the part buffers are zeroed span by span, when reached
   for (const FlatParameters::Entry& e : params.entries()) spans.push_back(e.offset);
   std::sort(spans.begin(), spans.end());
+  spans.erase(std::unique(spans.begin(), spans.end()), spans.end());  // the first parameter starts at 0 too
   std::vector<std::shared_ptr<float>> grads(p.count);
   std::vector<double> losses(p.count);
   for_each_part(batch, [&](int64_t begin, int64_t count) {

@@ -55,7 +55,7 @@ struct Redirect {
   const float* base = nullptr;
   int64_t size = 0;
   float* target = nullptr;
-  const std::vector<int64_t>* spans = nullptr;  // null: target is initialised
+  const std::vector<int64_t>* spans = nullptr;  // the parameters' start offsets (GradientRedirect)
   std::vector<uint8_t> reached;                 // per span
 
   // The index of the span holding offset o.
@@ -78,16 +78,12 @@ float* redirected(const float* grad) {
 }
 }  // namespace
 
-GradientRedirect::GradientRedirect(const float* base, int64_t size, float* target) {
-  g_redirect = {base, size, target, nullptr, {}};
-}
 GradientRedirect::GradientRedirect(const float* base, int64_t size, float* target, const std::vector<int64_t>& spans) {
   if (spans.empty() || spans.front() != 0 || !std::is_sorted(spans.begin(), spans.end()) || spans.back() > size)
     throw Error("GradientRedirect: spans must start at 0, ascending, inside the buffer");
   g_redirect = {base, size, target, &spans, std::vector<uint8_t>(spans.size(), 0)};
 }
 void GradientRedirect::finish() {
-  if (!g_redirect.spans) return;
   for (size_t i = 0; i < g_redirect.reached.size(); ++i)
     if (!g_redirect.reached[i]) g_redirect.zero_span(i);
 }
@@ -134,10 +130,8 @@ T* grad_buffer(const TensorT<T>& x) {
   auto& impl = *x.impl();
   if constexpr (std::is_same_v<T, float>) {
     if (float* r = redirected(impl.grad.get())) {
-      if (g_redirect.spans) {
-        const size_t i = g_redirect.span_of(r - g_redirect.target);
-        if (!g_redirect.reached[i]) g_redirect.zero_span(i);
-      }
+      const size_t i = g_redirect.span_of(r - g_redirect.target);
+      if (!g_redirect.reached[i]) g_redirect.zero_span(i);
       return r;
     }
   }
@@ -150,7 +144,7 @@ T* grad_buffer_to_write(const TensorT<T>& x, bool* fresh) {
   auto& impl = *x.impl();
   if constexpr (std::is_same_v<T, float>) {
     float* r = redirected(impl.grad.get());
-    if (r && g_redirect.spans) {  // a span not reached yet, which x covers whole: written, not zeroed
+    if (r) {  // a span not reached yet, which x covers whole: written, not zeroed
       const int64_t offset = r - g_redirect.target;
       const size_t i = g_redirect.span_of(offset);
       if (!g_redirect.reached[i] && offset == (*g_redirect.spans)[i] &&

@@ -51,16 +51,15 @@ class GradModeGuard {
 // autograd/flat_parameters.h) go to the same offsets of `target` instead: each part of a batch-parallel
 // backward (autograd/batch_parallel.h) gets a private buffer.
 //
-// With `spans` (the sorted start offsets of the parameters in the buffer) `target` may start uninitialised:
+// `spans` are the sorted start offsets of the parameters in the buffer, so that `target` may start uninitialised:
 // a parameter's span is zeroed when a kernel first adds into it, or left to a kernel that writes it whole
 // (grad_buffer_to_write), and finish() zeroes the spans no gradient reached. This saves a zero fill of the
 // whole buffer per part and the trip to memory that comes with it (a full UNet's 17 MB, four parts a step).
 class GradientRedirect {
  public:
-  GradientRedirect(const float* base, int64_t size, float* target);
   GradientRedirect(const float* base, int64_t size, float* target, const std::vector<int64_t>& spans);
   ~GradientRedirect();
-  void finish();  // zeroes the spans not reached (with spans); the target is then complete
+  void finish();  // zeroes the spans not reached; the target is then complete
   GradientRedirect(const GradientRedirect&) = delete;
   GradientRedirect& operator=(const GradientRedirect&) = delete;
 };
