@@ -9,6 +9,7 @@
 #include "autograd/ops.h"
 #include "autograd/tape.h"
 #include "autograd/threads.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 
@@ -90,13 +91,12 @@ double parallel_backward(FlatParameters& params, int64_t batch,
   float* g = params.grads();
   double* wide = params.wide_grads();
   const int64_t n = params.size();
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t k = 0; k < n; ++k) {
+  parallel_for(n, n > 65536, [&](int64_t k) {
     double s = grads[0].get()[k];
     for (int64_t i = 1; i < p.count; ++i) s += grads[i].get()[k];
     if (wide) wide[k] += s;
     else g[k] += static_cast<float>(s);
-  }
+  });
   double total = 0;
   for (double l : losses) total += l;
   return total;

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "autograd/errors.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 
@@ -50,8 +51,10 @@ void reduce_to_shape_accumulate(const TensorT<T>& g, const Shape& target, T* dst
   const T* src = g.data();
   if (g.shape().numel() == target.numel()) {  // same element order: no axis was broadcast
     const int64_t n = target.numel();
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+    parallel_ranges(n, n > 65536, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; ++i) dst[i] += src[i];
+    });
     return;
   }
   // Serial over g so that the summation order, and so the result, is independent of the thread count.

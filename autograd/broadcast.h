@@ -4,6 +4,7 @@
 #include <array>
 
 #include "autograd/tensor.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 
@@ -27,8 +28,7 @@ void for_each_broadcast(const Shape& out, const Shape& a, const Shape& b, F&& f)
   const int64_t inner = d[R - 1];
   const int64_t outer = out.numel() / (inner ? inner : 1);
   if (out.numel() == 0) return;
-#pragma omp parallel for schedule(static) if (out.numel() > 65536)
-  for (int64_t row = 0; row < outer; ++row) {
+  parallel_for(outer, out.numel() > 65536, [&](int64_t row) {
     int64_t rem = row, ia = 0, ib = 0;
     for (int ax = R - 2; ax >= 0; --ax) {
       int64_t i = rem % d[ax];
@@ -38,7 +38,7 @@ void for_each_broadcast(const Shape& out, const Shape& a, const Shape& b, F&& f)
     }
     const int64_t base = row * inner;
     for (int64_t k = 0; k < inner; ++k) f(base + k, ia + k * sa[R - 1], ib + k * sb[R - 1]);
-  }
+  });
 }
 
 // Sums g (shape `g.shape()`, a broadcast of `target`) over the broadcast axes into dst (shape target),

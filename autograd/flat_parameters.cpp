@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "autograd/errors.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 
@@ -45,8 +46,7 @@ double FlatParameters::grad_norm() const {
   const int64_t blocks = (size_ + kBlock - 1) / kBlock;
   std::vector<double> partial(static_cast<size_t>(blocks));
   const float* g = grads_.get();
-#pragma omp parallel for schedule(static) if (blocks > 1)
-  for (int64_t b = 0; b < blocks; ++b) {
+  parallel_for(blocks, blocks > 1, [&](int64_t b) {
     // Eight running sums (value i into sum i mod 8), added in order at the end: eight independent chains the
     // compiler vectorises, where one chain waits on each add's latency. A fixed order all the same.
     constexpr int kLanes = 8;
@@ -59,7 +59,7 @@ double FlatParameters::grad_norm() const {
     double acc = 0;
     for (double s : lane) acc += s;
     partial[static_cast<size_t>(b)] = acc;
-  }
+  });
   double acc = 0;
   for (double p : partial) acc += p;
   return std::sqrt(acc);
@@ -72,8 +72,9 @@ double FlatParameters::clip_grad_norm(double max_norm) {
   if (factor < 1.0) {
     float* g = grads_.get();
     const float f = static_cast<float>(factor);
-#pragma omp parallel for schedule(static) if (size_ > 65536)
-    for (int64_t i = 0; i < size_; ++i) g[i] *= f;
+    parallel_for(size_, size_ > 65536, [&](int64_t i) {
+      g[i] *= f;
+    });
   }
   return norm;
 }

@@ -9,6 +9,7 @@
 
 #include "autograd/broadcast.h"
 #include "autograd/errors.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 
@@ -173,8 +174,10 @@ void accumulate_grad(const TensorT<T>& x, const TensorT<T>& g) {
       return;
     }
     const int64_t n = g.numel();
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+    parallel_ranges(n, n > 65536, [&](int64_t b, int64_t e) {
+#pragma omp simd
+      for (int64_t i = b; i < e; ++i) dst[i] += src[i];
+    });
   } else {
     reduce_to_shape_accumulate(g, x.shape(), grad_buffer(x));
   }

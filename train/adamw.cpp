@@ -5,6 +5,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "autograd/parallel.h"
+
 namespace lcd {
 
 AdamW::AdamW(FlatParameters& parameters, AdamWConfig config)
@@ -46,13 +48,15 @@ void AdamW::update(int64_t begin, int64_t end, double lr, double bc1, double bc2
   const float* g = params_.grads();
   float* m = m_.get();
   float* v = v_.get();
-#pragma omp parallel for simd schedule(static) if (end - begin > 65536)
-  for (int64_t i = begin; i < end; ++i) {
-    p[i] *= decay;
-    m[i] = b1 * m[i] + c1 * g[i];
-    v[i] = b2 * v[i] + c2 * g[i] * g[i];
-    p[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
-  }
+  parallel_ranges(end - begin, end - begin > 65536, [&](int64_t b, int64_t e) {
+#pragma omp simd
+    for (int64_t i = begin + b; i < begin + e; ++i) {
+      p[i] *= decay;
+      m[i] = b1 * m[i] + c1 * g[i];
+      v[i] = b2 * v[i] + c2 * g[i] * g[i];
+      p[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
+    }
+  });
 }
 
 }  // namespace lcd

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "autograd/cpu/bf16.h"
@@ -19,6 +20,7 @@
 #include "autograd/ops/instantiate.h"
 #include "autograd/ops/kernels.h"
 #include "autograd/ops/vector_math.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 LCD_DIFFERENTIABLE_OP(attention);
@@ -39,6 +41,7 @@ struct AttentionDims {
 
 // The float kernels' block layout: a packet holds one value for `lanes` consecutive queries.
 namespace ei = Eigen::internal;
+using FloatBuffer = std::vector<float, Eigen::aligned_allocator<float>>;  // per-thread scratch
 using Packet = vector_math::FloatPacket;
 constexpr int64_t kLanes = vector_math::kLanes;
 
@@ -142,11 +145,10 @@ static TensorT<T> attention_forward(const TensorT<T>& q, const TensorT<T>& k, co
   T* op = out.data();
   T* pp = probs_out ? probs.data() : nullptr;
   const T scale = static_cast<T>(a.scale);
-#pragma omp parallel if (a.batch * a.heads > 1)
-  {
-  std::vector<T, Eigen::aligned_allocator<T>> scratch(pp ? 0 : a.lq * a.lk);
-#pragma omp for schedule(static)
-  for (int64_t bh = 0; bh < a.batch * a.heads; ++bh) {
+  using Scratch = std::vector<T, Eigen::aligned_allocator<T>>;
+  parallel_for_with(
+      a.batch * a.heads, a.batch * a.heads > 1, [&] { return Scratch(pp ? 0 : a.lq * a.lk); },
+      [&](Scratch& scratch, int64_t bh) {
     const int64_t b = bh / a.heads, h = bh % a.heads;
     ConstHeadMap<T> qh(qp + b * a.lq * a.c + h * a.d, a.lq, a.d, Eigen::OuterStride<>(a.c));
     ConstHeadMap<T> kh(kp + b * a.lk * a.c + h * a.d, a.lk, a.d, Eigen::OuterStride<>(a.c));
@@ -156,8 +158,7 @@ static TensorT<T> attention_forward(const TensorT<T>& q, const TensorT<T>& k, co
     pm.noalias() = scale * (qh * kh.transpose());
     softmax_rows(p, p, a.lq, a.lk);
     HeadMap<T>(op + b * a.lq * a.cv + h * a.dv, a.lq, a.dv, Eigen::OuterStride<>(a.cv)).noalias() = pm * vh;
-  }
-  }
+  });
   if (probs_out) *probs_out = probs;
   return out;
 }
@@ -235,8 +236,7 @@ Tensor attention_forward_tiled(const Tensor& q, const Tensor& k, const Tensor& v
   std::vector<HeadPlans> heads(static_cast<size_t>(bhs));
   std::vector<cpu::bf16> q16(static_cast<size_t>(bf16 ? bhs * a.lq * a.d : 0));   // Q_h dense, bf16
   std::vector<float> q32(static_cast<size_t>(bf16 ? 0 : bhs * a.lq * a.d));       // or float32
-#pragma omp parallel for schedule(dynamic, 1) if (bhs > 1)
-  for (int64_t bh = 0; bh < bhs; ++bh) {
+  parallel_for<Schedule::kDynamic>(bhs, bhs > 1, [&](int64_t bh) {
     const int64_t b = bh / a.heads, h = bh % a.heads;
     for (int64_t i = 0; i < a.lq; ++i) {
       const float* row = q.data() + (b * a.lq + i) * a.c + h * a.d;
@@ -252,31 +252,29 @@ Tensor attention_forward_tiled(const Tensor& q, const Tensor& k, const Tensor& v
     hp.o_full = MatmulPlan(values_spec(kTiledRows), *hp.vh);
     hp.s_tail = tail == kTiledRows ? hp.s_full : MatmulPlan(scores_spec(tail), *hp.kt);
     hp.o_tail = tail == kTiledRows ? hp.o_full : MatmulPlan(values_spec(tail), *hp.vh);
-  }
+  });
   float* op = out.data();
   const float scale = static_cast<float>(a.scale);
   const int64_t tasks = bhs * blocks;
-#pragma omp parallel if (tasks > 1)
-  {
-    std::vector<float, Eigen::aligned_allocator<float>> sbuf(kTiledRows * a.lk);  // (m, Lk)
-    std::vector<cpu::bf16> pbuf(bf16 ? kTiledRows * a.lk : 0);                   // P in bf16 (m, Lk)
-    std::vector<float> obuf(kTiledRows * a.dv);                                   // O_blk (m, dv)
-    float inv[kTiledRows];                                                        // 1 / Σ_j p_j per query
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t blk = task % blocks, bh = task / blocks, h = bh % a.heads, b = bh / a.heads;
-      const int64_t i0 = blk * kTiledRows, m = std::min(kTiledRows, a.lq - i0);
-      const HeadPlans& hp = heads[bh];
-      const bool full = m == kTiledRows;
-      const int64_t q0 = (bh * a.lq + i0) * a.d;  // the block's first query in Q_h
-      (full ? hp.s_full : hp.s_tail).run(bf16 ? static_cast<const void*>(q16.data() + q0) : q32.data() + q0, nullptr, sbuf.data());
-      exp_rows(sbuf.data(), bf16 ? pbuf.data() : nullptr, inv, m, a.lk, scale);
-      (full ? hp.o_full : hp.o_tail).run(bf16 ? static_cast<const void*>(pbuf.data()) : sbuf.data(), nullptr, obuf.data());
-      float* o = op + (b * a.lq + i0) * a.cv + h * a.dv;  // (m, dv), row stride Cv
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t c = 0; c < a.dv; ++c) o[i * a.cv + c] = obuf[i * a.dv + c] * inv[i];
-    }
-  }
+  // Per thread: S (m, Lk), P in bf16 (m, Lk), O_blk (m, dv), 1 / Σ_j p_j per query (m)
+  auto scratch = [&] {
+    return std::make_tuple(FloatBuffer(kTiledRows * a.lk), std::vector<cpu::bf16>(bf16 ? kTiledRows * a.lk : 0),
+                           std::vector<float>(kTiledRows * a.dv), std::vector<float>(kTiledRows));
+  };
+  parallel_for_with<Schedule::kDynamic>(tasks, tasks > 1, scratch, [&](auto& state, int64_t task) {
+    auto& [sbuf, pbuf, obuf, inv] = state;
+    const int64_t blk = task % blocks, bh = task / blocks, h = bh % a.heads, b = bh / a.heads;
+    const int64_t i0 = blk * kTiledRows, m = std::min(kTiledRows, a.lq - i0);
+    const HeadPlans& hp = heads[bh];
+    const bool full = m == kTiledRows;
+    const int64_t q0 = (bh * a.lq + i0) * a.d;  // the block's first query in Q_h
+    (full ? hp.s_full : hp.s_tail).run(bf16 ? static_cast<const void*>(q16.data() + q0) : q32.data() + q0, nullptr, sbuf.data());
+    exp_rows(sbuf.data(), bf16 ? pbuf.data() : nullptr, inv.data(), m, a.lk, scale);
+    (full ? hp.o_full : hp.o_tail).run(bf16 ? static_cast<const void*>(pbuf.data()) : sbuf.data(), nullptr, obuf.data());
+    float* o = op + (b * a.lq + i0) * a.cv + h * a.dv;  // (m, dv), row stride Cv
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t c = 0; c < a.dv; ++c) o[i * a.cv + c] = obuf[i * a.dv + c] * inv[i];
+  });
   return out;
 }
 }  // namespace
@@ -306,40 +304,37 @@ TensorT<float> attention_forward<float>(const Tensor& q, const Tensor& k, const 
   float* op = out.data();
   float* pp = probs_out ? probs.data() : nullptr;
   const float scale = static_cast<float>(a.scale);
-#pragma omp parallel if (a.batch * blocks > 1)
-  {
-    // Qᵀ (C, lanes) of every head, one head's scores then probabilities (Lk, lanes), Oᵀ (Cv, lanes)
-    std::vector<float, Eigen::aligned_allocator<float>> qt(a.c * lanes), sc(a.lk * lanes), ot(a.cv * lanes);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < a.batch * blocks; ++task) {
-      const int64_t b = task / blocks, blk = task % blocks, i0 = blk * lanes, rows = std::min(lanes, a.lq - i0);
-      gather_block(qp + (b * a.lq + i0) * a.c, a.c, rows, a.c, scale, qt.data());
-      for (int64_t h = 0; h < a.heads; ++h) {
-        const float* qth = qt.data() + h * a.d * lanes;    // (d, lanes)
-        const float* kh = kp + b * a.lk * a.c + h * a.d;    // (Lk, d), row stride C
-        const float* vh = vp + b * a.lk * a.cv + h * a.dv;  // (Lk, dv), row stride Cv
-        float* sb = pp ? pp + ((b * a.heads + h) * blocks + blk) * a.lk * lanes : sc.data();  // (Lk, lanes)
-        // S_j = scale · Q Kⱼᵀ for the block's queries, and the running max over keys
-        P m = ei::pset1<P>(-std::numeric_limits<float>::infinity());
-        int64_t j = 0;
-        for (; j + 8 <= a.lk; j += 8) m = ei::pmax(m, block_scores<8>(qth, a.d, kh + j * a.c, a.c, sb + j * lanes));
-        for (; j + 4 <= a.lk; j += 4) m = ei::pmax(m, block_scores<4>(qth, a.d, kh + j * a.c, a.c, sb + j * lanes));
-        for (; j < a.lk; ++j) m = ei::pmax(m, block_scores<1>(qth, a.d, kh + j * a.c, a.c, sb + j * lanes));
-        // P_j = exp(S_j − max) / Σ_j exp(S_j − max)
-        P total = ei::pset1<P>(0.0f);
-        for (int64_t j = 0; j < a.lk; ++j) {
-          const P e = ei::pexp(ei::psub(ei::pload<P>(sb + j * lanes), m));
-          ei::pstore(sb + j * lanes, e);
-          total = ei::padd(total, e);
-        }
-        const P inv = ei::pdiv(ei::pset1<P>(1.0f), total);
-        for (int64_t j = 0; j < a.lk; ++j) ei::pstore(sb + j * lanes, ei::pmul(ei::pload<P>(sb + j * lanes), inv));
-        // Oᵀ_c = Σ_j P_j V[j, c]
-        weighted_sum(sb, a.lk, vh, a.cv, a.dv, ot.data() + h * a.dv * lanes);
+  // Per thread: Qᵀ (C, lanes) of every head, one head's scores then probabilities (Lk, lanes), Oᵀ (Cv, lanes)
+  auto scratch = [&] { return std::make_tuple(FloatBuffer(a.c * lanes), FloatBuffer(a.lk * lanes), FloatBuffer(a.cv * lanes)); };
+  parallel_for_with<Schedule::kDynamic>(a.batch * blocks, a.batch * blocks > 1, scratch, [&](auto& state, int64_t task) {
+    auto& [qt, sc, ot] = state;
+    const int64_t b = task / blocks, blk = task % blocks, i0 = blk * lanes, rows = std::min(lanes, a.lq - i0);
+    gather_block(qp + (b * a.lq + i0) * a.c, a.c, rows, a.c, scale, qt.data());
+    for (int64_t h = 0; h < a.heads; ++h) {
+      const float* qth = qt.data() + h * a.d * lanes;    // (d, lanes)
+      const float* kh = kp + b * a.lk * a.c + h * a.d;    // (Lk, d), row stride C
+      const float* vh = vp + b * a.lk * a.cv + h * a.dv;  // (Lk, dv), row stride Cv
+      float* sb = pp ? pp + ((b * a.heads + h) * blocks + blk) * a.lk * lanes : sc.data();  // (Lk, lanes)
+      // S_j = scale · Q Kⱼᵀ for the block's queries, and the running max over keys
+      P m = ei::pset1<P>(-std::numeric_limits<float>::infinity());
+      int64_t j = 0;
+      for (; j + 8 <= a.lk; j += 8) m = ei::pmax(m, block_scores<8>(qth, a.d, kh + j * a.c, a.c, sb + j * lanes));
+      for (; j + 4 <= a.lk; j += 4) m = ei::pmax(m, block_scores<4>(qth, a.d, kh + j * a.c, a.c, sb + j * lanes));
+      for (; j < a.lk; ++j) m = ei::pmax(m, block_scores<1>(qth, a.d, kh + j * a.c, a.c, sb + j * lanes));
+      // P_j = exp(S_j − max) / Σ_j exp(S_j − max)
+      P total = ei::pset1<P>(0.0f);
+      for (int64_t j = 0; j < a.lk; ++j) {
+        const P e = ei::pexp(ei::psub(ei::pload<P>(sb + j * lanes), m));
+        ei::pstore(sb + j * lanes, e);
+        total = ei::padd(total, e);
       }
-      scatter_block(ot.data(), a.cv, rows, op + (b * a.lq + i0) * a.cv, a.cv, false, 1.0f);
+      const P inv = ei::pdiv(ei::pset1<P>(1.0f), total);
+      for (int64_t j = 0; j < a.lk; ++j) ei::pstore(sb + j * lanes, ei::pmul(ei::pload<P>(sb + j * lanes), inv));
+      // Oᵀ_c = Σ_j P_j V[j, c]
+      weighted_sum(sb, a.lk, vh, a.cv, a.dv, ot.data() + h * a.dv * lanes);
     }
-  }
+    scatter_block(ot.data(), a.cv, rows, op + (b * a.lq + i0) * a.cv, a.cv, false, 1.0f);
+  });
   if (probs_out) *probs_out = probs;
   return out;
 }
@@ -357,14 +352,13 @@ static void attention_backward(const TensorT<T>& grad, const TensorT<T>& q, cons
   T* gk = needs_grad(k) ? grad_buffer(k) : nullptr;
   T* gv = needs_grad(v) ? grad_buffer(v) : nullptr;
   const T scale = static_cast<T>(a.scale);
-#pragma omp parallel for schedule(static) if (a.batch * a.heads > 1)
-  for (int64_t bh = 0; bh < a.batch * a.heads; ++bh) {
+  parallel_for(a.batch * a.heads, a.batch * a.heads > 1, [&](int64_t bh) {
     const int64_t b = bh / a.heads, h = bh % a.heads;
     const Eigen::OuterStride<> sc(a.c), scv(a.cv);
     ConstHeadMap<T> gh(gp + b * a.lq * a.cv + h * a.dv, a.lq, a.dv, scv);
     ConstMatrixMap<T> pm(pp + bh * a.lq * a.lk, a.lq, a.lk);
     if (gv) HeadMap<T>(gv + b * a.lk * a.cv + h * a.dv, a.lk, a.dv, scv).noalias() += pm.transpose() * gh;
-    if (!gq && !gk) continue;
+    if (!gq && !gk) return;
     ConstHeadMap<T> vh(vp + b * a.lk * a.cv + h * a.dv, a.lk, a.dv, scv);
     Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> ds = gh * vh.transpose();  // ∂P
     for (int64_t i = 0; i < a.lq; ++i) {
@@ -379,7 +373,7 @@ static void attention_backward(const TensorT<T>& grad, const TensorT<T>& q, cons
       ConstHeadMap<T> qh(qp + b * a.lq * a.c + h * a.d, a.lq, a.d, sc);
       HeadMap<T>(gk + b * a.lk * a.c + h * a.d, a.lk, a.d, sc).noalias() += scale * (ds.transpose() * qh);
     }
-  }
+  });
 }
 
 // The float backward, in the forward kernel's orientation (a packet = one key for `lanes` queries) and from
@@ -413,94 +407,93 @@ void attention_backward<float>(const Tensor& grad, const Tensor& q, const Tensor
   float* gv = buffer(v, &gv_fresh);
   const float scale = static_cast<float>(a.scale);
   FlopCounter::add(2 * a.batch * a.heads * a.lq * a.lk * (2 * a.dv + (gq ? a.d : 0) + (gk ? a.d : 0)));
-#pragma omp parallel if (a.batch > 1)
-  {
-    // per block: Gᵀ (Cv, lanes) and Qᵀ (C, lanes) of every head; one head's ∂S (Lk, lanes); ∂Qᵀ (C, lanes)
-    std::vector<float, Eigen::aligned_allocator<float>> gt(blocks * a.cv * lanes), qt(blocks * a.c * lanes),
-        ds(blocks * a.lk * lanes), dqt(blocks * a.c * lanes);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t b = 0; b < a.batch; ++b) {
+  // Per thread, per block: Gᵀ (Cv, lanes) and Qᵀ (C, lanes) of every head; one head's ∂S (Lk, lanes); ∂Qᵀ (C, lanes)
+  auto scratch = [&] {
+    return std::make_tuple(FloatBuffer(blocks * a.cv * lanes), FloatBuffer(blocks * a.c * lanes),
+                           FloatBuffer(blocks * a.lk * lanes), FloatBuffer(blocks * a.c * lanes));
+  };
+  parallel_for_with<Schedule::kDynamic>(a.batch, a.batch > 1, scratch, [&](auto& state, int64_t b) {
+    auto& [gt, qt, ds, dqt] = state;
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t i0 = blk * lanes, rows = std::min(lanes, a.lq - i0);
+      gather_block(gp + (b * a.lq + i0) * a.cv, a.cv, rows, a.cv, 1.0f, gt.data() + blk * a.cv * lanes);
+      gather_block(qp + (b * a.lq + i0) * a.c, a.c, rows, a.c, 1.0f, qt.data() + blk * a.c * lanes);
+    }
+    for (int64_t h = 0; h < a.heads; ++h) {
+      const int64_t bh = b * a.heads + h;
+      const float* kh = kp + b * a.lk * a.c + h * a.d;    // (Lk, d), row stride C
+      const float* vh = vp + b * a.lk * a.cv + h * a.dv;  // (Lk, dv), row stride Cv
+      const float* pbh = pp + bh * blocks * a.lk * lanes;  // P_j packets of every block
+      const float* gth = gt.data() + h * a.dv * lanes;     // block blk at + blk·Cv·lanes
+      const float* qth = qt.data() + h * a.d * lanes;      // block blk at + blk·C·lanes
+      // ∂V[j, c] = Σ_i P[i, j] G[i, c]: whole groups of `lanes` keys through key_sums, the rest one by one
+      const int64_t grouped = a.lk / lanes * lanes;
+      if (gv) {
+        alignas(64) float sums[lanes];
+        for (int64_t j0 = 0; j0 < grouped; j0 += lanes)
+          for (int64_t c = 0; c < a.dv; ++c) {
+            ei::pstore(sums, key_sums(pbh, a.lk, j0, gth + c * lanes, a.cv * lanes, blocks));
+            for (int64_t u = 0; u < lanes; ++u) {
+              float& dst = gv[(b * a.lk + j0 + u) * a.cv + h * a.dv + c];
+              dst = gv_fresh ? sums[u] : dst + sums[u];
+            }
+          }
+        for (int64_t j = grouped; j < a.lk; ++j)
+          for (int64_t c = 0; c < a.dv; ++c) {
+            P acc = ei::pset1<P>(0.0f);
+            for (int64_t blk = 0; blk < blocks; ++blk)
+              acc = ei::pmadd(ei::pload<P>(pbh + (blk * a.lk + j) * lanes), ei::pload<P>(gth + (blk * a.cv + c) * lanes), acc);
+            float& dst = gv[(b * a.lk + j) * a.cv + h * a.dv + c];
+            dst = gv_fresh ? ei::predux(acc) : dst + ei::predux(acc);
+          }
+      }
+      if (!gq && !gk) continue;
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        const float* pb = pbh + blk * a.lk * lanes;
+        const float* gtb = gth + blk * a.cv * lanes;
+        float* dsb = ds.data() + blk * a.lk * lanes;
+        // ∂P_j = Σ_c Gᵀ_c V[j, c], and r = Σ_j ∂P_j ⊙ P_j
+        P r_sum = ei::pset1<P>(0.0f);
+        for (int64_t j = 0; j < a.lk; ++j) {
+          P dp[4] = {ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f)};
+          for (int64_t c = 0; c < a.dv; ++c) dp[c & 3] = ei::pmadd(ei::pload<P>(gtb + c * lanes), ei::pset1<P>(vh[j * a.cv + c]), dp[c & 3]);
+          const P dpj = ei::padd(ei::padd(dp[0], dp[1]), ei::padd(dp[2], dp[3]));
+          ei::pstore(dsb + j * lanes, dpj);
+          r_sum = ei::pmadd(dpj, ei::pload<P>(pb + j * lanes), r_sum);
+        }
+        // ∂S_j = P_j ⊙ (∂P_j − r)
+        for (int64_t j = 0; j < a.lk; ++j)
+          ei::pstore(dsb + j * lanes, ei::pmul(ei::pload<P>(pb + j * lanes), ei::psub(ei::pload<P>(dsb + j * lanes), r_sum)));
+        // ∂Qᵀ_c = Σ_j ∂S_j K[j, c] (scaled when added to ∂Q below)
+        if (gq) weighted_sum(dsb, a.lk, kh, a.c, a.d, dqt.data() + (blk * a.c + h * a.d) * lanes);
+      }
+      // ∂K[j, c] = scale Σ_i ∂S[i, j] Q[i, c]
+      if (gk) {
+        alignas(64) float sums[lanes];
+        for (int64_t j0 = 0; j0 < grouped; j0 += lanes)
+          for (int64_t c = 0; c < a.d; ++c) {
+            ei::pstore(sums, key_sums(ds.data(), a.lk, j0, qth + c * lanes, a.c * lanes, blocks));
+            for (int64_t u = 0; u < lanes; ++u) {
+              float& dst = gk[(b * a.lk + j0 + u) * a.c + h * a.d + c];
+              dst = gk_fresh ? scale * sums[u] : dst + scale * sums[u];
+            }
+          }
+        for (int64_t j = grouped; j < a.lk; ++j)
+          for (int64_t c = 0; c < a.d; ++c) {
+            P acc = ei::pset1<P>(0.0f);
+            for (int64_t blk = 0; blk < blocks; ++blk)
+              acc = ei::pmadd(ei::pload<P>(ds.data() + (blk * a.lk + j) * lanes), ei::pload<P>(qth + (blk * a.c + c) * lanes), acc);
+            float& dst = gk[(b * a.lk + j) * a.c + h * a.d + c];
+            dst = gk_fresh ? scale * ei::predux(acc) : dst + scale * ei::predux(acc);
+          }
+      }
+    }
+    if (gq)
       for (int64_t blk = 0; blk < blocks; ++blk) {
         const int64_t i0 = blk * lanes, rows = std::min(lanes, a.lq - i0);
-        gather_block(gp + (b * a.lq + i0) * a.cv, a.cv, rows, a.cv, 1.0f, gt.data() + blk * a.cv * lanes);
-        gather_block(qp + (b * a.lq + i0) * a.c, a.c, rows, a.c, 1.0f, qt.data() + blk * a.c * lanes);
+        scatter_block(dqt.data() + blk * a.c * lanes, a.c, rows, gq + (b * a.lq + i0) * a.c, a.c, !gq_fresh, scale);
       }
-      for (int64_t h = 0; h < a.heads; ++h) {
-        const int64_t bh = b * a.heads + h;
-        const float* kh = kp + b * a.lk * a.c + h * a.d;    // (Lk, d), row stride C
-        const float* vh = vp + b * a.lk * a.cv + h * a.dv;  // (Lk, dv), row stride Cv
-        const float* pbh = pp + bh * blocks * a.lk * lanes;  // P_j packets of every block
-        const float* gth = gt.data() + h * a.dv * lanes;     // block blk at + blk·Cv·lanes
-        const float* qth = qt.data() + h * a.d * lanes;      // block blk at + blk·C·lanes
-        // ∂V[j, c] = Σ_i P[i, j] G[i, c]: whole groups of `lanes` keys through key_sums, the rest one by one
-        const int64_t grouped = a.lk / lanes * lanes;
-        if (gv) {
-          alignas(64) float sums[lanes];
-          for (int64_t j0 = 0; j0 < grouped; j0 += lanes)
-            for (int64_t c = 0; c < a.dv; ++c) {
-              ei::pstore(sums, key_sums(pbh, a.lk, j0, gth + c * lanes, a.cv * lanes, blocks));
-              for (int64_t u = 0; u < lanes; ++u) {
-                float& dst = gv[(b * a.lk + j0 + u) * a.cv + h * a.dv + c];
-                dst = gv_fresh ? sums[u] : dst + sums[u];
-              }
-            }
-          for (int64_t j = grouped; j < a.lk; ++j)
-            for (int64_t c = 0; c < a.dv; ++c) {
-              P acc = ei::pset1<P>(0.0f);
-              for (int64_t blk = 0; blk < blocks; ++blk)
-                acc = ei::pmadd(ei::pload<P>(pbh + (blk * a.lk + j) * lanes), ei::pload<P>(gth + (blk * a.cv + c) * lanes), acc);
-              float& dst = gv[(b * a.lk + j) * a.cv + h * a.dv + c];
-              dst = gv_fresh ? ei::predux(acc) : dst + ei::predux(acc);
-            }
-        }
-        if (!gq && !gk) continue;
-        for (int64_t blk = 0; blk < blocks; ++blk) {
-          const float* pb = pbh + blk * a.lk * lanes;
-          const float* gtb = gth + blk * a.cv * lanes;
-          float* dsb = ds.data() + blk * a.lk * lanes;
-          // ∂P_j = Σ_c Gᵀ_c V[j, c], and r = Σ_j ∂P_j ⊙ P_j
-          P r_sum = ei::pset1<P>(0.0f);
-          for (int64_t j = 0; j < a.lk; ++j) {
-            P dp[4] = {ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f)};
-            for (int64_t c = 0; c < a.dv; ++c) dp[c & 3] = ei::pmadd(ei::pload<P>(gtb + c * lanes), ei::pset1<P>(vh[j * a.cv + c]), dp[c & 3]);
-            const P dpj = ei::padd(ei::padd(dp[0], dp[1]), ei::padd(dp[2], dp[3]));
-            ei::pstore(dsb + j * lanes, dpj);
-            r_sum = ei::pmadd(dpj, ei::pload<P>(pb + j * lanes), r_sum);
-          }
-          // ∂S_j = P_j ⊙ (∂P_j − r)
-          for (int64_t j = 0; j < a.lk; ++j)
-            ei::pstore(dsb + j * lanes, ei::pmul(ei::pload<P>(pb + j * lanes), ei::psub(ei::pload<P>(dsb + j * lanes), r_sum)));
-          // ∂Qᵀ_c = Σ_j ∂S_j K[j, c] (scaled when added to ∂Q below)
-          if (gq) weighted_sum(dsb, a.lk, kh, a.c, a.d, dqt.data() + (blk * a.c + h * a.d) * lanes);
-        }
-        // ∂K[j, c] = scale Σ_i ∂S[i, j] Q[i, c]
-        if (gk) {
-          alignas(64) float sums[lanes];
-          for (int64_t j0 = 0; j0 < grouped; j0 += lanes)
-            for (int64_t c = 0; c < a.d; ++c) {
-              ei::pstore(sums, key_sums(ds.data(), a.lk, j0, qth + c * lanes, a.c * lanes, blocks));
-              for (int64_t u = 0; u < lanes; ++u) {
-                float& dst = gk[(b * a.lk + j0 + u) * a.c + h * a.d + c];
-                dst = gk_fresh ? scale * sums[u] : dst + scale * sums[u];
-              }
-            }
-          for (int64_t j = grouped; j < a.lk; ++j)
-            for (int64_t c = 0; c < a.d; ++c) {
-              P acc = ei::pset1<P>(0.0f);
-              for (int64_t blk = 0; blk < blocks; ++blk)
-                acc = ei::pmadd(ei::pload<P>(ds.data() + (blk * a.lk + j) * lanes), ei::pload<P>(qth + (blk * a.c + c) * lanes), acc);
-              float& dst = gk[(b * a.lk + j) * a.c + h * a.d + c];
-              dst = gk_fresh ? scale * ei::predux(acc) : dst + scale * ei::predux(acc);
-            }
-        }
-      }
-      if (gq)
-        for (int64_t blk = 0; blk < blocks; ++blk) {
-          const int64_t i0 = blk * lanes, rows = std::min(lanes, a.lq - i0);
-          scatter_block(dqt.data() + blk * a.c * lanes, a.c, rows, gq + (b * a.lq + i0) * a.c, a.c, !gq_fresh, scale);
-        }
-    }
-  }
+  });
 }
 
 template <typename T>

@@ -4,6 +4,7 @@
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 LCD_DIFFERENTIABLE_OP(bmm);
@@ -16,10 +17,10 @@ static TensorT<T> bmm_forward(const TensorT<T>& a, const TensorT<T>& b) {
   const T* ap = a.data();
   const T* bp = b.data();
   T* yp = y.data();
-#pragma omp parallel for schedule(static) if (batch > 1)
-  for (int64_t i = 0; i < batch; ++i)
+  parallel_for(batch, batch > 1, [&](int64_t i) {
     MatrixMap<T>(yp + i * m * n, m, n).noalias() =
         ConstMatrixMap<T>(ap + i * m * k, m, k) * ConstMatrixMap<T>(bp + i * k * n, k, n);
+  });
   return y;
 }
 
@@ -31,12 +32,11 @@ static void bmm_backward(const TensorT<T>& grad, const TensorT<T>& a, const Tens
   const T* bp = b.data();
   T* ga = needs_grad(a) ? grad_buffer(a) : nullptr;
   T* gb = needs_grad(b) ? grad_buffer(b) : nullptr;
-#pragma omp parallel for schedule(static) if (batch > 1)
-  for (int64_t i = 0; i < batch; ++i) {
+  parallel_for(batch, batch > 1, [&](int64_t i) {
     ConstMatrixMap<T> g(gp + i * m * n, m, n);
     if (ga) MatrixMap<T>(ga + i * m * k, m, k).noalias() += g * ConstMatrixMap<T>(bp + i * k * n, k, n).transpose();
     if (gb) MatrixMap<T>(gb + i * k * n, k, n).noalias() += ConstMatrixMap<T>(ap + i * m * k, m, k).transpose() * g;
-  }
+  });
 }
 
 template <typename T>

@@ -5,6 +5,7 @@
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 LCD_DIFFERENTIABLE_OP(concat);
@@ -29,9 +30,9 @@ static TensorT<T> concat_forward(const std::vector<TensorT<T>>& xs, int axis) {
   int64_t offset = 0;
   for (const auto& x : xs) {
     const int64_t len = x.size(axis) * inner;
-#pragma omp parallel for schedule(static) if (outer * len > 32768)
-    for (int64_t o = 0; o < outer; ++o)
+    parallel_for(outer, outer * len > 32768, [&](int64_t o) {
       std::memcpy(y.data() + o * total * inner + offset, x.data() + o * len, sizeof(T) * len);
+    });
     offset += len;
   }
   return y;
@@ -47,9 +48,9 @@ static void concat_backward(const TensorT<T>& grad, const std::vector<TensorT<T>
     const int64_t len = x.size(axis) * inner;
     if (needs_grad(x)) {
       T* gx = grad_buffer(x);
-#pragma omp parallel for schedule(static) if (outer * len > 32768)
-      for (int64_t o = 0; o < outer; ++o)
+      parallel_for(outer, outer * len > 32768, [&](int64_t o) {
         for (int64_t i = 0; i < len; ++i) gx[o * len + i] += grad.data()[o * total * inner + offset + i];
+      });
     }
     offset += len;
   }

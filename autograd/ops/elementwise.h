@@ -1,6 +1,7 @@
 // Shared loops for elementwise ops: a parallel unary map and a broadcasting binary map (no tape).
 #pragma once
 #include "autograd/broadcast.h"
+#include "autograd/parallel.h"
 #include "autograd/tensor.h"
 
 namespace lcd {
@@ -14,8 +15,10 @@ TensorT<T> map_unary(const TensorT<T>& x, F f) {
   const T* xp = x.data();
   T* yp = y.data();
   const int64_t n = x.numel();
-#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) yp[i] = f(xp[i]);
+  parallel_ranges(n, n > kParallelThreshold, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) yp[i] = f(xp[i]);
+  });
   return y;
 }
 
@@ -29,8 +32,10 @@ TensorT<T> map_binary(const TensorT<T>& a, const TensorT<T>& b, F f) {
   T* yp = y.data();
   if (a.shape() == b.shape()) {
     const int64_t n = y.numel();
-#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
-    for (int64_t i = 0; i < n; ++i) yp[i] = f(ap[i], bp[i]);
+    parallel_ranges(n, n > kParallelThreshold, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; ++i) yp[i] = f(ap[i], bp[i]);
+    });
   } else {
     for_each_broadcast(out, a.shape(), b.shape(),
                        [&](int64_t o, int64_t ia, int64_t ib) { yp[o] = f(ap[ia], bp[ib]); });
@@ -51,8 +56,10 @@ TensorT<T> map_ternary(const TensorT<T>& a, const TensorT<T>& b, const TensorT<T
   const T* cp = c.data();
   T* rp = r.data();
   const int64_t n = a.numel();
-#pragma omp parallel for simd schedule(static) if (n > kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) rp[i] = f(ap[i], bp[i], cp[i]);
+  parallel_ranges(n, n > kParallelThreshold, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) rp[i] = f(ap[i], bp[i], cp[i]);
+  });
   return r;
 }
 
@@ -77,11 +84,10 @@ TensorT<T> map_array(const TensorT<T>& x, F f) {
   const int64_t n = x.numel(), chunks = (n + kChunk - 1) / kChunk;
   const T* xp = x.data();
   T* yp = y.data();
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
-  for (int64_t c = 0; c < chunks; ++c) {
+  parallel_for(chunks, n > kParallelThreshold, [&](int64_t c) {
     const int64_t len = std::min(kChunk, n - c * kChunk);
     ArrayMap<T>(yp + c * kChunk, len) = f(ConstArrayMap<T>(xp + c * kChunk, len));
-  }
+  });
   return y;
 }
 
@@ -91,11 +97,10 @@ TensorT<T> map_array2(const TensorT<T>& a, const TensorT<T>& b, F f) {
   auto r = TensorT<T>::empty(a.shape());
   constexpr int64_t kChunk = 4096;
   const int64_t n = a.numel(), chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
-  for (int64_t c = 0; c < chunks; ++c) {
+  parallel_for(chunks, n > kParallelThreshold, [&](int64_t c) {
     const int64_t len = std::min(kChunk, n - c * kChunk), off = c * kChunk;
     ArrayMap<T>(r.data() + off, len) = f(ConstArrayMap<T>(a.data() + off, len), ConstArrayMap<T>(b.data() + off, len));
-  }
+  });
   return r;
 }
 

@@ -10,6 +10,7 @@
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
 #include "autograd/ops/vector_math.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 LCD_DIFFERENTIABLE_OP(geglu);
@@ -23,10 +24,10 @@ static TensorT<T> geglu_forward(const TensorT<T>& p, int64_t rows, int64_t inner
   auto y = TensorT<T>::empty(Shape(dims));
   const T* pp = p.data();
   T* yp = y.data();
-#pragma omp parallel for schedule(static) if (y.numel() > 32768)
-  for (int64_t r = 0; r < rows; ++r)
+  parallel_for(rows, y.numel() > 32768, [&](int64_t r) {
     vm::map2(pp + r * 2 * inner, pp + r * 2 * inner + inner, yp + r * inner, inner,
              [](const auto& a, const auto& b) { return a * vm::gelu(b); });
+  });
   return y;
 }
 
@@ -84,12 +85,11 @@ static void geglu_backward(const TensorT<T>& grad, const TensorT<T>& p, int64_t 
   const T* pp = p.data();
   bool fresh = false;
   T* dp = grad_buffer_to_write(p, &fresh);  // p's first gradient: written, no zero fill
-#pragma omp parallel for schedule(static) if (grad.numel() > 32768)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, grad.numel() > 32768, [&](int64_t r) {
     const T* a = pp + r * 2 * inner;
     T* da = dp + r * 2 * inner;
     geglu_backward_row(gp + r * inner, a, a + inner, da, da + inner, inner, fresh);
-  }
+  });
 }
 
 template <typename T>

@@ -8,6 +8,7 @@
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
 #include "autograd/ops/norm_rows.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 LCD_DIFFERENTIABLE_OP(group_norm);
@@ -33,15 +34,14 @@ static TensorT<T> group_norm_forward(const TensorT<T>& x, const TensorT<T>& gamm
   const T* rp = rstd->data();
   const T* gp = gamma.defined() ? gamma.data() : nullptr;
   const T* bp = beta.defined() ? beta.data() : nullptr;
-#pragma omp parallel for schedule(static) if (x.numel() > 32768)
-  for (int64_t nc = 0; nc < d.n * d.c; ++nc) {
+  parallel_for(d.n * d.c, x.numel() > 32768, [&](int64_t nc) {
     const int64_t n = nc / d.c, c = nc % d.c, row = n * d.groups + c / d.cpg;
     const T scale = rp[row] * (gp ? gp[c] : T(1));
     const T shift = (bp ? bp[c] : T(0)) - mp[row] * scale;
     const T* xs = xp + nc * d.spatial;
     T* ys = yp + nc * d.spatial;
     for (int64_t s = 0; s < d.spatial; ++s) ys[s] = xs[s] * scale + shift;
-  }
+  });
   return y;
 }
 
@@ -56,8 +56,7 @@ static void group_norm_backward(const TensorT<T>& grad, const TensorT<T>& x, con
   const T* gam = gamma.defined() ? gamma.data() : nullptr;
   // Per-(n, c) partial sums Σg·x̂ and Σg, reduced over n serially afterwards (deterministic).
   std::vector<T> sum_gx(d.n * d.c), sum_g(d.n * d.c);
-#pragma omp parallel for schedule(static) if (x.numel() > 32768)
-  for (int64_t nc = 0; nc < d.n * d.c; ++nc) {
+  parallel_for(d.n * d.c, x.numel() > 32768, [&](int64_t nc) {
     const int64_t row = (nc / d.c) * d.groups + (nc % d.c) / d.cpg;
     const T* gs = gp + nc * d.spatial;
     const T* xs = xp + nc * d.spatial;
@@ -68,7 +67,7 @@ static void group_norm_backward(const TensorT<T>& grad, const TensorT<T>& x, con
     }
     sum_gx[nc] = a;
     sum_g[nc] = b;
-  }
+  });
   if (needs_grad(gamma) || needs_grad(beta)) {
     T* dgam = needs_grad(gamma) ? grad_buffer(gamma) : nullptr;
     T* dbet = needs_grad(beta) ? grad_buffer(beta) : nullptr;
@@ -81,8 +80,7 @@ static void group_norm_backward(const TensorT<T>& grad, const TensorT<T>& x, con
   if (!needs_grad(x)) return;
   T* gx = grad_buffer(x);
   const double inv_m = 1.0 / static_cast<double>(d.row_len());
-#pragma omp parallel for schedule(static) if (x.numel() > 32768)
-  for (int64_t row = 0; row < d.rows(); ++row) {
+  parallel_for(d.rows(), x.numel() > 32768, [&](int64_t row) {
     const int64_t n = row / d.groups, g0 = (row % d.groups) * d.cpg;
     // mean(d) and mean(d ⊙ x̂) over the group, with d = g·γ_c
     double md = 0, mdx = 0;
@@ -101,7 +99,7 @@ static void group_norm_backward(const TensorT<T>& grad, const TensorT<T>& x, con
         gx[off + s] += rp[row] * (gp[off + s] * gm - T(md) - xhat * T(mdx));
       }
     }
-  }
+  });
 }
 
 template <typename T>

@@ -17,6 +17,7 @@
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
 #include "autograd/ops/vector_math.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 LCD_DIFFERENTIABLE_OP(group_norm_nhwc);
@@ -68,8 +69,7 @@ void sample_moments(const T* xs, const Dims& d, int64_t blocks, double eps, T* m
   double* acc = part + blocks * d.c;                             // (C) their total
   double* mc = acc + d.c;                                        // (C) the group mean of each channel
   auto channel_sums = [&](bool squares) {
-#pragma omp parallel for schedule(static) if (blocks > 1)
-    for (int64_t k = 0; k < blocks; ++k) {
+    parallel_for(blocks, blocks > 1, [&](int64_t k) {
       double* pk = part + k * d.c;
       const int64_t p0 = k * block, p1 = std::min(d.s, (k + 1) * block);
       int64_t c0 = 0;
@@ -101,7 +101,7 @@ void sample_moments(const T* xs, const Dims& d, int64_t blocks, double eps, T* m
         }
         pk[c] = sum;
       }
-    }
+    });
     std::copy(part, part + d.c, acc);
     for (int64_t k = 1; k < blocks; ++k)
       for (int64_t c = 0; c < d.c; ++c) acc[c] += part[k * d.c + c];
@@ -140,23 +140,21 @@ TensorT<T> forward(const TensorT<T>& x, const TensorT<T>& gamma, const TensorT<T
     T* a = thread_buffer<T>(1, 2 * d.c);
     affine_of(d, mp, rp, gp, bp, a, a + d.c);
     const int64_t block = (d.s + kPixelBlocks - 1) / kPixelBlocks;
-#pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < kPixelBlocks; ++k) {
+    parallel_for(kPixelBlocks, true, [&](int64_t k) {
       const int64_t p0 = k * block;
-      if (p0 >= d.s) continue;
+      if (p0 >= d.s) return;
       Dims part = d;
       part.s = std::min(d.s, p0 + block) - p0;
       apply_affine(part, xp + p0 * d.c, a, a + d.c, yp + p0 * d.c, fuse_silu);
-    }
+    });
   } else {
-#pragma omp parallel for schedule(dynamic, 1) if (d.n > 1 && x.numel() > 32768)
-    for (int64_t n = 0; n < d.n; ++n) {
+    parallel_for<Schedule::kDynamic>(d.n, d.n > 1 && x.numel() > 32768, [&](int64_t n) {
       const T* xs = xp + n * d.sample();
       sample_moments(xs, d, 1, eps, mp + n * d.groups, rp + n * d.groups);
       T* a = thread_buffer<T>(1, 2 * d.c);
       affine_of(d, mp + n * d.groups, rp + n * d.groups, gp, bp, a, a + d.c);
       apply_affine(d, xs, a, a + d.c, yp + n * d.sample(), fuse_silu);
-    }
+    });
   }
   *mean_out = mean;
   *rstd_out = rstd;
@@ -177,8 +175,7 @@ void backward(const TensorT<T>& grad, const TensorT<T>& x, const TensorT<T>& gam
   T* dx = want_x ? grad_buffer_to_write(x, &dx_fresh) : nullptr;
   std::vector<double> part_gamma(want_gamma ? d.n * d.c : 0), part_beta(want_beta ? d.n * d.c : 0);
   const double count = static_cast<double>(d.s * d.cpg);
-#pragma omp parallel for schedule(dynamic, 1) if (d.n > 1 && x.numel() > 32768)
-  for (int64_t n = 0; n < d.n; ++n) {
+  parallel_for<Schedule::kDynamic>(d.n, d.n > 1 && x.numel() > 32768, [&](int64_t n) {
     const T* xs = xp + n * d.sample();
     const T* gs = gy + n * d.sample();
     const T* mean_n = mp + n * d.groups;
@@ -214,7 +211,7 @@ void backward(const TensorT<T>& grad, const TensorT<T>& x, const TensorT<T>& gam
       }
     if (want_gamma) std::copy(sdzx, sdzx + d.c, part_gamma.begin() + n * d.c);
     if (want_beta) std::copy(sdz, sdz + d.c, part_beta.begin() + n * d.c);
-    if (!want_x) continue;
+    if (!want_x) return;
     T* k = thread_buffer<T>(1, 3 * d.c);  // per channel: rstd·γ, rstd·mean_g(∂z·γ), rstd·mean_g(∂z·γ·x̂)·rstd
     for (int64_t g = 0; g < d.groups; ++g) {
       double md = 0, mdx = 0;
@@ -238,7 +235,7 @@ void backward(const TensorT<T>& grad, const TensorT<T>& x, const TensorT<T>& gam
         const T v = dz[p * d.c + c] * k[c] - k[d.c + c] - xs[p * d.c + c] * k[2 * d.c + c];
         dxs[p * d.c + c] = dx_fresh ? v : dxs[p * d.c + c] + v;
       }
-  }
+  });
   auto reduce = [&](const std::vector<double>& part, const TensorT<T>& param) {
     T* dst = grad_buffer(param);
     for (int64_t c = 0; c < d.c; ++c) {

@@ -3,6 +3,7 @@
 
 #include "autograd/ops/instantiate.h"
 #include "autograd/ops/kernels.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 
@@ -19,8 +20,7 @@ template <typename T>
 void im2col(const T* x, const ConvGeometry& g, T* cols) {
   const int64_t hw_out = g.out_h * g.out_w, ncols = g.columns();
   const int64_t rows = g.patch();
-#pragma omp parallel for schedule(static) if (rows * ncols > 32768)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, rows * ncols > 32768, [&](int64_t r) {
     const int64_t c = r / (g.kernel_h * g.kernel_w);
     const int64_t ki = (r / g.kernel_w) % g.kernel_h, kj = r % g.kernel_w;
     int64_t lo, hi;
@@ -46,7 +46,7 @@ void im2col(const T* x, const ConvGeometry& g, T* cols) {
         for (int64_t oj = hi; oj < g.out_w; ++oj) drow[oj] = T(0);
       }
     }
-  }
+  });
 }
 
 template <typename T>
@@ -54,8 +54,7 @@ void col2im_accumulate(const T* cols, const ConvGeometry& g, T* dx) {
   const int64_t hw_out = g.out_h * g.out_w, ncols = g.columns();
   const int64_t kk = g.kernel_h * g.kernel_w;
   // Parallel over (n, c) planes: each plane of dx is written by one thread, in a fixed order.
-#pragma omp parallel for schedule(static) if (g.patch() * ncols > 32768)
-  for (int64_t plane = 0; plane < g.batch * g.channels; ++plane) {
+  parallel_for(g.batch * g.channels, g.patch() * ncols > 32768, [&](int64_t plane) {
     const int64_t n = plane / g.channels, c = plane % g.channels;
     T* dst = dx + plane * g.height * g.width;
     for (int64_t k = 0; k < kk; ++k) {
@@ -71,7 +70,7 @@ void col2im_accumulate(const T* cols, const ConvGeometry& g, T* dx) {
         for (int64_t oj = lo; oj < hi; ++oj) drow[oj * g.stride] += srow[oj];
       }
     }
-  }
+  });
 }
 
 #define INSTANTIATE(T)                                          \

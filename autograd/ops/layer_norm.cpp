@@ -5,6 +5,7 @@
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
 #include "autograd/ops/norm_rows.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 LCD_DIFFERENTIABLE_OP(layer_norm);
@@ -21,14 +22,13 @@ static TensorT<T> layer_norm_forward(const TensorT<T>& x, const TensorT<T>& gamm
   T* yp = y.data();
   const T* gp = gamma.defined() ? gamma.data() : nullptr;
   const T* bp = beta.defined() ? beta.data() : nullptr;
-#pragma omp parallel for schedule(static) if (x.numel() > 32768)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, x.numel() > 32768, [&](int64_t r) {
     const T mu = mean->data()[r], rs = rstd->data()[r];
     for (int64_t i = 0; i < dim; ++i) {
       const T xhat = (xp[r * dim + i] - mu) * rs;
       yp[r * dim + i] = xhat * (gp ? gp[i] : T(1)) + (bp ? bp[i] : T(0));
     }
-  }
+  });
   return y;
 }
 
@@ -55,8 +55,7 @@ static void layer_norm_backward(const TensorT<T>& grad, const TensorT<T>& x, con
   if (!needs_grad(x)) return;
   bool fresh = false;  // x's first gradient: written, no zero fill
   T* gx = grad_buffer_to_write(x, &fresh);
-#pragma omp parallel for schedule(static) if (x.numel() > 32768)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, x.numel() > 32768, [&](int64_t r) {
     const T mu = mean.data()[r], rs = rstd.data()[r];
     double md = 0, mdx = 0;
     for (int64_t i = 0; i < dim; ++i) {
@@ -72,7 +71,7 @@ static void layer_norm_backward(const TensorT<T>& grad, const TensorT<T>& x, con
       const T d = rs * (dv - T(md) - xhat * T(mdx));
       gx[r * dim + i] = fresh ? d : gx[r * dim + i] + d;
     }
-  }
+  });
 }
 
 template <typename T>

@@ -4,6 +4,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include "autograd/parallel.h"
 
 namespace lcd {
 
@@ -22,14 +23,13 @@ double lane_sum(const T* x, int64_t m, F f) {
 // Statistics accumulate in double whatever T is, so float results match a float64 reference closely.
 template <typename T>
 void row_moments(const T* x, int64_t rows, int64_t m, double eps, T* mean, T* rstd) {
-#pragma omp parallel for schedule(static) if (rows * m > 32768)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, rows * m > 32768, [&](int64_t r) {
     const T* xr = x + r * m;
     const double mu = lane_sum(xr, m, [](double v) { return v; }) / m;
     const double var = lane_sum(xr, m, [mu](double v) { return (v - mu) * (v - mu); }) / m;
     mean[r] = static_cast<T>(mu);
     rstd[r] = static_cast<T>(1.0 / std::sqrt(var + eps));
-  }
+  });
 }
 
 }  // namespace lcd

@@ -3,6 +3,7 @@
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 LCD_DIFFERENTIABLE_OP(permute);
@@ -21,8 +22,7 @@ static void permute_copy(const T* x, const Shape& xs, const std::vector<int>& or
     src_stride[off + i] = xstr[order[i]];
   }
   const int64_t inner = ydims[R - 1], outer = xs.numel() / (inner ? inner : 1);
-#pragma omp parallel for schedule(static) if (xs.numel() > 32768)
-  for (int64_t row = 0; row < outer; ++row) {
+  parallel_for(outer, xs.numel() > 32768, [&](int64_t row) {
     int64_t rem = row, src = 0;
     for (int ax = R - 2; ax >= 0; --ax) {
       src += (rem % ydims[ax]) * src_stride[ax];
@@ -34,7 +34,7 @@ static void permute_copy(const T* x, const Shape& xs, const std::vector<int>& or
       for (int64_t k = 0; k < inner; ++k) dst[k] += x[src + k * st];
     else
       for (int64_t k = 0; k < inner; ++k) dst[k] = x[src + k * st];
-  }
+  });
 }
 
 static Shape permuted_shape(const Shape& s, const std::vector<int>& order) {

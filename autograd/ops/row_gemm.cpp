@@ -20,6 +20,7 @@
 #include "autograd/storage.h"
 #include "autograd/tape.h"
 #include "autograd/threads.h"
+#include "autograd/parallel.h"
 
 namespace lcd::row_gemm {
 
@@ -119,10 +120,10 @@ template <typename T>
 void to_patch_order(const T* src, int64_t o, int64_t c, int64_t kk, T* out) {
   // In parallel over output channels where the weight is large (an SD UNet's 3×3 kernels are packed per call).
   // Written in order (one output channel's c·kk source values stay in L1 while they are gathered).
-#pragma omp parallel for schedule(static) if (o * c * kk > (int64_t(1) << 20) && !omp_in_parallel())
-  for (int64_t a = 0; a < o; ++a)
+  parallel_for(o, o * c * kk > (int64_t(1) << 20), [&](int64_t a) {
     for (int64_t t = 0; t < kk; ++t)
       for (int64_t ci = 0; ci < c; ++ci) out[(a * kk + t) * c + ci] = src[(a * c + ci) * kk + t];
+  });
 }
 
 // Whether w's canonical order is its patch order: a linear's (N, K) or a 1×1 kernel's.
@@ -379,9 +380,9 @@ Source source_of(const float* x, const Geometry& g, DType type) {
   bf16* dst = scratch<bf16>(5, n);
   s.x_bf16 = dst;
   constexpr int64_t kBlock = 1 << 14;
-#pragma omp parallel for schedule(static) if (n > 8 * kBlock)
-  for (int64_t b = 0; b < (n + kBlock - 1) / kBlock; ++b)
+  parallel_for((n + kBlock - 1) / kBlock, n > 8 * kBlock, [&](int64_t b) {
     cpu::to_bf16(x + b * kBlock, dst + b * kBlock, std::min(kBlock, n - b * kBlock));
+  });
   return s;
 }
 
@@ -730,12 +731,11 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
   const Source x = source_of(L.x.data(), g, t);
   const float* b = bias ? L.bias.data() : nullptr;
   const void* w_plain = w.plain.data();
-#pragma omp parallel for schedule(dynamic, 1) if (ch.count > 1)
-  for (int64_t c = 0; c < ch.count; ++c) {
+  parallel_for<Schedule::kDynamic>(ch.count, ch.count > 1, [&](int64_t c) {
     const int64_t row0 = c * ch.rows, m = std::min(ch.rows, M - row0);
     const void* rows = chunk_rows(x, g, row0, m, t);  // (m, K)
     main(m).run(rows, w_plain, y + row0 * N, b);
-    if (!want_h) continue;
+    if (!want_h) return;
     float* h = saved_h ? saved_h + row0 * r : scratch<float>(1, m * r);  // (m, r)
     down_plan(m).run(rows, a_op.data(), h);
     if (up_gemm) {
@@ -745,7 +745,7 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
     } else if (!merged) {
       add_low_rank(y + row0 * N, N, h, r, up_t.data(), N, m);  // float32
     }
-  }
+  });
 }
 
 namespace {
@@ -785,8 +785,9 @@ bool direct_backward_data(const Layer<float>& L, const float* grad_y, DType t, c
   }
   float* dx_new = scratch<float>(5, n);
   plan.run(gy, *cw.weights, dx_new, nullptr);
-#pragma omp parallel for schedule(static) if (n > (int64_t(1) << 18) && !omp_in_parallel())
-  for (int64_t i = 0; i < n; ++i) dx[i] += dx_new[i];
+  parallel_for(n, n > (int64_t(1) << 18), [&](int64_t i) {
+    dx[i] += dx_new[i];
+  });
   return true;
 }
 
@@ -895,8 +896,7 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
   const Source x = (want_a || want_w) ? source_of(L.x.data(), g, t) : Source{L.x.data(), nullptr};
   if (want_x && !dx && !dx_direct) dx = grad_buffer(L.x);
 
-#pragma omp parallel for schedule(dynamic, 1) if (!serial)
-  for (int64_t c = 0; c < ch.count; ++c) {
+  parallel_for<Schedule::kDynamic>(ch.count, !serial, [&](int64_t c) {
     const int64_t row0 = c * ch.rows, m = std::min(ch.rows, M - row0), slot = serial ? 0 : c;
     const float* gy = grad_y + row0 * N;  // (m, N)
     if (want_b) {
@@ -940,19 +940,18 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
       dx_plan(m).run(g_op, wd.plain.data(), drows);
       if (g.im2col) col2im_nhwc_accumulate(drows, g.conv, row0, m, dx);
     }
-  }
+  });
 
   // Sum the partials in chunk order, times `factor`, into `total`; a single unscaled partial is used as it is
   // (inside a batch part every layer has one: no copy of ∂W per layer and part).
   auto reduce = [&](const std::shared_ptr<float>& part, int64_t len, float factor, std::vector<float>& total) {
     if (slots == 1 && factor == 1.0f) return static_cast<const float*>(part.get());
     total.resize(static_cast<size_t>(len));
-#pragma omp parallel for schedule(static) if (len * slots > 65536 && !serial)
-    for (int64_t i = 0; i < len; ++i) {
+    parallel_for(len, len * slots > 65536 && !serial, [&](int64_t i) {
       float s = 0.0f;
       for (int64_t c = 0; c < slots; ++c) s += part.get()[c * len + i];
       total[i] = s * factor;
-    }
+    });
     return static_cast<const float*>(total.data());
   };
   std::vector<float> buf;

@@ -6,6 +6,7 @@
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 LCD_DIFFERENTIABLE_OP(slice);
@@ -19,10 +20,10 @@ struct SliceDims {
 template <typename T>
 static TensorT<T> slice_forward(const TensorT<T>& x, const Shape& out_shape, const SliceDims& d) {
   auto y = TensorT<T>::empty(out_shape);
-#pragma omp parallel for schedule(static) if (out_shape.numel() > 32768)
-  for (int64_t o = 0; o < d.outer; ++o)
+  parallel_for(d.outer, out_shape.numel() > 32768, [&](int64_t o) {
     std::memcpy(y.data() + o * d.length * d.inner, x.data() + (o * d.full + d.start) * d.inner,
                 sizeof(T) * d.length * d.inner);
+  });
   return y;
 }
 
@@ -30,12 +31,11 @@ template <typename T>
 static void slice_backward(const TensorT<T>& grad, const TensorT<T>& x, const SliceDims& d) {
   T* gx = grad_buffer(x);
   const int64_t len = d.length * d.inner;
-#pragma omp parallel for schedule(static) if (grad.numel() > 32768)
-  for (int64_t o = 0; o < d.outer; ++o) {
+  parallel_for(d.outer, grad.numel() > 32768, [&](int64_t o) {
     T* dst = gx + (o * d.full + d.start) * d.inner;
     const T* src = grad.data() + o * len;
     for (int64_t i = 0; i < len; ++i) dst[i] += src[i];
-  }
+  });
 }
 
 template <typename T>

@@ -6,6 +6,7 @@
 #include "autograd/ops/instantiate.h"
 #include "autograd/ops/elementwise.h"
 #include "autograd/ops/kernels.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 LCD_DIFFERENTIABLE_OP(softmax);
@@ -13,8 +14,7 @@ LCD_DIFFERENTIABLE_OP(softmax);
 // Row-wise softmax of `rows` rows of length n, in place safe (src may equal dst).
 template <typename T>
 void softmax_rows(const T* src, T* dst, int64_t rows, int64_t n) {
-#pragma omp parallel for schedule(static) if (rows * n > 32768)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, rows * n > 32768, [&](int64_t r) {
     const T* s = src + r * n;
     T* d = dst + r * n;
     T m = s[0];
@@ -26,7 +26,7 @@ void softmax_rows(const T* src, T* dst, int64_t rows, int64_t n) {
     T z = 0;
     for (int64_t i = 0; i < n; ++i) z += d[i];
     out *= T(1) / z;
-  }
+  });
 }
 
 template <typename T>
@@ -43,12 +43,11 @@ static void softmax_backward(const TensorT<T>& grad, const TensorT<T>& x, const 
   T* gx = grad_buffer(x);
   const T* g = grad.data();
   const T* yp = y.data();
-#pragma omp parallel for schedule(static) if (rows * n > 32768)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, rows * n > 32768, [&](int64_t r) {
     T dot = 0;
     for (int64_t i = 0; i < n; ++i) dot += g[r * n + i] * yp[r * n + i];
     for (int64_t i = 0; i < n; ++i) gx[r * n + i] += yp[r * n + i] * (g[r * n + i] - dot);
-  }
+  });
 }
 
 template <typename T>

@@ -3,6 +3,7 @@
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 LCD_DIFFERENTIABLE_OP(upsample_nearest2x);
@@ -13,10 +14,10 @@ static TensorT<T> upsample_nearest2x_forward(const TensorT<T>& x) {
   auto y = TensorT<T>::empty({x.size(0), x.size(1), 2 * h, 2 * w});
   const T* xp = x.data();
   T* yp = y.data();
-#pragma omp parallel for schedule(static) if (y.numel() > 32768)
-  for (int64_t p = 0; p < planes; ++p)
+  parallel_for(planes, y.numel() > 32768, [&](int64_t p) {
     for (int64_t i = 0; i < 2 * h; ++i)
       for (int64_t j = 0; j < 2 * w; ++j) yp[(p * 2 * h + i) * 2 * w + j] = xp[(p * h + i / 2) * w + j / 2];
+  });
   return y;
 }
 
@@ -25,13 +26,13 @@ static void upsample_nearest2x_backward(const TensorT<T>& grad, const TensorT<T>
   const int64_t planes = x.size(0) * x.size(1), h = x.size(2), w = x.size(3);
   const T* gp = grad.data();
   T* gx = grad_buffer(x);
-#pragma omp parallel for schedule(static) if (grad.numel() > 32768)
-  for (int64_t p = 0; p < planes; ++p)
+  parallel_for(planes, grad.numel() > 32768, [&](int64_t p) {
     for (int64_t i = 0; i < h; ++i)
       for (int64_t j = 0; j < w; ++j) {
         const T* g = gp + (p * 2 * h + 2 * i) * 2 * w + 2 * j;
         gx[(p * h + i) * w + j] += g[0] + g[1] + g[2 * w] + g[2 * w + 1];
       }
+  });
 }
 
 template <typename T>

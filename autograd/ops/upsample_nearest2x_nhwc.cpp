@@ -6,6 +6,7 @@
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
 #include "autograd/ops/instantiate.h"
+#include "autograd/parallel.h"
 
 namespace lcd {
 LCD_DIFFERENTIABLE_OP(upsample_nearest2x_nhwc);
@@ -16,11 +17,10 @@ static TensorT<T> upsample_forward(const TensorT<T>& x) {
   auto y = TensorT<T>::empty({n, 2 * h, 2 * w, c});
   const T* xp = x.data();
   T* yp = y.data();
-#pragma omp parallel for schedule(static) if (y.numel() > 32768)
-  for (int64_t r = 0; r < n * 2 * h; ++r) {  // output rows
+  parallel_for(n * 2 * h, y.numel() > 32768, [&](int64_t r) {  // output rows
     const int64_t s = r / (2 * h), i = (r % (2 * h)) / 2;
     for (int64_t j = 0; j < 2 * w; ++j) std::memcpy(yp + (r * 2 * w + j) * c, xp + ((s * h + i) * w + j / 2) * c, sizeof(T) * c);
-  }
+  });
   return y;
 }
 
@@ -29,8 +29,7 @@ static void upsample_backward(const TensorT<T>& grad, const TensorT<T>& x) {
   const int64_t n = x.size(0), h = x.size(1), w = x.size(2), c = x.size(3);
   const T* gp = grad.data();
   T* gx = grad_buffer(x);
-#pragma omp parallel for schedule(static) if (grad.numel() > 32768)
-  for (int64_t r = 0; r < n * h; ++r) {  // input rows
+  parallel_for(n * h, grad.numel() > 32768, [&](int64_t r) {  // input rows
     const int64_t s = r / h, i = r % h;
     for (int64_t j = 0; j < w; ++j) {
       T* d = gx + (r * w + j) * c;
@@ -38,7 +37,7 @@ static void upsample_backward(const TensorT<T>& grad, const TensorT<T>& x) {
       const T* g10 = g00 + 2 * w * c;
       for (int64_t q = 0; q < c; ++q) d[q] += g00[q] + g00[c + q] + g10[q] + g10[c + q];
     }
-  }
+  });
 }
 
 template <typename T>
