@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 #include "autograd/tape.h"
 #include "autograd/threads.h"
-#include "autograd/parallel.h"
 
 namespace lcd {
 

@@ -3,8 +3,8 @@
 #pragma once
 #include <array>
 
-#include "autograd/tensor.h"
 #include "autograd/parallel.h"
+#include "autograd/tensor.h"
 
 namespace lcd {
 

@@ -145,10 +145,10 @@ static TensorT<T> attention_forward(const TensorT<T>& q, const TensorT<T>& k, co
   T* op = out.data();
   T* pp = probs_out ? probs.data() : nullptr;
   const T scale = static_cast<T>(a.scale);
+  // Per thread: the scores of one (b, h) when P is not kept (Lq, Lk)
   using Scratch = std::vector<T, Eigen::aligned_allocator<T>>;
-  parallel_for_with(
-      a.batch * a.heads, a.batch * a.heads > 1, [&] { return Scratch(pp ? 0 : a.lq * a.lk); },
-      [&](Scratch& scratch, int64_t bh) {
+  auto scratch_of = [&] { return Scratch(pp ? 0 : a.lq * a.lk); };
+  parallel_for_with(a.batch * a.heads, a.batch * a.heads > 1, scratch_of, [&](Scratch& scratch, int64_t bh) {
     const int64_t b = bh / a.heads, h = bh % a.heads;
     ConstHeadMap<T> qh(qp + b * a.lq * a.c + h * a.d, a.lq, a.d, Eigen::OuterStride<>(a.c));
     ConstHeadMap<T> kh(kp + b * a.lk * a.c + h * a.d, a.lk, a.d, Eigen::OuterStride<>(a.c));

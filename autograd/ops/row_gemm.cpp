@@ -17,10 +17,10 @@
 #include "autograd/inference_weights.h"
 #include "autograd/lora_merge.h"
 #include "autograd/ops/vector_math.h"
+#include "autograd/parallel.h"
 #include "autograd/storage.h"
 #include "autograd/tape.h"
 #include "autograd/threads.h"
-#include "autograd/parallel.h"
 
 namespace lcd::row_gemm {
 
