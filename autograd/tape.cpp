@@ -9,7 +9,6 @@
 
 #include "autograd/broadcast.h"
 #include "autograd/errors.h"
-#include "autograd/parallel.h"
 
 namespace lcd {
 
@@ -168,16 +167,11 @@ void accumulate_grad(const TensorT<T>& x, const TensorT<T>& g) {
   if (g.shape() == x.shape()) {
     bool fresh = false;
     T* dst = grad_buffer_to_write(x, &fresh);
-    const T* src = g.data();
     if (fresh) {  // the first gradient: a copy, not a zero fill and an add
-      std::memcpy(dst, src, sizeof(T) * g.numel());
+      std::memcpy(dst, g.data(), sizeof(T) * g.numel());
       return;
     }
-    const int64_t n = g.numel();
-    parallel_ranges(n, n > 65536, [&](int64_t b, int64_t e) {
-#pragma omp simd
-      for (int64_t i = b; i < e; ++i) dst[i] += src[i];
-    });
+    reduce_to_shape_accumulate(g, x.shape(), dst);  // same shape: the plain elementwise add
   } else {
     reduce_to_shape_accumulate(g, x.shape(), grad_buffer(x));
   }

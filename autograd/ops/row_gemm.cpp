@@ -1,8 +1,6 @@
 // The row-GEMM layer machinery (see row_gemm.h): float kernels on oneDNN in chunks, and the double reference.
 #include "autograd/ops/row_gemm.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -1057,14 +1055,14 @@ void merge_lora_ahead(const std::vector<LoraMergeSite>& sites) {
   const cpu::DType type = row_gemm::operand_type();
   FirstException error;
   // Layers handed out one at a time (each formed and packed on the thread that takes it).
-#pragma omp parallel for schedule(dynamic, 1) if (sites.size() > 1 && !omp_in_parallel())
-  for (size_t i = 0; i < sites.size(); ++i) {
+  const int64_t n = static_cast<int64_t>(sites.size());
+  parallel_for<Schedule::kDynamic>(n, n > 1, [&](int64_t i) {
     try {
       row_gemm::merge_ahead(sites[i], type);
     } catch (...) {
       error.capture();
     }
-  }
+  });
   error.rethrow();
 }
 
