@@ -6,6 +6,8 @@
 //         master weights stay float32. Attention's products take bf16 operands only in the tiled no-grad
 //         kernel for long sequences with wide heads (Stable Diffusion); the Fashion-MNIST UNet's heads of 8
 //         channels are below one bf16 tile and stay float32 (bf16 would cost accuracy and gain nothing).
+//         A LoRA layer's forward keeps W and its branch apart (W rounded alone, the branch computed beside it),
+//         taped or not, so that an LCD step's target and student are one network (autograd/ops/row_gemm.cpp).
 // bf16 is used only where the CPU computes it natively (AMX-BF16 or AVX512-BF16, within any oneDNN ISA
 // limit); elsewhere a request for it runs fp32, and resolve_precision says so. Double tensors (gradient
 // checks) always compute in double.

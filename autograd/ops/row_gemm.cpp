@@ -666,12 +666,16 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
   const int64_t M = g.rows, K = g.k, N = g.n, r = L.lora.rank();
   const Chunks ch = chunks_of(g, Pass::kForward);
   const bool bias = L.bias.defined();
-  // LoRA on a frozen W, no H to save (a no-grad forward): Y = X·(W + sB·A)ᵀ with the merged weight
+  // LoRA on a frozen W, no H to save (a no-grad forward), fp32: Y = X·(W + sB·A)ᵀ with the merged weight
   // (merged_weight). Otherwise Y = X·Wᵀ, H = X·Aᵀ and Y += H·(sB)ᵀ (below): a training
   // forward needs H for backward anyway, and the factors change at every step, so merging would cost a pass
   // over W per step and hold the other parts of the pass until it is done (measured, bf16 lcd-step on the Xeon
   // with AMX: the student's merges took 43 ms of thread time a step, a third of it waiting).
-  const bool merged = r && cacheable(L.weight) && !saved_h;
+  // bf16 never merges the forward: rounding W + sB·A to bf16 perturbs the layer differently from rounding W,
+  // so an LCD target formed merged and a student formed unmerged would be two networks ~2⁻⁹ apart, and the
+  // pseudo-Huber loss (c = 0.001) reads that noise as signal (measured at a trained adapter: the bf16 LoRA
+  // gradient's cosine to fp32's 0.25–0.44 merged, 0.78–0.95 unmerged). In fp32 the two agree to ~1e-7.
+  const bool merged = r && t == DType::kF32 && cacheable(L.weight) && !saved_h;
   const bool want_h = r && !merged;
   FlopCounter::add(2 * M * K * N + (want_h ? 2 * M * r * K + 2 * M * r * N : 0));
   const std::vector<float> sb = r ? scaled_up(L.lora.up, L.lora.scale) : std::vector<float>();  // sB (N, r)
@@ -687,16 +691,40 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
   }
   // A k×k convolution that saves nothing for backward reads the image in place: one direct convolution
   // (threaded by oneDNN, or on this thread inside a batch part) instead of im2col rows and a GEMM per chunk.
-  if (g.im2col && !want_h && g.conv.kernel_h * g.conv.kernel_w > 1) {
+  // An unmerged branch without H to save (bf16) adds its down-projection H = X ⊛ A as a second one (A reordered
+  // per call: the factors change at every step) and then Y += H·(sB)ᵀ by chunks.
+  const bool branch_h = want_h && !saved_h;
+  if (g.im2col && (!want_h || branch_h) && g.conv.kernel_h * g.conv.kernel_w > 1) {
     const cpu::ConvPlan plan(conv_spec(g, N, t, bias));
-    if (plan.available()) {
+    const cpu::ConvPlan down = branch_h ? cpu::ConvPlan(conv_spec(g, r, t, false)) : plan;
+    if (plan.available() && down.available()) {
       ConvOperand cw;
       if (merged)
         cw.weights = merged_conv_operand(L.weight, sb.data(), a_canonical, N, r, K, plan, t);
       else
         cw = conv_operand(L.weight, plan, t);
       const Source x = source_of(L.x.data(), g, t);  // (batch, H, W, Cin)
-      plan.run(t == DType::kBf16 ? static_cast<const void*>(x.x_bf16) : x.x, *cw.weights, y, bias ? L.bias.data() : nullptr);
+      const void* image = t == DType::kBf16 ? static_cast<const void*>(x.x_bf16) : x.x;
+      plan.run(image, *cw.weights, y, bias ? L.bias.data() : nullptr);
+      if (!branch_h) return;
+      float* h = scratch<float>(1, M * r);  // (M, r), read by every thread below
+      down.run(image, cpu::ConvWeights(a_canonical, cpu::ConvWeights::Order::kOIHW, down), h, nullptr);
+      const Operand up_op = operand_of(up_t.data(), r * N, t);
+      PlanPair up_plan;
+      if (t == DType::kBf16)
+        up_plan = plans(ch, M, [&](int64_t m) {
+          return MatmulSpec{Layout::row_major(m, r, t), Layout::row_major(r, N, t), N, true, false};
+        }, nullptr);
+      parallel_for<Schedule::kDynamic>(ch.count, ch.count > 1, [&](int64_t c) {
+        const int64_t row0 = c * ch.rows, m = std::min(ch.rows, M - row0);
+        if (t == DType::kBf16) {
+          bf16* hb = scratch<bf16>(2, m * r);
+          cpu::to_bf16(h + row0 * r, hb, m * r);
+          up_plan(m).run(hb, up_op.data(), y + row0 * N);
+        } else {
+          add_low_rank(y + row0 * N, N, h + row0 * r, r, up_t.data(), N, m);  // float32
+        }
+      });
       return;
     }
   }
