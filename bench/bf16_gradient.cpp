@@ -92,15 +92,15 @@ int main(int argc, char** argv) {
       b.eps = rng.normal_tensor(b.z0.shape());  // (B, C, H, W)
       {
         NoGradGuard g;
-        b.cond = embedding(data.cond_table, gather_labels(data, rows));                                   // (B, L, D)
+        b.cond = embedding(data.cond_table, gather_labels(data, rows));                             // (B, L, D)
         b.uncond = embedding(data.cond_table, std::vector<int64_t>(n, data.unconditional_row()));  // (B, L, D)
       }
       const std::vector<double> g32 = gradient(b, Precision::kFp32), g16 = gradient(b, Precision::kBf16);
       std::vector<double> diff(g32.size());
       for (size_t i = 0; i < diff.size(); ++i) diff[i] = g16[i] - g32[i];
       const double norm32 = std::sqrt(dot(g32, g32));
-      std::printf("%5d  %8.4f  %8.4f  %7.3f  %15.3f", k, norm32, std::sqrt(dot(g16, g16)), std::sqrt(dot(diff, diff)) / norm32,
-                  cosine(g16, g32));
+      std::printf("%5d  %8.4f  %8.4f  %7.3f  %15.3f", k, norm32, std::sqrt(dot(g16, g16)),
+                  std::sqrt(dot(diff, diff)) / norm32, cosine(g16, g32));
       if (!previous.empty()) std::printf("  %31.3f", cosine(g32, previous));
       std::printf("\n");
       std::fflush(stdout);
