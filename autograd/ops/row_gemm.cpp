@@ -681,15 +681,33 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
   FlopCounter::add(2 * M * K * N + (want_h ? 2 * M * r * K + 2 * M * r * N : 0));
   const std::vector<float> sb = r ? scaled_up(L.lora.up, L.lora.scale) : std::vector<float>();  // sB (N, r)
   const float* a_canonical = r ? L.lora.down.data() : nullptr;                                  // A (r, K)
-  std::vector<float> a;     // patch-order A (r, K)
   std::vector<float> up_t;  // (sB)ᵀ (r, N)
+  Operand up_op;
+  PlanPair up_plan;
   if (want_h) {
-    a.resize(static_cast<size_t>(r * K));
-    to_patch_order(L.lora.down, a.data());
     up_t.resize(static_cast<size_t>(r * N));
     for (int64_t o = 0; o < N; ++o)
       for (int64_t q = 0; q < r; ++q) up_t[q * N + o] = sb[o * r + q];
+    if (t == DType::kBf16) {
+      up_op = operand_of(up_t.data(), r * N, t);
+      up_plan = plans(ch, M, [&](int64_t m) {
+        return MatmulSpec{Layout::row_major(m, r, t), Layout::row_major(r, N, t), N, true, false};
+      }, nullptr);
+    }
   }
+  // The branch's up-projection for rows [row0, row0 + m): Y += H·(sB)ᵀ, H (m, r). In bf16 a bf16 GEMM too (AMX
+  // at K = r still beats add_low_rank's fp32 FMAs: bf16 lcd-step 4.6% faster in the median of 6 interleaved
+  // pairs, Xeon with AMX, 2 threads; on the AMD EPYC Zen 5 the fp32 FMAs were no faster, lcd-step-128 0.464
+  // against 0.452 s).
+  auto add_up_projection = [&](const float* h, int64_t row0, int64_t m) {
+    if (t == DType::kBf16) {
+      bf16* hb = scratch<bf16>(2, m * r);
+      cpu::to_bf16(h, hb, m * r);
+      up_plan(m).run(hb, up_op.data(), y + row0 * N);
+    } else {
+      add_low_rank(y + row0 * N, N, h, r, up_t.data(), N, m);  // float32
+    }
+  };
   // A k×k convolution that saves nothing for backward reads the image in place: one direct convolution
   // (threaded by oneDNN, or on this thread inside a batch part) instead of im2col rows and a GEMM per chunk.
   // An unmerged branch without H to save (bf16) adds its down-projection H = X ⊛ A as a second one (A reordered
@@ -710,21 +728,9 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
       if (!branch_h) return;
       float* h = scratch<float>(1, M * r);  // (M, r), read by every thread below
       down.run(image, cpu::ConvWeights(a_canonical, cpu::ConvWeights::Order::kOIHW, down), h, nullptr);
-      const Operand up_op = operand_of(up_t.data(), r * N, t);
-      PlanPair up_plan;
-      if (t == DType::kBf16)
-        up_plan = plans(ch, M, [&](int64_t m) {
-          return MatmulSpec{Layout::row_major(m, r, t), Layout::row_major(r, N, t), N, true, false};
-        }, nullptr);
       parallel_for<Schedule::kDynamic>(ch.count, ch.count > 1, [&](int64_t c) {
-        const int64_t row0 = c * ch.rows, m = std::min(ch.rows, M - row0);
-        if (t == DType::kBf16) {
-          bf16* hb = scratch<bf16>(2, m * r);
-          cpu::to_bf16(h + row0 * r, hb, m * r);
-          up_plan(m).run(hb, up_op.data(), y + row0 * N);
-        } else {
-          add_low_rank(y + row0 * N, N, h + row0 * r, r, up_t.data(), N, m);  // float32
-        }
+        const int64_t row0 = c * ch.rows;
+        add_up_projection(h + row0 * r, row0, std::min(ch.rows, M - row0));
       });
       return;
     }
@@ -738,21 +744,14 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
     MatmulSpec s{Layout::row_major(m, K, t), Layout::transposed(K, N, t, K), N, false, bias};
     return s;
   }, w.packed);
-  Operand a_op, up_op;
-  PlanPair down_plan, up_plan;
-  // In bf16 the up-projection Y += H·(sB)ᵀ is a bf16 GEMM too (AMX at K = r still beats add_low_rank's fp32
-  // FMAs: bf16 lcd-step 4.6% faster in the median of 6 interleaved pairs, Xeon with AMX, 2 threads).
-  const bool up_gemm = want_h && t == DType::kBf16;
+  Operand a_op;
+  PlanPair down_plan;
   if (want_h) {
+    std::vector<float> a(static_cast<size_t>(r * K));  // patch-order A (r, K), copied by operand_of
+    to_patch_order(L.lora.down, a.data());
     a_op = operand_of(a.data(), r * K, t);
     down_plan = plans(ch, M, [&](int64_t m) {
       return MatmulSpec{Layout::row_major(m, K, t), Layout::transposed(K, r, t, K), r, false, false};
-    }, nullptr);
-  }
-  if (up_gemm) {
-    up_op = operand_of(up_t.data(), r * N, t);
-    up_plan = plans(ch, M, [&](int64_t m) {
-      return MatmulSpec{Layout::row_major(m, r, t), Layout::row_major(r, N, t), N, true, false};
     }, nullptr);
   }
   const Source x = source_of(L.x.data(), g, t);
@@ -765,13 +764,7 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
     if (!want_h) return;
     float* h = saved_h ? saved_h + row0 * r : scratch<float>(1, m * r);  // (m, r)
     down_plan(m).run(rows, a_op.data(), h);
-    if (up_gemm) {
-      bf16* hb = scratch<bf16>(2, m * r);
-      cpu::to_bf16(h, hb, m * r);
-      up_plan(m).run(hb, up_op.data(), y + row0 * N);
-    } else if (!merged) {
-      add_low_rank(y + row0 * N, N, h, r, up_t.data(), N, m);  // float32
-    }
+    add_up_projection(h, row0, m);
   });
 }
 
