@@ -452,15 +452,14 @@ void attention_backward<float>(const Tensor& grad, const Tensor& q, const Tensor
         const float* pb = pbh + blk * a.lk * lanes;
         const float* gtb = gth + blk * a.cv * lanes;
         float* dsb = ds.data() + blk * a.lk * lanes;
-        // ∂P_j = Σ_c Gᵀ_c V[j, c], and r = Σ_j ∂P_j ⊙ P_j
+        // ∂P_j = Σ_c Gᵀ_c V[j, c] for 8 keys at a time (8 FMA chains in registers, each Gᵀ_c loaded once for
+        // all 8), then r = Σ_j ∂P_j ⊙ P_j
+        int64_t j = 0;
+        for (; j + 8 <= a.lk; j += 8) packet_products<8>(gtb, a.dv, vh + j * a.cv, 1, a.cv, dsb + j * lanes);
+        for (; j + 4 <= a.lk; j += 4) packet_products<4>(gtb, a.dv, vh + j * a.cv, 1, a.cv, dsb + j * lanes);
+        for (; j < a.lk; ++j) packet_products<1>(gtb, a.dv, vh + j * a.cv, 1, a.cv, dsb + j * lanes);
         P r_sum = ei::pset1<P>(0.0f);
-        for (int64_t j = 0; j < a.lk; ++j) {
-          P dp[4] = {ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f), ei::pset1<P>(0.0f)};
-          for (int64_t c = 0; c < a.dv; ++c) dp[c & 3] = ei::pmadd(ei::pload<P>(gtb + c * lanes), ei::pset1<P>(vh[j * a.cv + c]), dp[c & 3]);
-          const P dpj = ei::padd(ei::padd(dp[0], dp[1]), ei::padd(dp[2], dp[3]));
-          ei::pstore(dsb + j * lanes, dpj);
-          r_sum = ei::pmadd(dpj, ei::pload<P>(pb + j * lanes), r_sum);
-        }
+        for (j = 0; j < a.lk; ++j) r_sum = ei::pmadd(ei::pload<P>(dsb + j * lanes), ei::pload<P>(pb + j * lanes), r_sum);
         // ∂S_j = P_j ⊙ (∂P_j − r)
         for (int64_t j = 0; j < a.lk; ++j)
           ei::pstore(dsb + j * lanes, ei::pmul(ei::pload<P>(pb + j * lanes), ei::psub(ei::pload<P>(dsb + j * lanes), r_sum)));
