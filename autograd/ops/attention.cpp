@@ -104,30 +104,26 @@ inline Packet block_scores(const float* qt, int64_t d, const float* k, int64_t l
   return m;
 }
 
-// For the keys j0 .. j0 + lanes − 1: Σ over blocks and query lanes of a_j ⊙ x_blk, with a_j of block blk at
-// a + (blk·lk + j)·lanes and x_blk at x + blk·x_step (∂V = Pᵀ G and ∂K = ∂Sᵀ Q backward). One FMA chain per key,
-// independent of each other (a single chain waits on every FMA's latency), then one transpose reduces all of
-// them across lanes at once: lane u of the result is key j0 + u's sum.
-inline Packet key_sums(const float* a, int64_t lk, int64_t j0, const float* x, int64_t x_step, int64_t blocks) {
-  ei::PacketBlock<Packet, kLanes> acc;
-  for (int64_t u = 0; u < kLanes; ++u) acc.packet[u] = ei::pset1<Packet>(0.0f);
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const Packet xv = ei::pload<Packet>(x + blk * x_step);
-    const float* ab = a + (blk * lk + j0) * kLanes;
-    for (int64_t u = 0; u < kLanes; ++u) acc.packet[u] = ei::pmadd(ei::pload<Packet>(ab + u * kLanes), xv, acc.packet[u]);
-  }
-  ei::ptranspose(acc);
-  Packet sum = acc.packet[0];
-  for (int64_t u = 1; u < kLanes; ++u) sum = ei::padd(sum, acc.packet[u]);
-  return sum;
-}
-
 // out (width, lanes) = Σ_j w_j ⊗ x[j, :] (O = P V forward, ∂Q = ∂S K backward), eight columns at a time.
 void weighted_sum(const float* w, int64_t lk, const float* x, int64_t ld, int64_t width, float* out) {
   int64_t c = 0;
   for (; c + 8 <= width; c += 8) packet_products<8>(w, lk, x + c, ld, 1, out + c * kLanes);
   for (; c + 4 <= width; c += 4) packet_products<4>(w, lk, x + c, ld, 1, out + c * kLanes);
   for (; c < width; ++c) packet_products<1>(w, lk, x + c, ld, 1, out + c * kLanes);
+}
+
+// For the keys j0 .. j0 + lanes − 1 and every column c < width: f · Σ_i a[i, j] x[i, c] over the lq queries, added
+// into (or written to, when `fresh`) dst[j, c] (row stride ld): ∂V = Pᵀ G and ∂K = scale ∂Sᵀ Q backward. a holds
+// the blocks' packets (a_j of block blk at a + (blk·lk + j)·lanes, a packet = lanes queries); x is row-major
+// (row stride ldx). Each block's lanes × lanes tile of a is transposed once into at (lq, lanes: a packet = the
+// group's keys), then weighted_sum's FMA chains run over the queries with x[i, c] broadcast: no reduction across
+// lanes, and one transpose per block for all `width` columns. Padded queries past lq are never read.
+void key_group_sums(const float* a, int64_t lk, int64_t j0, int64_t blocks, int64_t lq, const float* x, int64_t ldx,
+                    int64_t width, float f, float* at, float* out, float* dst, int64_t ld, bool fresh) {
+  for (int64_t blk = 0; blk < blocks; ++blk)
+    gather_block(a + (blk * lk + j0) * kLanes, kLanes, kLanes, kLanes, 1.0f, at + blk * kLanes * kLanes);
+  weighted_sum(at, lq, x, ldx, width, out);  // (width, lanes)
+  scatter_block(out, width, kLanes, dst, ld, !fresh, f);
 }
 }  // namespace
 
@@ -377,11 +373,11 @@ static void attention_backward(const TensorT<T>& grad, const TensorT<T>& q, cons
 }
 
 // The float backward, in the forward kernel's orientation (a packet = one key for `lanes` queries) and from
-// its saved P blocks. Per batch element, Gᵀ and Qᵀ of every block of queries are gathered once for all heads
-// (and ∂Qᵀ written back once); per head and block
-// ∂P_j = G Vⱼᵀ, r = Σ_j ∂P_j ⊙ P_j, ∂S_j = P_j ⊙ (∂P_j − r) and ∂Qᵀ = scale Σ_j ∂S_j Kⱼ; then ∂V[j, c] =
-// Σ_blocks P_j·Gᵀ_c and ∂K[j, c] = scale Σ_blocks ∂S_j·Qᵀ_c, sums over all queries, accumulate in registers
-// across the blocks and are reduced across lanes once. Padded query lanes have zero gradients and add nothing.
+// its saved P blocks. Per batch element, Gᵀ of every block of queries is gathered once for all heads (and ∂Qᵀ
+// written back once); per head and block ∂P_j = G Vⱼᵀ, r = Σ_j ∂P_j ⊙ P_j, ∂S_j = P_j ⊙ (∂P_j − r) and
+// ∂Qᵀ = scale Σ_j ∂S_j Kⱼ; then ∂V = Pᵀ G and ∂K = scale ∂Sᵀ Q, sums over all queries, by groups of `lanes` keys
+// (key_group_sums: P and ∂S transposed to a packet per query) and one key at a time past the last group (against
+// the gathered Gᵀ and Qᵀ, reduced across lanes). Padded query lanes have zero gradients and add nothing.
 template <>
 void attention_backward<float>(const Tensor& grad, const Tensor& q, const Tensor& k, const Tensor& v,
                                const Tensor& probs, const AttentionDims& a) {
@@ -407,17 +403,21 @@ void attention_backward<float>(const Tensor& grad, const Tensor& q, const Tensor
   float* gv = buffer(v, &gv_fresh);
   const float scale = static_cast<float>(a.scale);
   FlopCounter::add(2 * a.batch * a.heads * a.lq * a.lk * (2 * a.dv + (gq ? a.d : 0) + (gk ? a.d : 0)));
-  // Per thread, per block: Gᵀ (Cv, lanes) and Qᵀ (C, lanes) of every head; one head's ∂S (Lk, lanes); ∂Qᵀ (C, lanes)
+  // Qᵀ is read only by the keys past the last whole group of `lanes` (∂K one key at a time)
+  const bool tail_keys = a.lk % lanes != 0;
+  // Per thread, per block: Gᵀ (Cv, lanes) and Qᵀ (C, lanes) of every head; one head's ∂S (Lk, lanes); ∂Qᵀ
+  // (C, lanes); for key_group_sums a group's transposed tiles (blocks·lanes, lanes) and its sums (max(d, dv), lanes)
   auto scratch = [&] {
-    return std::make_tuple(FloatBuffer(blocks * a.cv * lanes), FloatBuffer(blocks * a.c * lanes),
-                           FloatBuffer(blocks * a.lk * lanes), FloatBuffer(blocks * a.c * lanes));
+    return std::make_tuple(FloatBuffer(blocks * a.cv * lanes), FloatBuffer(tail_keys ? blocks * a.c * lanes : 0),
+                           FloatBuffer(blocks * a.lk * lanes), FloatBuffer(blocks * a.c * lanes),
+                           FloatBuffer(blocks * lanes * lanes), FloatBuffer(std::max(a.d, a.dv) * lanes));
   };
   parallel_for_with<Schedule::kDynamic>(a.batch, a.batch > 1, scratch, [&](auto& state, int64_t b) {
-    auto& [gt, qt, ds, dqt] = state;
+    auto& [gt, qt, ds, dqt, at, out] = state;
     for (int64_t blk = 0; blk < blocks; ++blk) {
       const int64_t i0 = blk * lanes, rows = std::min(lanes, a.lq - i0);
       gather_block(gp + (b * a.lq + i0) * a.cv, a.cv, rows, a.cv, 1.0f, gt.data() + blk * a.cv * lanes);
-      gather_block(qp + (b * a.lq + i0) * a.c, a.c, rows, a.c, 1.0f, qt.data() + blk * a.c * lanes);
+      if (tail_keys) gather_block(qp + (b * a.lq + i0) * a.c, a.c, rows, a.c, 1.0f, qt.data() + blk * a.c * lanes);
     }
     for (int64_t h = 0; h < a.heads; ++h) {
       const int64_t bh = b * a.heads + h;
@@ -425,19 +425,13 @@ void attention_backward<float>(const Tensor& grad, const Tensor& q, const Tensor
       const float* vh = vp + b * a.lk * a.cv + h * a.dv;  // (Lk, dv), row stride Cv
       const float* pbh = pp + bh * blocks * a.lk * lanes;  // P_j packets of every block
       const float* gth = gt.data() + h * a.dv * lanes;     // block blk at + blk·Cv·lanes
-      const float* qth = qt.data() + h * a.d * lanes;      // block blk at + blk·C·lanes
-      // ∂V[j, c] = Σ_i P[i, j] G[i, c]: whole groups of `lanes` keys through key_sums, the rest one by one
+      const float* qth = tail_keys ? qt.data() + h * a.d * lanes : nullptr;  // block blk at + blk·C·lanes
+      // ∂V[j, c] = Σ_i P[i, j] G[i, c]: whole groups of `lanes` keys through key_group_sums, the rest one by one
       const int64_t grouped = a.lk / lanes * lanes;
       if (gv) {
-        alignas(64) float sums[lanes];
         for (int64_t j0 = 0; j0 < grouped; j0 += lanes)
-          for (int64_t c = 0; c < a.dv; ++c) {
-            ei::pstore(sums, key_sums(pbh, a.lk, j0, gth + c * lanes, a.cv * lanes, blocks));
-            for (int64_t u = 0; u < lanes; ++u) {
-              float& dst = gv[(b * a.lk + j0 + u) * a.cv + h * a.dv + c];
-              dst = gv_fresh ? sums[u] : dst + sums[u];
-            }
-          }
+          key_group_sums(pbh, a.lk, j0, blocks, a.lq, gp + b * a.lq * a.cv + h * a.dv, a.cv, a.dv, 1.0f, at.data(),
+                         out.data(), gv + (b * a.lk + j0) * a.cv + h * a.dv, a.cv, gv_fresh);
         for (int64_t j = grouped; j < a.lk; ++j)
           for (int64_t c = 0; c < a.dv; ++c) {
             P acc = ei::pset1<P>(0.0f);
@@ -468,15 +462,9 @@ void attention_backward<float>(const Tensor& grad, const Tensor& q, const Tensor
       }
       // ∂K[j, c] = scale Σ_i ∂S[i, j] Q[i, c]
       if (gk) {
-        alignas(64) float sums[lanes];
         for (int64_t j0 = 0; j0 < grouped; j0 += lanes)
-          for (int64_t c = 0; c < a.d; ++c) {
-            ei::pstore(sums, key_sums(ds.data(), a.lk, j0, qth + c * lanes, a.c * lanes, blocks));
-            for (int64_t u = 0; u < lanes; ++u) {
-              float& dst = gk[(b * a.lk + j0 + u) * a.c + h * a.d + c];
-              dst = gk_fresh ? scale * sums[u] : dst + scale * sums[u];
-            }
-          }
+          key_group_sums(ds.data(), a.lk, j0, blocks, a.lq, qp + b * a.lq * a.c + h * a.d, a.c, a.d, scale, at.data(),
+                         out.data(), gk + (b * a.lk + j0) * a.c + h * a.d, a.c, gk_fresh);
         for (int64_t j = grouped; j < a.lk; ++j)
           for (int64_t c = 0; c < a.d; ++c) {
             P acc = ei::pset1<P>(0.0f);
