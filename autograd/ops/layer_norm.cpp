@@ -1,5 +1,7 @@
 // layer_norm over the last axis D: x̂ = (x − μ)·rstd per row, y = x̂·γ + β.
 // Backward (norm_rows.h): ∂γ = Σ_rows g·x̂, ∂β = Σ_rows g, ∂x = rstd·(d − mean(d) − x̂·mean(d ⊙ x̂)), d = g·γ.
+#include <vector>
+
 #include "autograd/errors.h"
 #include "autograd/op_registry.h"
 #include "autograd/ops.h"
@@ -57,18 +59,21 @@ static void layer_norm_backward(const TensorT<T>& grad, const TensorT<T>& x, con
   T* gx = grad_buffer_to_write(x, &fresh);
   parallel_for(rows, x.numel() > 32768, [&](int64_t r) {
     const T mu = mean.data()[r], rs = rstd.data()[r];
-    double md = 0, mdx = 0;
+    // d and d ⊙ x̂ of the row (plain vector loops), then mean(d) and mean(d ⊙ x̂) through lane_sum: two serial
+    // sums in double waited on each add's latency (the per-row cost of layer_norm's backward)
+    thread_local std::vector<T> row_buffer;
+    if (static_cast<int64_t>(row_buffer.size()) < 2 * dim) row_buffer.resize(2 * dim);
+    T* d_row = row_buffer.data();  // (dim) d = g·γ
+    T* dx_row = d_row + dim;       // (dim) d ⊙ x̂
     for (int64_t i = 0; i < dim; ++i) {
-      const T dv = gp[r * dim + i] * (gam ? gam[i] : T(1));
-      md += dv;
-      mdx += dv * (xp[r * dim + i] - mu) * rs;
+      d_row[i] = gp[r * dim + i] * (gam ? gam[i] : T(1));
+      dx_row[i] = d_row[i] * (xp[r * dim + i] - mu) * rs;
     }
-    md /= dim;
-    mdx /= dim;
+    auto identity = [](double v) { return v; };
+    const double mean_d = lane_sum(d_row, dim, identity) / dim, mean_dx = lane_sum(dx_row, dim, identity) / dim;
     for (int64_t i = 0; i < dim; ++i) {
-      const T dv = gp[r * dim + i] * (gam ? gam[i] : T(1));
       const T xhat = (xp[r * dim + i] - mu) * rs;
-      const T d = rs * (dv - T(md) - xhat * T(mdx));
+      const T d = rs * (d_row[i] - T(mean_d) - xhat * T(mean_dx));
       gx[r * dim + i] = fresh ? d : gx[r * dim + i] + d;
     }
   });

@@ -1,7 +1,7 @@
 // The channels-last and fused ops against compositions of the independent NCHW / unfused ops, in float at
 // the models' shapes (every batch the tools use, odd sizes) and in double: group_norm_nhwc(+SiLU) against
-// permute → group_norm → silu, geglu against chunk → gelu → mul, upsample_nearest2x_nhwc against the NCHW
-// upsample. Outputs and every gradient.
+// permute → group_norm → silu, geglu against chunk → gelu → mul, layer_norm against its composition of
+// broadcasting ops, upsample_nearest2x_nhwc against the NCHW upsample. Outputs and every gradient.
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -101,6 +101,25 @@ TEST(FusedOps, GegluMatchesChunkGeluMul) {
       return mul(parts[0], gelu(parts[1]));
     };
     EXPECT_LE(worst_difference<float>(mine, ref, {random_tensor(s, 4, false)}), 2e-6) << s.str();
+  }
+}
+
+// layer_norm (forward, and a backward whose row means go through lane_sum) against its definition composed of
+// broadcasting ops, (x − μ)/√(σ² + ε)·γ + β, in float at the transformer blocks' widths and odd ones (tails of
+// lane_sum's eight partial sums).
+TEST(FusedOps, LayerNormMatchesItsComposition) {
+  for (const Shape& s : {Shape{32, 64, 64}, Shape{2, 16, 128}, Shape{3, 5, 17}, Shape{4, 3}}) {
+    const int64_t dim = s.size(-1);
+    const int last = s.rank() - 1;
+    const OpT<float> mine = [](const std::vector<Tensor>& x) { return layer_norm(x[0], x[1], x[2], 1e-5); };
+    const OpT<float> ref = [last](const std::vector<Tensor>& x) {
+      const Tensor centred = sub(x[0], mean(x[0], {last}, true));
+      const Tensor var = mean(mul(centred, centred), {last}, true);
+      return add(mul(div(centred, sqrt(scale(var, 1.0, 1e-5))), x[1]), x[2]);
+    };
+    const std::vector<TensorD> in = {random_tensor(s, 21, false, 2.0), random_tensor({dim}, 22, false, 1.0),
+                                     random_tensor({dim}, 23, false)};
+    EXPECT_LE(worst_difference<float>(mine, ref, in), 1e-5) << s.str();
   }
 }
 
