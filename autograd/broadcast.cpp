@@ -63,11 +63,15 @@ void reduce_to_shape_accumulate(const TensorT<T>& g, const Shape& target, T* dst
   auto st = broadcast_strides(target, g.shape());
   const int64_t inner = d[R - 1];
   const int64_t outer = g.numel() / (inner ? inner : 1);
+  std::array<int, R> axes{};  // the outer axes longer than 1, innermost first: one division each per row
+  int count = 0;
+  for (int ax = R - 2; ax >= 0; --ax)
+    if (d[ax] > 1) axes[count++] = ax;
   for (int64_t row = 0; row < outer; ++row) {
     int64_t rem = row, it = 0;
-    for (int ax = R - 2; ax >= 0; --ax) {
-      it += (rem % d[ax]) * st[ax];
-      rem /= d[ax];
+    for (int n = 0; n < count; ++n) {
+      it += (rem % d[axes[n]]) * st[axes[n]];
+      rem /= d[axes[n]];
     }
     const T* s = src + row * inner;
     if (st[R - 1] == 0) {
@@ -75,7 +79,9 @@ void reduce_to_shape_accumulate(const TensorT<T>& g, const Shape& target, T* dst
       for (int64_t k = 0; k < inner; ++k) acc += s[k];
       dst[it] += acc;
     } else {
-      for (int64_t k = 0; k < inner; ++k) dst[it + k] += s[k];
+      T* t = dst + it;
+#pragma omp simd
+      for (int64_t k = 0; k < inner; ++k) t[k] += s[k];
     }
   }
 }

@@ -18,7 +18,10 @@ std::array<int64_t, Shape::kMaxRank> broadcast_strides(const Shape& in, const Sh
 // Output shape padded on the left to Shape::kMaxRank axes.
 std::array<int64_t, Shape::kMaxRank> padded_dims(const Shape& shape);
 
-// Calls f(out_index, a_index, b_index) for every element of `out`, in parallel over outer rows.
+// Calls f(out_index, a_index, b_index) for every element of `out`, in parallel over outer rows. A row's
+// offsets take one division per outer axis longer than 1 (the padding axes of 1 are skipped), and where both
+// operands run contiguously along the row (a (N, H, W, C) tensor plus a (N, 1, 1, C) one, a gradient summed back
+// over H and W) the row is a plain vector loop: per element this was index arithmetic, not the add.
 template <typename F>
 void for_each_broadcast(const Shape& out, const Shape& a, const Shape& b, F&& f) {
   constexpr int R = Shape::kMaxRank;
@@ -28,16 +31,27 @@ void for_each_broadcast(const Shape& out, const Shape& a, const Shape& b, F&& f)
   const int64_t inner = d[R - 1];
   const int64_t outer = out.numel() / (inner ? inner : 1);
   if (out.numel() == 0) return;
+  std::array<int, R> axes{};  // the outer axes longer than 1, innermost first
+  int count = 0;
+  for (int ax = R - 2; ax >= 0; --ax)
+    if (d[ax] > 1) axes[count++] = ax;
+  const bool unit = sa[R - 1] == 1 && sb[R - 1] == 1;
   parallel_for(outer, out.numel() > 65536, [&](int64_t row) {
     int64_t rem = row, ia = 0, ib = 0;
-    for (int ax = R - 2; ax >= 0; --ax) {
-      int64_t i = rem % d[ax];
+    for (int n = 0; n < count; ++n) {
+      const int ax = axes[n];
+      const int64_t i = rem % d[ax];
       rem /= d[ax];
       ia += i * sa[ax];
       ib += i * sb[ax];
     }
     const int64_t base = row * inner;
-    for (int64_t k = 0; k < inner; ++k) f(base + k, ia + k * sa[R - 1], ib + k * sb[R - 1]);
+    if (unit) {
+#pragma omp simd
+      for (int64_t k = 0; k < inner; ++k) f(base + k, ia + k, ib + k);
+    } else {
+      for (int64_t k = 0; k < inner; ++k) f(base + k, ia + k * sa[R - 1], ib + k * sb[R - 1]);
+    }
   });
 }
 
