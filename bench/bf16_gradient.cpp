@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
       LcdBatch b;
       b.z0 = gather_latents(data, rows, false, rng);  // (B, C, H, W)
       for (int64_t i = 0; i < n; ++i) {
-        b.j.push_back(static_cast<int>(rng.uniform_int(settings.num_ddim_timesteps)));
+        b.j.push_back(draw_grid_index(rng, settings));
         b.guidance.push_back(3.0);
       }
       b.eps = rng.normal_tensor(b.z0.shape());  // (B, C, H, W)

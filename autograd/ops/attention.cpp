@@ -455,7 +455,7 @@ void attention_backward<float>(const Tensor& grad, const Tensor& q, const Tensor
         P r_sum = ei::pset1<P>(0.0f);
         for (j = 0; j < a.lk; ++j) r_sum = ei::pmadd(ei::pload<P>(dsb + j * lanes), ei::pload<P>(pb + j * lanes), r_sum);
         // ∂S_j = P_j ⊙ (∂P_j − r)
-        for (int64_t j = 0; j < a.lk; ++j)
+        for (j = 0; j < a.lk; ++j)
           ei::pstore(dsb + j * lanes, ei::pmul(ei::pload<P>(pb + j * lanes), ei::psub(ei::pload<P>(dsb + j * lanes), r_sum)));
         // ∂Qᵀ_c = Σ_j ∂S_j K[j, c] (scaled when added to ∂Q below)
         if (gq) weighted_sum(dsb, a.lk, kh, a.c, a.d, dqt.data() + (blk * a.c + h * a.d) * lanes);
