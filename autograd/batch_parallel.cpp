@@ -91,11 +91,32 @@ double parallel_backward(FlatParameters& params, int64_t batch,
   float* g = params.grads();
   double* wide = params.wide_grads();
   const int64_t n = params.size();
-  parallel_for(n, n > 65536, [&](int64_t k) {
-    double s = grads[0].get()[k];
-    for (int64_t i = 1; i < p.count; ++i) s += grads[i].get()[k];
-    if (wide) wide[k] += s;
-    else g[k] += static_cast<float>(s);
+  // Block by block of 512 values (4 KiB of double sums in L1), each part's block added as one contiguous
+  // vector loop: every value is still g₀ + g₁ + … in part order, in double. (An element-wise loop over the
+  // parts did not vectorise: 5% of a bf16 diffusion step at batch 64, AMD EPYC Zen 5.)
+  std::vector<const float*> part_grads;
+  for (const auto& pg : grads) part_grads.push_back(pg.get());
+  parallel_ranges(n, n > 65536, [&](int64_t begin, int64_t end) {
+    constexpr int64_t kBlock = 512;
+    double s[kBlock];
+    for (int64_t b0 = begin; b0 < end; b0 += kBlock) {
+      const int64_t len = std::min(kBlock, end - b0);
+      const float* first = part_grads[0] + b0;
+#pragma omp simd
+      for (int64_t j = 0; j < len; ++j) s[j] = first[j];
+      for (size_t i = 1; i < part_grads.size(); ++i) {
+        const float* part = part_grads[i] + b0;
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) s[j] += part[j];
+      }
+      if (wide) {
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) wide[b0 + j] += s[j];
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) g[b0 + j] += static_cast<float>(s[j]);
+      }
+    }
   });
   double total = 0;
   for (double l : losses) total += l;

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <type_traits>
 
 #include "autograd/batch_parallel.h"
 #include "autograd/cpu/bf16.h"
@@ -140,6 +141,31 @@ void to_patch_order(const TensorT<T>& w, T* out) {
   to_patch_order(w.data(), w.size(0), w.size(1), w.size(2) * w.size(3), out);
 }
 
+// One output channel's block of a patch-order gradient, src (kk, c), into the canonical dst (c, kk): written
+// when `fresh`, else added. Whole groups of `lanes` channels go through one packet transpose (kk ≤ lanes rows,
+// padded with −0, which leaves any sum unchanged, −0 included): the packet of channel ci then holds its kk
+// values and lanes − kk padding values, stored whole; the padding lands on the next channel's values, which its
+// own store (or the next block's, in the same increasing order) writes over, or, when adding, leaves as
+// they were. A store that would reach `end` is left to the caller's scalar loop. Returns the first channel
+// not done. (The scalar transpose was 3% of a bf16 diffusion step at batch 64, AMD EPYC Zen 5.)
+int64_t add_transposed_blocks(const float* src, int64_t kk, int64_t c, bool fresh, float* dst, const float* end) {
+  namespace ei = Eigen::internal;
+  using Packet = vector_math::FloatPacket;
+  constexpr int64_t lanes = vector_math::kLanes;
+  if (kk > lanes) return 0;
+  int64_t ci = 0;
+  for (; ci + lanes <= c && dst + (ci + lanes - 1) * kk + lanes <= end; ci += lanes) {
+    ei::PacketBlock<Packet, lanes> b;
+    for (int64_t t = 0; t < lanes; ++t) b.packet[t] = t < kk ? ei::ploadu<Packet>(src + t * c + ci) : ei::pset1<Packet>(-0.0f);
+    ei::ptranspose(b);
+    for (int64_t u = 0; u < lanes; ++u) {
+      float* d = dst + (ci + u) * kk;
+      ei::pstoreu(d, fresh ? b.packet[u] : ei::padd(ei::ploadu<Packet>(d), b.packet[u]));
+    }
+  }
+  return ci;
+}
+
 // grad(w) (canonical) += g (patch order); written rather than added where w has no gradient yet.
 template <typename T>
 void add_from_patch_order(const T* g, const TensorT<T>& w) {
@@ -153,12 +179,15 @@ void add_from_patch_order(const T* g, const TensorT<T>& w) {
     return;
   }
   const int64_t o = w.size(0), c = w.size(1), kk = w.size(2) * w.size(3);
-  for (int64_t a = 0; a < o; ++a)
-    for (int64_t ci = 0; ci < c; ++ci)
+  for (int64_t a = 0; a < o; ++a) {
+    int64_t ci = 0;
+    if constexpr (std::is_same_v<T, float>) ci = add_transposed_blocks(g + a * kk * c, kk, c, fresh, dst + a * c * kk, dst + o * c * kk);
+    for (; ci < c; ++ci)
       for (int64_t t = 0; t < kk; ++t) {
         T& d = dst[(a * c + ci) * kk + t];
         d = fresh ? g[(a * kk + t) * c + ci] : d + g[(a * kk + t) * c + ci];
       }
+  }
 }
 
 // ---- the float kernels ----

@@ -256,6 +256,30 @@ TEST(RowGemmKernels, Conv2dNhwcAndLoraMatchDouble) { expect_conv_cases_match(fal
 // one thread, reusing its buffers from chunk to chunk.
 TEST(RowGemmKernels, Conv2dNhwcAndLoraMatchDoubleInsideABatchPart) { expect_conv_cases_match(true); }
 
+// A weight used by two convolutions of one graph: the second gradient (GEMM partials in patch order) is added
+// to the first, with input channel counts of whole packet groups, groups plus a tail, and a tail alone.
+TEST(RowGemmKernels, ConvWeightGradientsAccumulateOverTwoUses) {
+  struct Case {
+    int64_t cin, cout, k;
+  };
+  uint64_t seed = 2500;
+  for (const Case& c : {Case{40, 24, 3}, Case{64, 3, 3}, Case{7, 5, 3}, Case{33, 16, 2}}) {
+    const Conv2dOptions o{1, static_cast<int>(c.k / 2)};
+    const int64_t ho = 6 + 2 * o.padding - c.k + 1;
+    const std::vector<TensorD> in = {random_tensor({2, 6, 6, c.cin}, seed++, false),
+                                     random_tensor({c.cout, c.cin, c.k, c.k}, seed++, false),
+                                     random_tensor({c.cout}, seed++, false)};
+    expect_matches_reference(
+        [o](const std::vector<TensorD>& x, double) {
+          return add(conv2d_nhwc(x[0], x[1], x[2], o), conv2d_nhwc(mul(x[0], x[0]), x[1], x[2], o));
+        },
+        [o](const std::vector<Tensor>& x, double) {
+          return add(conv2d_nhwc(x[0], x[1], x[2], o), conv2d_nhwc(mul(x[0], x[0]), x[1], x[2], o));
+        },
+        in, {2, ho, ho, c.cout}, 1.0, "conv used twice, cin " + std::to_string(c.cin) + " k" + std::to_string(c.k));
+  }
+}
+
 // The double channels-last path against the independent NCHW conv2d (im2col in channel-major order).
 TEST(RowGemmKernels, Conv2dNhwcEqualsNchwConvInDouble) {
   uint64_t seed = 3000;
