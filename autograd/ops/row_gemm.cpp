@@ -801,7 +801,9 @@ namespace {
 
 // ∂x += convᵀ(∂Y) through oneDNN's backward-data convolution, when it has a direct kernel for the shape;
 // false (nothing done) otherwise. sb and a are the LoRA factors (sB (N, r), canonical A (r, K)) when r > 0.
-bool direct_backward_data(const Layer<float>& L, const float* grad_y, DType t, const float* sb, const float* a) {
+// In bf16, *grad_bf16 is then ∂Y rounded to bf16 (this thread's scratch slot 3), for the weight-side products.
+bool direct_backward_data(const Layer<float>& L, const float* grad_y, DType t, const float* sb, const float* a,
+                          const bf16** grad_bf16) {
   const Geometry& g = L.g;
   const int64_t M = g.rows, K = g.k, N = g.n, r = L.lora.rank();
   cpu::ConvSpec spec = conv_spec(g, N, t, false);
@@ -823,6 +825,7 @@ bool direct_backward_data(const Layer<float>& L, const float* grad_y, DType t, c
     bf16* gb = scratch<bf16>(3, M * N);
     cpu::to_bf16(grad_y, gb, M * N);
     gy = gb;
+    *grad_bf16 = gb;
   }
   const ConvGeometry& c = g.conv;
   const int64_t n = c.batch * c.height * c.width * c.channels;
@@ -879,8 +882,9 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
   if (r) sb_op = operand_of(sb.data(), N * r, t);
   // ∂x of a k×k convolution: one direct backward-data convolution over the whole ∂Y (with W, or W + sB·A under
   // LoRA: ∂X = G·W + (G·sB)·A = G·(W + sB·A)), added into ∂x, instead of G·W per chunk scattered by col2im.
+  const bf16* grad_bf16 = nullptr;  // ∂Y (M, N) in bf16, when the backward-data convolution made it
   const bool dx_direct = want_x && g.im2col && g.conv.kernel_h * g.conv.kernel_w > 1 &&
-                         direct_backward_data(L, grad_y, t, sb.data(), a);
+                         direct_backward_data(L, grad_y, t, sb.data(), a, &grad_bf16);
   // ∂W (and ∂b) of a k×k float32 convolution inside a batch part: one direct backward-weights convolution over
   // the part's whole ∂Y. Only inside a part, where it runs on this thread in one fixed order; op-parallel
   // layers keep their per-chunk partials (oneDNN's own threads would split its sums by the thread count).
@@ -955,7 +959,9 @@ void backward<float>(const Layer<float>& L, const float* grad_y, const float* sa
         for (int64_t o = 0; o < N; ++o) db[o] += gy[i * N + o];
     }
     const void* g_op = gy;
-    if (t == DType::kBf16) {
+    if (grad_bf16) {  // rounded once for the whole ∂Y already (in the calling thread's slot 3: read only here)
+      g_op = grad_bf16 + row0 * N;
+    } else if (t == DType::kBf16) {
       bf16* gb = scratch<bf16>(3, m * N);
       cpu::to_bf16(gy, gb, m * N);
       g_op = gb;
