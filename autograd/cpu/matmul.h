@@ -11,7 +11,7 @@
 // cached), then run from any thread with new pointers: no allocation, reorder or primitive creation
 // happens in the loop. Weights are packed once into the kernels' preferred layout (PackedMatrix).
 // Debugging switches: LCDKIT_PRINT_PLANS=1 prints every new plan and its kernel, LCDKIT_PROFILE_PLANS=1 the
-// time spent per plan at exit.
+// time spent per plan at exit, with the median call.
 #pragma once
 #include <cstdint>
 #include <memory>
