@@ -29,6 +29,13 @@ std::array<int64_t, Shape::kMaxRank> padded_dims(const Shape& shape) {
   return d;
 }
 
+OuterAxes outer_axes(const std::array<int64_t, Shape::kMaxRank>& dims) {
+  OuterAxes axes;
+  for (int ax = Shape::kMaxRank - 2; ax >= 0; --ax)
+    if (dims[ax] > 1) axes.axis[axes.count++] = ax;
+  return axes;
+}
+
 std::array<int64_t, Shape::kMaxRank> broadcast_strides(const Shape& in, const Shape& out) {
   std::array<int64_t, Shape::kMaxRank> s{};
   auto own = contiguous_strides(in);
@@ -63,15 +70,13 @@ void reduce_to_shape_accumulate(const TensorT<T>& g, const Shape& target, T* dst
   auto st = broadcast_strides(target, g.shape());
   const int64_t inner = d[R - 1];
   const int64_t outer = g.numel() / (inner ? inner : 1);
-  std::array<int, R> axes{};  // the outer axes longer than 1, innermost first: one division each per row
-  int count = 0;
-  for (int ax = R - 2; ax >= 0; --ax)
-    if (d[ax] > 1) axes[count++] = ax;
+  const OuterAxes axes = outer_axes(d);
   for (int64_t row = 0; row < outer; ++row) {
     int64_t rem = row, it = 0;
-    for (int n = 0; n < count; ++n) {
-      it += (rem % d[axes[n]]) * st[axes[n]];
-      rem /= d[axes[n]];
+    for (int n = 0; n < axes.count; ++n) {
+      const int ax = axes.axis[n];
+      it += (rem % d[ax]) * st[ax];
+      rem /= d[ax];
     }
     const T* s = src + row * inner;
     if (st[R - 1] == 0) {

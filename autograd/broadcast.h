@@ -18,6 +18,14 @@ std::array<int64_t, Shape::kMaxRank> broadcast_strides(const Shape& in, const Sh
 // Output shape padded on the left to Shape::kMaxRank axes.
 std::array<int64_t, Shape::kMaxRank> padded_dims(const Shape& shape);
 
+// The outer axes (all but the last) of padded dims that are longer than 1, innermost first: a row number splits
+// into its offsets with one division per such axis (the padding axes of 1 cost nothing).
+struct OuterAxes {
+  std::array<int, Shape::kMaxRank> axis{};
+  int count = 0;
+};
+OuterAxes outer_axes(const std::array<int64_t, Shape::kMaxRank>& dims);
+
 // Calls f(out_index, a_index, b_index) for every element of `out`, in parallel over outer rows. A row's
 // offsets take one division per outer axis longer than 1 (the padding axes of 1 are skipped), and where both
 // operands run contiguously along the row (a (N, H, W, C) tensor plus a (N, 1, 1, C) one, a gradient summed back
@@ -31,15 +39,12 @@ void for_each_broadcast(const Shape& out, const Shape& a, const Shape& b, F&& f)
   const int64_t inner = d[R - 1];
   const int64_t outer = out.numel() / (inner ? inner : 1);
   if (out.numel() == 0) return;
-  std::array<int, R> axes{};  // the outer axes longer than 1, innermost first
-  int count = 0;
-  for (int ax = R - 2; ax >= 0; --ax)
-    if (d[ax] > 1) axes[count++] = ax;
+  const OuterAxes axes = outer_axes(d);
   const bool unit = sa[R - 1] == 1 && sb[R - 1] == 1;
   parallel_for(outer, out.numel() > 65536, [&](int64_t row) {
     int64_t rem = row, ia = 0, ib = 0;
-    for (int n = 0; n < count; ++n) {
-      const int ax = axes[n];
+    for (int n = 0; n < axes.count; ++n) {
+      const int ax = axes.axis[n];
       const int64_t i = rem % d[ax];
       rem /= d[ax];
       ia += i * sa[ax];

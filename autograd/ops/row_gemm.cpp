@@ -741,10 +741,9 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
   // inside a batch part) instead of im2col rows and a GEMM per chunk. An unmerged branch adds its
   // down-projection H = X ⊛ A as a second one (A reordered per call: the factors change at every step), into
   // saved_h when backward needs it, and then Y += H·(sB)ᵀ by chunks.
-  const bool branch_h = want_h;
   if (g.im2col && g.conv.kernel_h * g.conv.kernel_w > 1) {
     const cpu::ConvPlan plan(conv_spec(g, N, t, bias));
-    const cpu::ConvPlan down = branch_h ? cpu::ConvPlan(conv_spec(g, r, t, false)) : plan;
+    const cpu::ConvPlan down = want_h ? cpu::ConvPlan(conv_spec(g, r, t, false)) : plan;
     if (plan.available() && down.available()) {
       ConvOperand cw;
       if (merged)
@@ -754,7 +753,7 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
       const Source x = source_of(L.x.data(), g, t);  // (batch, H, W, Cin)
       const void* image = t == DType::kBf16 ? static_cast<const void*>(x.x_bf16) : x.x;
       plan.run(image, *cw.weights, y, bias ? L.bias.data() : nullptr);
-      if (!branch_h) return;
+      if (!want_h) return;
       float* h = saved_h ? saved_h : scratch<float>(1, M * r);  // (M, r), read by every thread below
       down.run(image, cpu::ConvWeights(a_canonical, cpu::ConvWeights::Order::kOIHW, down), h, nullptr);
       parallel_for<Schedule::kDynamic>(ch.count, ch.count > 1, [&](int64_t c) {
