@@ -230,10 +230,12 @@ Operand operand_of(const float* src, int64_t n, DType type) {
 // LoRA factors, EMA copies) is converted at each call.
 enum class Use { kForward = 0, kBackwardData = 1 };
 
-// Which merged forms a set of factors was asked for: packed [use] and the direct convolution's (its plan).
+// Which forms a set of factors was asked for: merged, packed [use] and the direct convolution's (its plan);
+// not merged, the tap matrix of the down factor (tap_matrix).
 struct MergedForms {
   bool packed[2] = {false, false};
   std::optional<cpu::ConvPlan> conv;
+  bool taps = false;
 };
 
 // W + sB·A in the kernels' layouts for a LoRA layer's products (no-grad forward and input gradient), with the
@@ -242,6 +244,7 @@ struct MergedWeight {
   std::vector<float> a, sb;
   std::unique_ptr<PackedMatrix> packed[2];  // [use]
   std::unique_ptr<cpu::ConvWeights> conv;   // for the direct convolution
+  Operand taps;                             // A's tap matrix (tap_matrix), for down_by_taps
   uint64_t last_use = 0;
   MergedForms asked;  // since these factors took the set: what merge_lora_ahead forms for the next ones
 };
@@ -605,6 +608,29 @@ const cpu::ConvWeights* merged_conv_operand(const Tensor& w, const float* sb, co
   return mw.conv.get();
 }
 
+// T (C, taps·r) in the operand type: the taps of a k×k down factor A (r, C, kh, kw) side by side,
+// T[c, τ·r + q] = A[q, c, τ], for down_by_taps.
+Operand tap_matrix(const float* a, int64_t r, int64_t c, int64_t taps, DType type) {
+  const int64_t n = taps * r;
+  std::vector<float> t(static_cast<size_t>(c * n));
+  for (int64_t ci = 0; ci < c; ++ci)
+    for (int64_t tau = 0; tau < taps; ++tau)
+      for (int64_t q = 0; q < r; ++q) t[ci * n + tau * r + q] = a[(q * c + ci) * taps + tau];
+  return operand_of(t.data(), c * n, type);
+}
+
+// The tap matrix of A, kept with W's merged set for (A, sB) (the parts of a pass share it), or made for this
+// call where W keeps no forms.
+Operand tap_operand(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k, DType type) {
+  const int64_t c = w.size(1), taps = w.size(2) * w.size(3);
+  if (!cacheable(w)) return tap_matrix(a, r, c, taps, type);
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  MergedWeight& mw = merged_set(w, sb, a, n, r, k, type);
+  mw.asked.taps = true;
+  if (!mw.taps.data()) mw.taps = tap_matrix(a, r, c, taps, type);
+  return mw.taps;
+}
+
 std::atomic<int64_t> g_forms_merged_ahead{0};
 
 // Ahead of the passes that read them: the forms of one site's merged set, formed off the lock.
@@ -620,8 +646,11 @@ void merge_ahead(const LoraMergeSite& site, DType type) {
     if (forward_only(w)) return;
     merged_set(w, sb.data(), a, n, r, k, type, &make);
   }
-  if (!make.packed[0] && !make.packed[1] && !make.conv) return;
-  const std::unique_ptr<float[]> m = merged_canonical(w, sb.data(), a, n, r, k);
+  if (!make.packed[0] && !make.packed[1] && !make.conv && !make.taps) return;
+  Operand taps;
+  if (make.taps) taps = tap_matrix(a, r, w.size(1), w.size(2) * w.size(3), type);
+  const bool merges = make.packed[0] || make.packed[1] || make.conv;
+  const std::unique_ptr<float[]> m = merges ? merged_canonical(w, sb.data(), a, n, r, k) : nullptr;
   std::unique_ptr<PackedMatrix> packed[2];
   for (int u = 0; u < 2; ++u)
     if (make.packed[u]) packed[u] = packed_merge(w, m.get(), n, k, Use(u), type);
@@ -636,6 +665,10 @@ void merge_ahead(const LoraMergeSite& site, DType type) {
     }
   if (conv && !mw.conv) {
     mw.conv = std::move(conv);
+    ++g_forms_merged_ahead;
+  }
+  if (taps.data() && !mw.taps.data()) {
+    mw.taps = taps;
     ++g_forms_merged_ahead;
   }
 }
@@ -686,6 +719,78 @@ namespace {
 std::atomic<LayerObserver> g_observer{nullptr};
 }
 void observe_layers(LayerObserver observer) { g_observer = observer; }
+
+namespace {
+// Z buffers up to this size: H = X ⊛ A goes by taps (down_by_taps) where Z (every input pixel against every tap)
+// fits it, else by a convolution.
+constexpr int64_t kTapProductBytes = int64_t(4) << 20;
+
+// Whether H = X ⊛ A goes by taps: a k×k stride-1 convolution whose output has its input's size, Z within bounds.
+bool by_taps(const ConvGeometry& c, int64_t r) {
+  return c.kernel_h * c.kernel_w > 1 && c.stride == 1 && c.out_h == c.height && c.out_w == c.width &&
+         c.batch * c.height * c.width * c.kernel_h * c.kernel_w * r * int64_t(sizeof(float)) <= kTapProductBytes;
+}
+
+// One output row (b, oh) of H (W, r): H[ow, q] = Σ_τ Z[pixel(τ), τ·r + q] over the taps inside the image, τ in
+// order. R > 0: r = R known here (one packet a tap at r = 16).
+template <int R>
+void tap_row(const ConvGeometry& c, const float* z, int64_t r, int64_t b, int64_t oh, float* h) {
+  if (R) r = R;
+  const int64_t n = c.kernel_h * c.kernel_w * r;
+  for (int64_t ow = 0; ow < c.width; ++ow) {
+    float acc[R ? R : 1];                // a known r: the sums in registers
+    float* out = R ? acc : h + ow * r;  // else in place
+    std::fill(out, out + r, 0.0f);
+    for (int64_t i = 0; i < c.kernel_h; ++i) {
+      const int64_t ih = oh - c.padding + i;
+      if (ih < 0 || ih >= c.height) continue;
+      const float* zrow = z + (b * c.height + ih) * c.width * n;
+      for (int64_t j = 0; j < c.kernel_w; ++j) {
+        const int64_t iw = ow - c.padding + j;
+        if (iw < 0 || iw >= c.width) continue;
+        const float* zt = zrow + iw * n + (i * c.kernel_w + j) * r;  // (r)
+#pragma omp simd
+        for (int64_t q = 0; q < r; ++q) out[q] += zt[q];
+      }
+    }
+    if (R) std::copy_n(acc, r, h + ow * r);
+  }
+}
+
+// H (M, r) = X ⊛ A for by_taps layers, as one GEMM and a shifted sum instead of a convolution with r = 16
+// outputs (oneDNN's brgconv ran those at 150–250 GFLOP/s a thread against ~400 for the layer's own, and
+// reordered A at every call; AMD EPYC Zen 5, bf16):
+//   1. T (C, taps·r): A's taps side by side (tap_matrix, kept with the factors' merged set);
+//   2. Z (P, taps·r) = X (P, C) · T, every input pixel against every tap (in a batch part one GEMM, else by
+//      the layer's chunks);
+//   3. H[p, q] = Σ_τ Z[p + offset(τ), τ·r + q] over the taps whose pixel lies inside the image (the zero
+//      padding adds nothing), τ in order.
+// The products are a convolution's (X's values against A's, rounded alike in bf16), summed in float32 in
+// another order.
+void down_by_taps(const ConvGeometry& c, const Source& x, const Operand& tap_m, int64_t r, DType t,
+                  const Chunks& layer, float* h) {
+  const int64_t C = c.channels, n = c.kernel_h * c.kernel_w * r, P = c.batch * c.height * c.width;
+  const Chunks ch = in_batch_part() ? Chunks{P, 1} : layer;
+  const PlanPair product = plans(ch, P, [&](int64_t m) {
+    return MatmulSpec{Layout::row_major(m, C, t), Layout::row_major(C, n, t), n, false, false};
+  }, nullptr);
+  float* z = scratch<float>(2, P * n);  // (P, taps·r), read by every thread below
+  parallel_for<Schedule::kDynamic>(ch.count, ch.count > 1, [&](int64_t k) {
+    const int64_t row0 = k * ch.rows, m = std::min(ch.rows, P - row0);
+    const void* rows = t == DType::kBf16 ? static_cast<const void*>(x.x_bf16 + row0 * C) : x.x + row0 * C;
+    product(m).run(rows, tap_m.data(), z + row0 * n);
+  });
+  const int64_t image_rows = c.batch * c.height;
+  parallel_for<Schedule::kDynamic>(image_rows, image_rows >= 16, [&](int64_t row) {
+    const int64_t b = row / c.height, oh = row % c.height;
+    float* hr = h + row * c.width * r;  // (W, r)
+    if (r == 16)
+      tap_row<16>(c, z, r, b, oh, hr);
+    else
+      tap_row<0>(c, z, r, b, oh, hr);
+  });
+}
+}  // namespace
 
 template <>
 void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
@@ -739,11 +844,13 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
   };
   // A k×k convolution reads the image in place: one direct convolution (threaded by oneDNN, or on this thread
   // inside a batch part) instead of im2col rows and a GEMM per chunk. An unmerged branch adds its
-  // down-projection H = X ⊛ A as a second one (A reordered per call: the factors change at every step), into
-  // saved_h when backward needs it, and then Y += H·(sB)ᵀ by chunks.
+  // down-projection H = X ⊛ A, by taps (down_by_taps) where the layer keeps the image's size at stride 1, else
+  // as a second direct convolution (A reordered per call: the factors change at every step), into saved_h
+  // when backward needs it, and then Y += H·(sB)ᵀ by chunks.
   if (g.im2col && g.conv.kernel_h * g.conv.kernel_w > 1) {
     const cpu::ConvPlan plan(conv_spec(g, N, t, bias));
-    const cpu::ConvPlan down = want_h ? cpu::ConvPlan(conv_spec(g, r, t, false)) : plan;
+    const bool taps = want_h && by_taps(g.conv, r);
+    const cpu::ConvPlan down = want_h && !taps ? cpu::ConvPlan(conv_spec(g, r, t, false)) : plan;
     if (plan.available() && down.available()) {
       ConvOperand cw;
       if (merged)
@@ -755,7 +862,10 @@ void forward<float>(const Layer<float>& L, float* y, float* saved_h) {
       plan.run(image, *cw.weights, y, bias ? L.bias.data() : nullptr);
       if (!want_h) return;
       float* h = saved_h ? saved_h : scratch<float>(1, M * r);  // (M, r), read by every thread below
-      down.run(image, cpu::ConvWeights(a_canonical, cpu::ConvWeights::Order::kOIHW, down), h, nullptr);
+      if (taps)
+        down_by_taps(g.conv, x, tap_operand(L.weight, sb.data(), a_canonical, N, r, K, t), r, t, ch, h);
+      else
+        down.run(image, cpu::ConvWeights(a_canonical, cpu::ConvWeights::Order::kOIHW, down), h, nullptr);
       parallel_for<Schedule::kDynamic>(ch.count, ch.count > 1, [&](int64_t c) {
         const int64_t row0 = c * ch.rows;
         add_up_projection(h + row0 * r, row0, std::min(ch.rows, M - row0));
