@@ -62,10 +62,29 @@ void gather_block(const float* src, int64_t ld, int64_t rows, int64_t n, float f
     for (int64_t c = c0; c < n; ++c) dst[c * kLanes + r] = src[r * ld + c] * f;
 }
 
-// The block's rows (row stride ld) = f · src (n, lanes) transposed, or += f · it when accumulating. A last
-// group of fewer than `lanes` columns (a head of 8 channels: ∂V and ∂K by key groups) is transposed with zero
-// columns added and its rows written by masked stores where the packet has them (the strided scalar loop was
-// a fifth of an attention backward at 8 channels a head, AMD EPYC Zen 5).
+// The rows (row stride ld) of a last group of w < lanes columns of scatter_block: src (w, lanes) transposed with
+// zero columns added, each row written by one masked store (+= f · it, or = f · it). False, nothing done, where
+// the packet type has no masked stores (portable builds). The strided scalar loop it replaces was a fifth of an
+// attention backward at 8 channels a head (∂V and ∂K by key groups; AMD EPYC Zen 5).
+template <typename P>
+bool scatter_narrow_group(const float* src, int64_t w, float* dst, int64_t ld, bool accumulate, float f) {
+  if constexpr (ei::unpacket_traits<P>::masked_store_available) {
+    const P fp = ei::pset1<P>(f);
+    ei::PacketBlock<P, kLanes> t;
+    for (int64_t c = 0; c < kLanes; ++c) t.packet[c] = c < w ? ei::pload<P>(src + c * kLanes) : ei::pset1<P>(0.0f);
+    ei::ptranspose(t);
+    const auto mask = static_cast<typename ei::unpacket_traits<P>::mask_t>((1u << w) - 1);  // w values a row
+    for (int64_t r = 0; r < kLanes; ++r) {
+      float* row = dst + r * ld;
+      ei::pstoreu(row, accumulate ? ei::pmadd(fp, t.packet[r], ei::ploadu<P>(row, mask)) : ei::pmul(fp, t.packet[r]), mask);
+    }
+    return true;
+  } else {
+    return false;
+  }
+}
+
+// The block's rows (row stride ld) = f · src (n, lanes) transposed, or += f · it when accumulating.
 void scatter_block(const float* src, int64_t n, int64_t rows, float* dst, int64_t ld, bool accumulate, float f) {
   const Packet fp = ei::pset1<Packet>(f);
   int64_t c0 = 0;
@@ -79,21 +98,7 @@ void scatter_block(const float* src, int64_t n, int64_t rows, float* dst, int64_
         ei::pstoreu(row, accumulate ? ei::pmadd(fp, t.packet[r], ei::ploadu<Packet>(row)) : ei::pmul(fp, t.packet[r]));
       }
     }
-    if constexpr (ei::unpacket_traits<Packet>::masked_store_available) {
-      if (const int64_t w = n - c0; w > 0) {
-        ei::PacketBlock<Packet, kLanes> t;
-        for (int64_t c = 0; c < kLanes; ++c)
-          t.packet[c] = c < w ? ei::pload<Packet>(src + (c0 + c) * kLanes) : ei::pset1<Packet>(0.0f);
-        ei::ptranspose(t);
-        const auto mask = static_cast<typename ei::unpacket_traits<Packet>::mask_t>((1u << w) - 1);  // w values a row
-        for (int64_t r = 0; r < kLanes; ++r) {
-          float* row = dst + r * ld + c0;
-          ei::pstoreu(row, accumulate ? ei::pmadd(fp, t.packet[r], ei::ploadu<Packet>(row, mask)) : ei::pmul(fp, t.packet[r]),
-                      mask);
-        }
-        return;
-      }
-    }
+    if (c0 < n && scatter_narrow_group<Packet>(src + c0 * kLanes, n - c0, dst + c0, ld, accumulate, f)) return;
   }
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = c0; c < n; ++c)
