@@ -3,7 +3,9 @@
 // (autograd/ops/row_gemm.cpp), formed the first time the layer meets new factor values and kept, two sets of
 // factors per layer, while they last. In a batch-parallel pass the first part to reach a layer forms it and
 // the other parts wait for it. A trainer's factors change at every step, so it forms them here instead, ahead
-// of the pass and every layer at once, the layers shared among the threads.
+// of the pass and every layer at once, the layers shared among the threads. The same sets hold the one form
+// of the factors that is not a merge: a k×k stride-1 layer's down factor A as the tap matrix of its
+// down-projection (H = X ⊛ A by taps, row_gemm.cpp's down_by_taps), formed ahead alike.
 #pragma once
 #include <vector>
 
@@ -24,7 +26,7 @@ struct LoraMergeSite {
 // values it was formed from; a site whose weight is trainable or not a module parameter is skipped.
 void merge_lora_ahead(const std::vector<LoraMergeSite>& sites);
 
-// How many merged forms merge_lora_ahead has made in this process (for tests).
+// How many forms (merged weights and tap matrices) merge_lora_ahead has made in this process (for tests).
 int64_t lora_forms_merged_ahead();
 
 }  // namespace lcd
