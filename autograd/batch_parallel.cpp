@@ -96,7 +96,7 @@ double parallel_backward(FlatParameters& params, int64_t batch,
   // parts did not vectorise: 5% of a bf16 diffusion step at batch 64, AMD EPYC Zen 5.)
   std::vector<const float*> part_grads;
   for (const auto& pg : grads) part_grads.push_back(pg.get());
-  parallel_ranges(n, n > 65536, [&](int64_t begin, int64_t end) {
+  parallel_ranges(n, splits_parameter_loop(n), [&](int64_t begin, int64_t end) {
     constexpr int64_t kBlock = 512;
     double s[kBlock];
     for (int64_t b0 = begin; b0 < end; b0 += kBlock) {

@@ -46,7 +46,7 @@ double FlatParameters::grad_norm() const {
   const int64_t blocks = (size_ + kBlock - 1) / kBlock;
   std::vector<double> partial(static_cast<size_t>(blocks));
   const float* g = grads_.get();
-  parallel_for(blocks, blocks > 1, [&](int64_t b) {
+  parallel_for(blocks, blocks > 1 && splits_parameter_loop(size_), [&](int64_t b) {
     // Eight running sums (value i into sum i mod 8), added in order at the end: eight independent chains the
     // compiler vectorises, where one chain waits on each add's latency. A fixed order all the same.
     constexpr int kLanes = 8;
@@ -72,7 +72,7 @@ double FlatParameters::clip_grad_norm(double max_norm) {
   if (factor < 1.0) {
     float* g = grads_.get();
     const float f = static_cast<float>(factor);
-    parallel_for(size_, size_ > 65536, [&](int64_t i) {
+    parallel_for(size_, splits_parameter_loop(size_), [&](int64_t i) {
       g[i] *= f;
     });
   }

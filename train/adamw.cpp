@@ -48,7 +48,7 @@ void AdamW::update(int64_t begin, int64_t end, double lr, double bc1, double bc2
   const float* g = params_.grads();
   float* m = m_.get();
   float* v = v_.get();
-  parallel_ranges(end - begin, end - begin > 65536, [&](int64_t b, int64_t e) {
+  parallel_ranges(end - begin, splits_parameter_loop(end - begin), [&](int64_t b, int64_t e) {
 #pragma omp simd
     for (int64_t i = begin + b; i < begin + e; ++i) {
       p[i] *= decay;
