@@ -62,44 +62,37 @@ void gather_block(const float* src, int64_t ld, int64_t rows, int64_t n, float f
     for (int64_t c = c0; c < n; ++c) dst[c * kLanes + r] = src[r * ld + c] * f;
 }
 
-// The rows (row stride ld) of a last group of w < lanes columns of scatter_block: src (w, lanes) transposed with
-// zero columns added, each row written by one masked store (+= f · it, or = f · it). False, nothing done, where
-// the packet type has no masked stores (portable builds). The strided scalar loop it replaces was a fifth of an
-// attention backward at 8 channels a head (∂V and ∂K by key groups; AMD EPYC Zen 5).
+// One group of w ≤ lanes columns of scatter_block: the rows (row stride ld) = f · src (w, lanes) transposed, or
+// += f · it, through one packet transpose (zero columns added when w < lanes). A narrow last group (∂V and ∂K
+// rows of 8-channel heads) is written by masked stores; its strided scalar loop had been a fifth of an attention
+// backward at 8 channels a head (AMD EPYC Zen 5). False, nothing done, for a narrow group where the packet type
+// has no masked stores (portable builds): the caller's scalar loop writes it.
 template <typename P>
-bool scatter_narrow_group(const float* src, int64_t w, float* dst, int64_t ld, bool accumulate, float f) {
-  if constexpr (ei::unpacket_traits<P>::masked_store_available) {
-    const P fp = ei::pset1<P>(f);
-    ei::PacketBlock<P, kLanes> t;
-    for (int64_t c = 0; c < kLanes; ++c) t.packet[c] = c < w ? ei::pload<P>(src + c * kLanes) : ei::pset1<P>(0.0f);
-    ei::ptranspose(t);
-    const auto mask = static_cast<typename ei::unpacket_traits<P>::mask_t>((1u << w) - 1);  // w values a row
-    for (int64_t r = 0; r < kLanes; ++r) {
-      float* row = dst + r * ld;
+bool scatter_group(const float* src, int64_t w, float* dst, int64_t ld, bool accumulate, float f) {
+  constexpr bool masked = ei::unpacket_traits<P>::masked_store_available;
+  if (!masked && w < kLanes) return false;
+  const P fp = ei::pset1<P>(f);
+  ei::PacketBlock<P, kLanes> t;
+  for (int64_t c = 0; c < kLanes; ++c) t.packet[c] = c < w ? ei::pload<P>(src + c * kLanes) : ei::pset1<P>(0.0f);
+  ei::ptranspose(t);
+  for (int64_t r = 0; r < kLanes; ++r) {
+    float* row = dst + r * ld;
+    if (w == kLanes) {
+      ei::pstoreu(row, accumulate ? ei::pmadd(fp, t.packet[r], ei::ploadu<P>(row)) : ei::pmul(fp, t.packet[r]));
+    } else if constexpr (masked) {
+      const auto mask = static_cast<typename ei::unpacket_traits<P>::mask_t>((1u << w) - 1);  // w values a row
       ei::pstoreu(row, accumulate ? ei::pmadd(fp, t.packet[r], ei::ploadu<P>(row, mask)) : ei::pmul(fp, t.packet[r]), mask);
     }
-    return true;
-  } else {
-    return false;
   }
+  return true;
 }
 
 // The block's rows (row stride ld) = f · src (n, lanes) transposed, or += f · it when accumulating.
 void scatter_block(const float* src, int64_t n, int64_t rows, float* dst, int64_t ld, bool accumulate, float f) {
-  const Packet fp = ei::pset1<Packet>(f);
   int64_t c0 = 0;
-  if (rows == kLanes) {
-    for (; c0 + kLanes <= n; c0 += kLanes) {
-      ei::PacketBlock<Packet, kLanes> t;
-      for (int64_t c = 0; c < kLanes; ++c) t.packet[c] = ei::pload<Packet>(src + (c0 + c) * kLanes);
-      ei::ptranspose(t);
-      for (int64_t r = 0; r < kLanes; ++r) {
-        float* row = dst + r * ld + c0;
-        ei::pstoreu(row, accumulate ? ei::pmadd(fp, t.packet[r], ei::ploadu<Packet>(row)) : ei::pmul(fp, t.packet[r]));
-      }
-    }
-    if (c0 < n && scatter_narrow_group<Packet>(src + c0 * kLanes, n - c0, dst + c0, ld, accumulate, f)) return;
-  }
+  if (rows == kLanes)
+    for (; c0 < n; c0 += kLanes)
+      if (!scatter_group<Packet>(src + c0 * kLanes, std::min(kLanes, n - c0), dst + c0, ld, accumulate, f)) break;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = c0; c < n; ++c)
       dst[r * ld + c] = accumulate ? dst[r * ld + c] + f * src[c * kLanes + r] : f * src[c * kLanes + r];
