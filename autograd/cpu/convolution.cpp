@@ -8,13 +8,12 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <map>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "autograd/cpu/dnnl_support.h"
+#include "autograd/cpu/plan_cache.h"
 #include "autograd/errors.h"
 #include "autograd/storage.h"
 
@@ -157,19 +156,8 @@ bool make_winograd_plan(const ConvSpec& s, const dnnl::primitive_attr& attr, Con
   return true;
 }
 
-std::shared_ptr<const ConvPlan::Impl> make_plan(const ConvSpec& s) {
-  // A Winograd plan asked for inside a parallel region (a batch part) runs there on one thread: it is made
-  // for one thread, so that its work split fits.
-  const bool alone = winograd_candidate(s) && omp_in_parallel();
-  static std::mutex mutex;
-  static std::map<Key, std::shared_ptr<const ConvPlan::Impl>> cache;
-  const Key key{s.batch, s.height, s.width, s.channels, s.out_channels, s.kernel_h, s.kernel_w, s.stride, s.padding,
-                s.out_h, s.out_w, int64_t(s.type), s.bias, int64_t(s.pass), alone};
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-
-  auto impl = std::make_shared<ConvPlan::Impl>();
+std::unique_ptr<const ConvPlan::Impl> new_plan(const ConvSpec& s, bool alone) {
+  auto impl = std::make_unique<ConvPlan::Impl>();
   impl->spec = s;
   const dt t = to_dnnl(s.type);
   const dnnl::memory::desc src({s.batch, s.channels, s.height, s.width}, t, tag::nhwc);
@@ -274,8 +262,16 @@ std::shared_ptr<const ConvPlan::Impl> make_plan(const ConvSpec& s) {
                  (long long)s.height, (long long)s.width, (long long)s.channels, (long long)s.out_channels,
                  (long long)s.kernel_h, (long long)s.kernel_w, (long long)s.stride, (long long)s.padding,
                  s.type == DType::kBf16 ? "bf16" : "f32", impl->kernel.c_str(), impl->available ? "" : " (not used)");
-  cache.emplace(key, impl);
   return impl;
+}
+
+const ConvPlan::Impl* make_plan(const ConvSpec& s) {
+  // A Winograd plan asked for inside a parallel region (a batch part) runs there on one thread: it is made
+  // for one thread, so that its work split fits.
+  const bool alone = winograd_candidate(s) && omp_in_parallel();
+  const Key key{s.batch, s.height, s.width, s.channels, s.out_channels, s.kernel_h, s.kernel_w, s.stride, s.padding,
+                s.out_h, s.out_w, int64_t(s.type), s.bias, int64_t(s.pass), alone};
+  return cached_plan<ConvPlan::Impl>(key, [&] { return new_plan(s, alone); });
 }
 
 // The calling thread's memories for plan p, made on its first run there (plans live as long as the process).

@@ -64,7 +64,7 @@ class ConvPlan {
   struct Impl;
 
  private:
-  std::shared_ptr<const Impl> impl_;
+  const Impl* impl_;  // in the process-wide plan table (plan_cache.h)
   friend class ConvWeights;
 };
 

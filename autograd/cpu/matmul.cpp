@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "autograd/cpu/dnnl_support.h"
+#include "autograd/cpu/plan_cache.h"
 #include "autograd/errors.h"
 
 namespace lcd::cpu {
@@ -87,14 +88,7 @@ Key key_of(const MatmulSpec& s, bool packed) {
              s.ldc ? s.ldc : s.b.cols, s.accumulate, s.bias};
 }
 
-std::shared_ptr<const MatmulPlan::Impl> make_plan(const MatmulSpec& s, bool packed) {
-  static std::mutex mutex;
-  static std::map<Key, std::shared_ptr<const MatmulPlan::Impl>> cache;
-  const Key key = key_of(s, packed);
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-
+std::unique_ptr<const MatmulPlan::Impl> new_plan(const MatmulSpec& s, bool packed) {
   const int64_t m = s.a.rows, k = s.a.cols, n = s.b.cols, ldc = s.ldc ? s.ldc : n;
   if (s.b.rows != k) throw ShapeError("matmul: A is " + std::to_string(m) + "x" + std::to_string(k) + ", B has " +
                                       std::to_string(s.b.rows) + " rows");
@@ -109,7 +103,7 @@ std::shared_ptr<const MatmulPlan::Impl> make_plan(const MatmulSpec& s, bool pack
     po.append_sum(1.0f);
     attr.set_post_ops(po);
   }
-  auto impl = std::make_shared<MatmulPlan::Impl>();
+  auto impl = std::make_unique<MatmulPlan::Impl>();
   if (s.bias) {
     const dnnl::memory::desc bias({1, n}, dt::f32, dnnl::memory::format_tag::ab);
     impl->pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, bias, c), attr, engine());
@@ -123,8 +117,11 @@ std::shared_ptr<const MatmulPlan::Impl> make_plan(const MatmulSpec& s, bool pack
     std::fprintf(stderr, "matmul plan m%lld k%lld n%lld, A strides (%lld, %lld) %s%s%s: %s\n", (long long)m, (long long)k,
                  (long long)n, (long long)s.a.row_stride, (long long)s.a.col_stride, s.a.type == DType::kBf16 ? "bf16" : "f32",
                  packed ? ", packed B" : "", s.accumulate ? ", +=" : "", impl->kernel.c_str());
-  cache.emplace(key, impl);
   return impl;
+}
+
+const MatmulPlan::Impl* make_plan(const MatmulSpec& s, bool packed) {
+  return cached_plan<MatmulPlan::Impl>(key_of(s, packed), [&] { return new_plan(s, packed); });
 }
 
 }  // namespace

@@ -77,7 +77,7 @@ class MatmulPlan {
   struct Impl;
 
  private:
-  std::shared_ptr<const Impl> impl_;
+  const Impl* impl_ = nullptr;  // in the process-wide plan table (plan_cache.h)
   // The packed variant's oneDNN memory (owned by the PackedMatrix), when planned with one. Read-only
   // arguments can be shared by threads; only the per-thread memories are re-pointed at each run.
   void* packed_ = nullptr;
