@@ -64,7 +64,7 @@ class ConvPlan {
   struct Impl;
 
  private:
-  const Impl* impl_;  // in the process-wide plan table (plan_cache.h)
+  const Impl* impl_ = nullptr;  // in the process-wide plan table (plan_cache.h)
   friend class ConvWeights;
 };
 
