@@ -1,8 +1,9 @@
 // The process-wide table of oneDNN plans (matmul, convolution), one per shape key, made on first use and kept
 // until exit. Each thread looks a key up in its own copy of what it has seen first, and takes the shared
 // table's lock only for keys new to it. Why: a training step looks plans up thousands of times from both
-// threads at once (bf16 lcd-step, batch 32: ~2,750 matmul and 280 convolution lookups a step), and the locked
-// ordered map cost ~1.5% of it (AMD EPYC Zen 5, perf: make_plan, memcmp of the keys, the mutex).
+// threads at once (bf16 lcd-step, batch 32: ~3,900 matmul and 280 convolution lookups a step), and the locked
+// ordered map cost ~1% of it (AMD EPYC Zen 5, perf: make_plan with its key compares 0.70%, the mutex 0.30%);
+// make_plan is 0.43% with this table, most of it the hash nodes' cache misses.
 #pragma once
 #include <array>
 #include <cstddef>
