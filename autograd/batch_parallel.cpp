@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "autograd/constant_weights.h"
 #include "autograd/ops.h"
 #include "autograd/parallel.h"
 #include "autograd/tape.h"
@@ -66,6 +67,7 @@ Tensor map_parts(int64_t batch, const std::function<Tensor(int64_t, int64_t)>& f
 double parallel_backward(FlatParameters& params, int64_t batch,
                          const std::function<Tensor(int64_t, int64_t)>& part_loss) {
   const BatchParts p = splits_batch(batch) ? batch_parts(batch) : BatchParts{batch, 1};
+  ConstantWeightsScope constant;  // the parameters change only after this (the optimiser's update)
   if (p.count == 1) {  // one graph, op-parallel
     Tensor loss = part_loss(0, batch);
     const double value = loss.item();

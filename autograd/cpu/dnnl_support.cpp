@@ -49,19 +49,9 @@ dnnl::memory::desc plain_like(const dnnl::memory::desc& d) {
   for (size_t i = dims.size() - 1; i > 0; --i) strides[i - 1] = strides[i] * dims[i];
   return dnnl::memory::desc(dims, d.data_type(), strides);
 }
-}  // namespace
 
-ReorderedOperand::ReorderedOperand(const dnnl::memory& src, const dnnl::memory::desc& d) {
-  // A Winograd layout keeps a plain copy first, so that other layouts can still be made from variants_[0].
-  const dnnl::memory::desc first = is_winograd(d) ? plain_like(d) : d;
-  OwnedMemory m = owned_memory(first);
-  reorder(src, m.memory);
-  variants_.push_back(std::move(m));
-  if (is_winograd(d)) make_variant(d);
-}
-
-const dnnl::memory& ReorderedOperand::make_variant(const dnnl::memory::desc& d) {
-  const dnnl::memory& from = variants_.front().memory;
+// `from` in layout d.
+OwnedMemory variant_of(const dnnl::memory& from, const dnnl::memory::desc& d) {
   OwnedMemory m = owned_memory(d);
   if (is_winograd(d) && !(from.get_desc() == plain_like(d))) {  // blocked → plain → Winograd
     OwnedMemory plain = owned_memory(plain_like(d));
@@ -70,15 +60,37 @@ const dnnl::memory& ReorderedOperand::make_variant(const dnnl::memory::desc& d) 
   } else {
     reorder(from, m.memory);
   }
+  return m;
+}
+}  // namespace
+
+ReorderedOperand::ReorderedOperand(const dnnl::memory& src, const dnnl::memory::desc& d) {
+  // A Winograd layout keeps a plain copy first, so that other layouts can still be made from variants_[0].
+  const dnnl::memory::desc first = is_winograd(d) ? plain_like(d) : d;
+  OwnedMemory m = owned_memory(first);
+  reorder(src, m.memory);
   variants_.push_back(std::move(m));
-  return variants_.back().memory;
+  if (is_winograd(d)) variants_.push_back(variant_of(variants_.front().memory, d));
+}
+
+const dnnl::memory* ReorderedOperand::find(const dnnl::memory::desc& d) const {
+  for (const auto& v : variants_)
+    if (v.memory.get_desc() == d) return &v.memory;
+  return nullptr;
 }
 
 const dnnl::memory& ReorderedOperand::in_layout(const dnnl::memory::desc& d) {
+  dnnl::memory first;  // variants_[0], which never changes (a handle: shares the memory)
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (const dnnl::memory* m = find(d)) return *m;
+    first = variants_.front().memory;
+  }
+  OwnedMemory made = variant_of(first, d);
   std::lock_guard<std::mutex> lock(mutex_);
-  for (const auto& v : variants_)
-    if (v.memory.get_desc() == d) return v.memory;
-  return make_variant(d);
+  if (const dnnl::memory* m = find(d)) return *m;  // another thread's came first: this one is dropped
+  variants_.push_back(std::move(made));
+  return variants_.back().memory;
 }
 
 void execute(const dnnl::primitive& p, dnnl::stream& stream, int nargs, const dnnl_exec_arg_t* args, bool own_threads,

@@ -5,6 +5,7 @@
 #include <dnnl.h>
 
 #include <dnnl.hpp>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -43,13 +44,16 @@ class ReorderedOperand {
  public:
   // Reorders `src` (in user memory) into layout `d`.
   ReorderedOperand(const dnnl::memory& src, const dnnl::memory::desc& d);
-  // The operand in layout `d`, made on first request.
+  // The operand in layout `d`, made on first request. Made outside the lock: threads asking for the same new
+  // layout at once (batch parts in step) each make it rather than sleep on the lock, and the first one kept.
   const dnnl::memory& in_layout(const dnnl::memory::desc& d);
 
  private:
-  const dnnl::memory& make_variant(const dnnl::memory::desc& d);  // callers hold mutex_ (or construct)
+  const dnnl::memory* find(const dnnl::memory::desc& d) const;  // callers hold mutex_
   std::mutex mutex_;
-  std::vector<OwnedMemory> variants_;  // variants_[0]: the first layout asked for, never a Winograd one
+  // variants_[0]: the first layout asked for, never a Winograd one. A deque: references to its variants stay
+  // valid while another thread adds one.
+  std::deque<OwnedMemory> variants_;
 };
 
 // Runs a primitive on the calling thread's stream, with the threads the caller decides (1 inside an OpenMP

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "autograd/batch_parallel.h"
+#include "autograd/constant_weights.h"
 #include "autograd/cpu/bf16.h"
 #include "autograd/cpu/convolution.h"
 #include "autograd/errors.h"
@@ -226,7 +227,8 @@ Operand operand_of(const float* src, int64_t n, DType type) {
 }
 
 // The weight as a GEMM operand: Wᵀ (K, N) for forward, W (N, K) for backward-data. A frozen module parameter
-// is packed once and cached in its TensorImpl (until its values change); anything else (trainable weights,
+// is packed once and cached in its TensorImpl (until its values change), a trainable one likewise while a
+// ConstantWeightsScope is open (one training step's parts); anything else (trainable weights outside a scope,
 // LoRA factors, EMA copies) is converted at each call.
 enum class Use { kForward = 0, kBackwardData = 1 };
 
@@ -251,6 +253,7 @@ struct MergedWeight {
 
 struct PackedCache {
   uint64_t version = 0;
+  uint64_t scope = 0;         // a trainable weight's: the ConstantWeightsScope it was made in (0: frozen)
   bool forward_only = false;  // the weight's float values are gone (keep_forward_form_only)
   std::unique_ptr<PackedMatrix> packed[2][2];  // [bf16?][use]
   std::unique_ptr<cpu::ConvWeights> conv[2];   // [bf16?], for the direct convolution
@@ -274,24 +277,63 @@ constexpr int64_t kKeptPackedBytes = int64_t(4) << 20;
 
 bool cacheable(const Tensor& w) { return !w.requires_grad() && w.impl()->packable; }
 
+// ConstantWeightsScope's number while one is open (0: none); set under g_cache_mutex, read by every call.
+std::atomic<uint64_t> g_constant_scope{0};
+
+// A trainable weight (a leaf that needs a gradient: written by the optimiser through the flat buffer, so no
+// version count sees the write) inside a ConstantWeightsScope, where nothing writes it: its kernel forms are
+// kept until the scope closes.
+bool kept_in_scope(const Tensor& w) {
+  return g_constant_scope.load(std::memory_order_relaxed) != 0 && w.requires_grad() && w.is_leaf() &&
+         !w.impl()->packable;
+}
+
 // Whether w keeps its forward form only (set once, before any forward that reads it).
 bool forward_only(const Tensor& w) {
   const auto cache = std::static_pointer_cast<PackedCache>(w.impl()->kernel_cache);
   return cache && cache->forward_only;
 }
 
-// The cache of a frozen weight at its current version (a fresh one after any write). Callers hold the mutex.
+// The cache of a frozen weight at its current version (a fresh one after any write), or of a trainable one in
+// the open ConstantWeightsScope (a fresh one in each scope). Callers hold the mutex.
 std::mutex g_cache_mutex;  // batch-parallel parts pack the same weights concurrently on first use
+uint64_t g_scopes_opened = 0;
+int g_scope_depth = 0;                                    // nested scopes: the outermost one counts
+std::vector<std::shared_ptr<PackedCache>> g_scope_caches;  // made in the open scope, emptied when it closes
 PackedCache& cache_of(const Tensor& w) {
   TensorImpl<float>& impl = *w.impl();
   auto cache = std::static_pointer_cast<PackedCache>(impl.kernel_cache);
-  if (!cache || cache->version != impl.version) {
+  const uint64_t scope = impl.packable ? 0 : g_constant_scope.load(std::memory_order_relaxed);
+  if (!cache || cache->version != impl.version || cache->scope != scope) {
     if (cache && cache->forward_only) throw Error(std::string(kNoValues) + " (it was written)");
     cache = std::make_shared<PackedCache>();
     cache->version = impl.version;
+    cache->scope = scope;
     impl.kernel_cache = cache;
+    if (scope) g_scope_caches.push_back(cache);
   }
   return *cache;
+}
+
+// The form kept in slot() (a slot of cache_of(w): looked up under the mutex), made by make() when missing.
+// Made outside the mutex: batch parts reach the same layer at the same time, and each makes the form (as
+// it would uncached) instead of sleeping until the other has; the first one made is kept, a later one lives
+// in `own` for its call.
+template <typename Form, typename Slot, typename Make>
+const Form* kept_form(const Slot& slot, std::unique_ptr<Form>& own, const Make& make) {
+  {
+    std::lock_guard<std::mutex> lock(g_cache_mutex);
+    if (const auto& kept = slot()) return kept.get();
+  }
+  std::unique_ptr<Form> made = make();
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  std::unique_ptr<Form>& kept = slot();
+  if (kept) {
+    own = std::move(made);
+    return own.get();
+  }
+  kept = std::move(made);
+  return kept.get();
 }
 
 // W in patch order: its own values where they already are (a linear's or 1×1 kernel's), else a copy.
@@ -311,7 +353,7 @@ PatchOrdered patch_ordered(const Tensor& w) {
 
 WeightOperand weight_operand(const Tensor& w, int64_t n, int64_t k, Use use, DType type) {
   WeightOperand out;
-  if (!cacheable(w)) {
+  if (!cacheable(w) && !kept_in_scope(w)) {
     PatchOrdered p = patch_ordered(w);
     if (type == DType::kF32) {  // float operands as they are: w's own values (alive for the call) or the copy
       out.plain.view = p.values;
@@ -336,13 +378,11 @@ WeightOperand weight_operand(const Tensor& w, int64_t n, int64_t k, Use use, DTy
     out.packed = out.own.get();
     return out;
   }
-  std::lock_guard<std::mutex> lock(g_cache_mutex);
-  std::unique_ptr<PackedMatrix>& slot = cache_of(w).packed[type == DType::kBf16][int(use)];
-  if (!slot) {
+  auto slot = [&]() -> std::unique_ptr<PackedMatrix>& { return cache_of(w).packed[type == DType::kBf16][int(use)]; };
+  out.packed = kept_form(slot, out.own, [&] {
     const PatchOrdered p = patch_ordered(w);  // (throws for a forward-only weight)
-    slot = std::make_unique<PackedMatrix>(p.data(), l, type);
-  }
-  out.packed = slot.get();
+    return std::make_unique<PackedMatrix>(p.data(), l, type);
+  });
   return out;
 }
 
@@ -583,18 +623,17 @@ struct ConvOperand {
 ConvOperand conv_operand(const Tensor& w, const cpu::ConvPlan& plan, DType type) {
   ConvOperand out;
   using Order = cpu::ConvWeights::Order;
-  if (!cacheable(w) || (w.numel() * int64_t(sizeof(float)) > kKeptPackedBytes && !forward_only(w))) {
+  if ((!cacheable(w) && !kept_in_scope(w)) ||
+      (w.numel() * int64_t(sizeof(float)) > kKeptPackedBytes && !forward_only(w))) {
     out.own = std::make_unique<cpu::ConvWeights>(w.data(), Order::kOIHW, plan);
     out.weights = out.own.get();
     return out;
   }
-  std::lock_guard<std::mutex> lock(g_cache_mutex);
-  std::unique_ptr<cpu::ConvWeights>& slot = cache_of(w).conv[type == DType::kBf16];
-  if (!slot) {
+  auto slot = [&]() -> std::unique_ptr<cpu::ConvWeights>& { return cache_of(w).conv[type == DType::kBf16]; };
+  out.weights = kept_form(slot, out.own, [&] {
     if (!w.data()) throw Error(kNoValues);
-    slot = std::make_unique<cpu::ConvWeights>(w.data(), Order::kOIHW, plan);
-  }
-  out.weights = slot.get();
+    return std::make_unique<cpu::ConvWeights>(w.data(), Order::kOIHW, plan);
+  });
   return out;
 }
 
@@ -1216,6 +1255,21 @@ template void col2im_nhwc_accumulate<double>(const double*, const ConvGeometry&,
 
 namespace lcd {
 int64_t keep_forward_form_only(const Tensor& weight) { return row_gemm::keep_forward_form_only_impl(weight); }
+
+ConstantWeightsScope::ConstantWeightsScope() {
+  std::lock_guard<std::mutex> lock(row_gemm::g_cache_mutex);
+  if (row_gemm::g_scope_depth++ == 0) row_gemm::g_constant_scope = ++row_gemm::g_scopes_opened;
+}
+
+ConstantWeightsScope::~ConstantWeightsScope() {
+  std::lock_guard<std::mutex> lock(row_gemm::g_cache_mutex);
+  if (--row_gemm::g_scope_depth != 0) return;
+  row_gemm::g_constant_scope = 0;
+  // Their forms go now (memory as before the scope); the empty caches stay with their weights until the next
+  // use, which finds them from a closed scope and starts afresh.
+  for (auto& cache : row_gemm::g_scope_caches) *cache = row_gemm::PackedCache{};
+  row_gemm::g_scope_caches.clear();
+}
 
 void merge_lora_ahead(const std::vector<LoraMergeSite>& sites) {
   const cpu::DType type = row_gemm::operand_type();
