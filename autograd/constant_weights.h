@@ -6,8 +6,9 @@
 // through the flat parameter buffer, which no version count sees, so outside such a scope they are converted
 // at every use: in a batch-parallel step, once for every part, forward and backward. Inside one, each trainable
 // weight is converted once, the forms are shared by every part, and they are dropped when the scope closes.
-// Measured on the full-network diffusion step (batch 64 in four parts, bf16, 2 threads, AMD EPYC Zen 5):
-// 251 weight reorders a step, three quarters of them repeats.
+// Measured on the full-network diffusion step (batch 64 in four parts, 2 threads, AMD EPYC Zen 5): 251 weight
+// reorders a bf16 step before, most of them repeats; with the scope the step took 6% less time in bf16 and 4%
+// less in fp32, with the same results to the bit.
 #pragma once
 
 namespace lcd {
