@@ -66,7 +66,7 @@ OwnedMemory variant_of(const dnnl::memory& from, const dnnl::memory::desc& d) {
 }
 
 // A dense float32 matrix or tensor without inner blocks (the weights as the layers hold them), rounded to
-// bf16 in place of a buffer of the same layout: one sequential pass. oneDNN's reorder from float32 straight
+// bf16 into a buffer of the same layout: one sequential pass. oneDNN's reorder from float32 straight
 // into a blocked bf16 layout reads the source in block order, which is slow on weights not in cache (a
 // 128×128×3×3 convolution weight, cold, 1 thread, AMD EPYC Zen 5: 182 µs; rounded first, then reordered from
 // bf16: 21 + 56 µs; in the bf16 diffusion step, reorders went from 14 to 4 ms of thread time a step). to_bf16
