@@ -72,15 +72,18 @@ TEST(ConstantWeightsScope, KeptFormsMatchUncachedAndFollowTheOptimiser) {
     for (int round = 0; round < 3; ++round) {
       SCOPED_TRACE("after " + std::to_string(round) + " optimiser steps");
       const Result uncached = t.run();
-      ConstantWeightsScope scope;
-      const Result first = t.run();   // makes and keeps the forms
-      const Result second = t.run();  // reads the kept ones
+      Result first, second;
+      {
+        ConstantWeightsScope scope;
+        first = t.run();   // makes and keeps the forms
+        second = t.run();  // reads the kept ones
+      }
       expect_same(first.y, uncached.y, tol, "y, first use");
       expect_same(first.grads, uncached.grads, tol, "gradients, first use");
       // The kept forms are the ones made from the same values: exactly the same results.
       expect_same(second.y, first.y, 0.0, "y, kept forms");
       expect_same(second.grads, first.grads, 0.0, "gradients, kept forms");
-      t.step();  // (the scope is still open: only the next one may see these values, as parallel_backward does)
+      t.step();  // between scopes, as the optimiser runs after parallel_backward
     }
   }
 }
