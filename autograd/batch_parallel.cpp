@@ -33,12 +33,9 @@ bool in_batch_part() { return g_in_part; }
 
 bool splits_batch(int64_t batch) { return batch_parts(batch).count > 1 && !g_in_part && !omp_in_parallel(); }
 
-void for_each_part(int64_t batch, const std::function<void(int64_t, int64_t)>& fn) {
-  if (!splits_batch(batch)) {
-    fn(0, batch);
-    return;
-  }
-  const BatchParts p = batch_parts(batch);
+namespace {
+// fn(begin, count) for the parts p of [0, batch), on the threads.
+void run_parts(const BatchParts& p, int64_t batch, const std::function<void(int64_t, int64_t)>& fn) {
   const bool grad = grad_enabled();
   FirstException error;
   const int threads = static_cast<int>(std::min<int64_t>(omp_get_max_threads(), p.count));
@@ -54,6 +51,15 @@ void for_each_part(int64_t batch, const std::function<void(int64_t, int64_t)>& f
   }
   error.rethrow();
 }
+}  // namespace
+
+void for_each_part(int64_t batch, const std::function<void(int64_t, int64_t)>& fn) {
+  if (!splits_batch(batch)) {
+    fn(0, batch);
+    return;
+  }
+  run_parts(batch_parts(batch), batch, fn);
+}
 
 Tensor map_parts(int64_t batch, const std::function<Tensor(int64_t, int64_t)>& f) {
   NoGradGuard no_grad;
@@ -62,6 +68,20 @@ Tensor map_parts(int64_t batch, const std::function<Tensor(int64_t, int64_t)>& f
   std::vector<Tensor> parts(p.count);
   for_each_part(batch, [&](int64_t begin, int64_t count) { parts[begin / p.size] = f(begin, count); });
   return concat(parts, 0);
+}
+
+Tensor map_pair_parts(int64_t batch, const std::function<Tensor(int64_t, int64_t)>& f) {
+  NoGradGuard no_grad;
+  if (!splits_batch(2 * batch)) return f(0, batch);
+  const int64_t size = (batch_parts(2 * batch).size + 1) / 2;  // samples a part: 2·size rows, as map_parts cuts
+  const BatchParts p{size, (batch + size - 1) / size};
+  std::vector<Tensor> rows(2 * p.count);  // every part's first rows, then every part's second rows
+  run_parts(p, batch, [&](int64_t begin, int64_t count) {
+    const Tensor both = f(begin, count);  // (2·count, ...)
+    rows[begin / size] = slice(both, 0, 0, count);
+    rows[p.count + begin / size] = slice(both, 0, count, count);
+  });
+  return concat(rows, 0);
 }
 
 double parallel_backward(FlatParameters& params, int64_t batch,

@@ -38,6 +38,11 @@ void for_each_part(int64_t batch, const std::function<void(int64_t begin, int64_
 // parallel form of a no-grad model forward.
 Tensor map_parts(int64_t batch, const std::function<Tensor(int64_t begin, int64_t count)>& f);
 
+// map_parts for pairs of rows (UNet2DConditionModel::forward_pair): f(begin, count) returns 2·count rows, those of
+// samples [begin, begin + count) under a first and then a second condition; a part holds as many rows as a part
+// of map_parts(2·batch) does. Returns (2·batch, ...): every sample's first rows in order, then its second rows.
+Tensor map_pair_parts(int64_t batch, const std::function<Tensor(int64_t begin, int64_t count)>& f);
+
 // The gradients of Σ_parts part_loss(begin, count) with respect to `params`, added into params' gradient
 // buffer, and that sum's value. Each part builds its own graph and runs its own backward on its thread,
 // into a private gradient buffer (GradientRedirect); the buffers are added in part order, in double (into

@@ -25,9 +25,8 @@ Tensor guided_output(const UNet2DConditionModel& unet, const Tensor& z, int t, c
                         guidance_scale_embedding(std::vector<double>(b, c.guidance - 1.0), unet.config.time_cond_proj_dim));
   if (c.guidance == 1.0) return unet.forward(z, std::vector<double>(b, t), c.cond);
   if (!c.uncond.defined()) throw ValueError("guidance scale " + std::to_string(c.guidance) + " needs an unconditional embedding");
-  // One UNet pass over [uncond; cond], as diffusers batches it.
-  Tensor both = unet.forward(concat(std::vector<Tensor>{z, z}, 0), std::vector<double>(2 * b, t),
-                             concat(std::vector<Tensor>{repeat_rows(c.uncond, b), c.cond}, 0));
+  // One UNet pass over [uncond; cond], as diffusers batches it (its layers before the first cross-attention once).
+  Tensor both = unet.forward_pair(z, std::vector<double>(b, t), repeat_rows(c.uncond, b), c.cond);
   Tensor eps_u = slice(both, 0, 0, b), eps_c = slice(both, 0, b, b);
   return add(eps_u, scale(sub(eps_c, eps_u), c.guidance));  // ε_u + s(ε_c − ε_u)
 }

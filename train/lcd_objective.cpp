@@ -77,15 +77,13 @@ LcdTargets lcd_targets(const UNet2DConditionModel& unet, TrainableLora& lora, co
     // 4. Teacher (base only), cond and uncond in one pass at every point the solver evaluates.
     lora.use(TrainableLora::Mode::kTeacher);
     const Tensor w = per_sample(b.guidance);
-    const Tensor cond_uncond = concat(std::vector<Tensor>{b.cond, b.uncond}, 0);  // (2B, L, D)
     auto guided = [&](const Tensor& z, const std::vector<double>& t, bool keep_eps) {
-      std::vector<double> t2 = t, a, sg;
-      t2.insert(t2.end(), t.begin(), t.end());
+      std::vector<double> a, sg;
       for (double ti : t) {
         a.push_back(s.alpha_at(ti));
         sg.push_back(s.sigma_at(ti));
       }
-      Tensor both = unet.forward(concat(std::vector<Tensor>{z, z}, 0), t2, cond_uncond);  // (2B, C, H, W)
+      Tensor both = unet.forward_pair(z, t, b.cond, b.uncond);  // (2B, C, H, W): cond rows, then uncond
       Tensor raw_c = slice(both, 0, 0, n), raw_u = slice(both, 0, n, n);
       Tensor x0_c = predicted_x0_at(s, raw_c, z, a, sg), x0_u = predicted_x0_at(s, raw_u, z, a, sg);
       Tensor eps_c = predicted_eps_at(s, raw_c, z, a, sg), eps_u = predicted_eps_at(s, raw_u, z, a, sg);

@@ -5,6 +5,13 @@
 
 namespace lcd {
 
+Tensor pair_rows(const Tensor& x, int64_t rows) {
+  if (x.size(0) == rows) return x;
+  if (2 * x.size(0) != rows)
+    throw ShapeError("pair_rows: " + x.shape().str() + " has neither " + std::to_string(rows) + " rows nor half as many");
+  return concat(std::vector<Tensor>{x, x}, 0);
+}
+
 Attention::Attention(int64_t query_dim, int64_t cross_dim, int h, int64_t head_dim, bool qkv_bias)
     : heads(h),
       to_q(query_dim, h * head_dim, qkv_bias),
@@ -49,7 +56,8 @@ BasicTransformerBlock::BasicTransformerBlock(int64_t dim, int heads, int64_t hea
 }
 
 Tensor BasicTransformerBlock::forward(const Tensor& x, const Tensor& context) const {
-  Tensor h = add(attn1.forward(norm1.forward(x), Tensor()), x);
+  Tensor h = add(attn1.forward(norm1.forward(x), Tensor()), x);  // (B, L, dim), or (B/2, L, dim) in a pair
+  if (context.defined()) h = pair_rows(h, context.size(0));        // a pair's rows double here: (B, L, dim)
   h = add(attn2.forward(norm2.forward(h), context), h);
   return add(ff.forward(norm3.forward(h)), h);
 }
@@ -84,10 +92,10 @@ Tensor Transformer2DModel::forward(const Tensor& x, const Tensor& context) const
   for (size_t i = 0; i < transformer_blocks.size(); ++i) h = transformer_blocks[i].forward(h, context);
   const int64_t inner = h.size(2);
   if (use_linear_projection)
-    h = reshape(static_cast<const Linear&>(*proj_out).forward(h), Shape{b, hgt, wid, c});  // (B, H, W, C)
+    h = reshape(static_cast<const Linear&>(*proj_out).forward(h), Shape{h.size(0), hgt, wid, c});  // (B, H, W, C)
   else
-    h = static_cast<const Conv2d&>(*proj_out).forward(reshape(h, Shape{b, hgt, wid, inner}));  // (B, H, W, C)
-  return add(h, x);
+    h = static_cast<const Conv2d&>(*proj_out).forward(reshape(h, Shape{h.size(0), hgt, wid, inner}));  // (B, H, W, C)
+  return add(h, pair_rows(x, h.size(0)));
 }
 
 SpatialSelfAttention::SpatialSelfAttention(int64_t channels, int64_t head_dim, int groups, double eps)

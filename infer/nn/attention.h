@@ -8,6 +8,10 @@
 
 namespace lcd {
 
+// UNet2DConditionModel::forward_pair's rows: x itself when it has `rows` rows, [x; x] when it has half as many
+// (computed before the pass's first cross-attention, once per sample); a ShapeError otherwise.
+Tensor pair_rows(const Tensor& x, int64_t rows);
+
 class Attention : public Module {
  public:
   // cross_dim 0 means self-attention (keys and values from the query's own input).
@@ -39,7 +43,8 @@ class FeedForward : public Module {
 class BasicTransformerBlock : public Module {
  public:
   BasicTransformerBlock(int64_t dim, int heads, int64_t head_dim, int64_t cross_dim);
-  // h = attn1(norm1(x)) + x; h = attn2(norm2(h), context) + h; h = ff(norm3(h)) + h
+  // h = attn1(norm1(x)) + x; h = attn2(norm2(h), context) + h; h = ff(norm3(h)) + h. x (B, L, dim), context
+  // (B, Lk, cross_dim); or for forward_pair x (B/2, L, dim), and h doubles to [h; h] before attn2.
   Tensor forward(const Tensor& x, const Tensor& context) const;
   LayerNorm norm1;
   Attention attn1;

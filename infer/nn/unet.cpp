@@ -169,8 +169,8 @@ void UNet2DConditionModel::add_time_cond_proj(int64_t dim) {
   config.raw["time_cond_proj_dim"] = dim;
 }
 
-Tensor UNet2DConditionModel::forward(const Tensor& sample, const std::vector<double>& timesteps,
-                                     const Tensor& context, const Tensor& timestep_cond) const {
+void UNet2DConditionModel::check_inputs(const Tensor& sample, const std::vector<double>& timesteps,
+                                        const Tensor& context, const Tensor& timestep_cond) const {
   if (sample.ndim() != 4 || sample.size(1) != config.in_channels)
     throw ShapeError("UNet: sample " + sample.shape().str() + " is not (B, " + std::to_string(config.in_channels) +
                      ", H, W)");
@@ -185,12 +185,31 @@ Tensor UNet2DConditionModel::forward(const Tensor& sample, const std::vector<dou
     throw ShapeError("UNet: sample size " + sample.shape().str() + " is not divisible by 2^" + std::to_string(levels));
   if (timestep_cond.defined() && (timestep_cond.ndim() != 2 || timestep_cond.size(0) != sample.size(0)))
     throw ShapeError("UNet: timestep condition " + timestep_cond.shape().str() + " is not (B, time_cond_proj_dim)");
+}
+
+Tensor UNet2DConditionModel::forward(const Tensor& sample, const std::vector<double>& timesteps,
+                                     const Tensor& context, const Tensor& timestep_cond) const {
+  check_inputs(sample, timesteps, context, timestep_cond);
   if (grad_enabled() || !splits_batch(sample.size(0))) return forward_unsplit(sample, timesteps, context, timestep_cond);
   return map_parts(sample.size(0), [&](int64_t begin, int64_t count) {
     const std::vector<double> t(timesteps.begin() + begin, timesteps.begin() + begin + count);
     return forward_unsplit(slice(sample, 0, begin, count), t, slice(context, 0, begin, count),
                            timestep_cond.defined() ? slice(timestep_cond, 0, begin, count) : Tensor());
   });
+}
+
+Tensor UNet2DConditionModel::forward_pair(const Tensor& sample, const std::vector<double>& timesteps,
+                                          const Tensor& first, const Tensor& second) const {
+  check_inputs(sample, timesteps, first, Tensor());
+  if (second.shape() != first.shape())
+    throw ShapeError("UNet: the pair's conditions " + first.shape().str() + " and " + second.shape().str() + " differ");
+  auto pass = [&](int64_t begin, int64_t count) {  // (2·count, out, H, W)
+    const std::vector<double> t(timesteps.begin() + begin, timesteps.begin() + begin + count);
+    const Tensor context = concat(std::vector<Tensor>{slice(first, 0, begin, count), slice(second, 0, begin, count)}, 0);
+    return forward_unsplit(slice(sample, 0, begin, count), t, context, Tensor());
+  };
+  if (grad_enabled()) return pass(0, sample.size(0));
+  return map_pair_parts(sample.size(0), pass);
 }
 
 Tensor UNet2DConditionModel::forward_unsplit(const Tensor& sample, const std::vector<double>& timesteps,
@@ -204,7 +223,7 @@ Tensor UNet2DConditionModel::forward_unsplit(const Tensor& sample, const std::ve
   for (size_t i = 0; i < down_blocks.size(); ++i) h = down_blocks[i].forward(h, temb, context, &skips);
   h = mid_block->forward(h, temb, context);
   for (size_t i = 0; i < up_blocks.size(); ++i) h = up_blocks[i].forward(h, temb, context, &skips);
-  h = conv_out.forward(conv_norm_out.forward(h, true));  // (B, H, W, out)
+  h = conv_out.forward(conv_norm_out.forward(h, true));  // (B, H, W, out), 2B rows in a pair
   return permute(h, {0, 3, 1, 2});
 }
 

@@ -41,6 +41,12 @@ class UNet2DConditionModel : public Module {
   // (autograd/batch_parallel.h).
   Tensor forward(const Tensor& sample, const std::vector<double>& timesteps, const Tensor& context,
                  const Tensor& timestep_cond = Tensor()) const;
+  // Classifier-free guidance's two passes in one: the same sample (B, C, H, W) and timesteps under the conditions
+  // `first` and `second` (B, L, cross_attention_dim) → (2B, out, H, W), rows [0, B) under `first`, as
+  // forward(concat(sample, sample), timesteps twice, concat(first, second)) computes them. The layers before the
+  // first cross-attention read no condition, so they run once per sample and the rows double there.
+  Tensor forward_pair(const Tensor& sample, const std::vector<double>& timesteps, const Tensor& first,
+                      const Tensor& second) const;
   // Makes a guidance-conditioned model of this one: time_embedding.cond_proj with zero weights, so that it still
   // computes the same function; time_cond_proj_dim is set in config and config.raw.
   void add_time_cond_proj(int64_t dim);
@@ -55,6 +61,9 @@ class UNet2DConditionModel : public Module {
   Conv2d conv_out;
 
  private:
+  void check_inputs(const Tensor& sample, const std::vector<double>& timesteps, const Tensor& context,
+                    const Tensor& timestep_cond) const;
+  // context (B, L, D), or (2B, L, D) for forward_pair's rows
   Tensor forward_unsplit(const Tensor& sample, const std::vector<double>& timesteps, const Tensor& context,
                          const Tensor& timestep_cond) const;
 };

@@ -28,7 +28,7 @@ DownBlock::DownBlock(int64_t in, int64_t out, int layers, bool with_attention, b
 
 Tensor DownBlock::forward(Tensor h, const Tensor& temb, const Tensor& context, std::vector<Tensor>* skips) const {
   for (size_t i = 0; i < resnets.size(); ++i) {
-    h = resnets[i].forward(h, temb);
+    h = resnets[i].forward(h, pair_rows(temb, h.size(0)));
     if (!attentions.empty()) h = attentions[i].forward(h, context);
     skips->push_back(h);
   }
@@ -48,9 +48,9 @@ MidBlockCrossAttn::MidBlockCrossAttn(int64_t channels, const BlockSettings& s) {
 }
 
 Tensor MidBlockCrossAttn::forward(const Tensor& x, const Tensor& temb, const Tensor& context) const {
-  Tensor h = resnets[0].forward(x, temb);
+  Tensor h = resnets[0].forward(x, pair_rows(temb, x.size(0)));
   h = attentions[0].forward(h, context);
-  return resnets[1].forward(h, temb);
+  return resnets[1].forward(h, pair_rows(temb, h.size(0)));
 }
 
 UpBlock::UpBlock(int64_t in, int64_t out, int64_t prev_out, int layers, bool with_attention, bool add_upsample,
@@ -71,9 +71,9 @@ UpBlock::UpBlock(int64_t in, int64_t out, int64_t prev_out, int layers, bool wit
 
 Tensor UpBlock::forward(Tensor h, const Tensor& temb, const Tensor& context, std::vector<Tensor>* skips) const {
   for (size_t i = 0; i < resnets.size(); ++i) {
-    h = concat(std::vector<Tensor>{h, skips->back()}, 3);  // channels-last: (N, H, W, C + C_skip)
+    h = concat(std::vector<Tensor>{h, pair_rows(skips->back(), h.size(0))}, 3);  // channels-last: (N, H, W, C + C_skip)
     skips->pop_back();
-    h = resnets[i].forward(h, temb);
+    h = resnets[i].forward(h, pair_rows(temb, h.size(0)));
     if (!attentions.empty()) h = attentions[i].forward(h, context);
   }
   if (!upsamplers.empty()) h = upsamplers[0].forward(h);

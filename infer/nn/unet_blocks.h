@@ -1,5 +1,7 @@
 // The UNet's down, mid and up blocks (diffusers unet_2d_blocks.py): CrossAttnDownBlock2D / DownBlock2D
 // (one class, attention optional), UNetMidBlock2DCrossAttn, CrossAttnUpBlock2D / UpBlock2D (one class).
+// In a forward_pair (unet.h) temb and the skips made before the first cross-attention hold each sample once:
+// the blocks pair their rows (pair_rows) where they meet the doubled hidden state.
 #pragma once
 #include <memory>
 #include <vector>
