@@ -44,10 +44,12 @@ struct Pair {
     second = rng.normal_tensor({batch, 3, 6});
     for (int64_t i = 0; i < batch; ++i) t.push_back(static_cast<double>((37 * i + 11) % 1000));
   }
-  Tensor doubled() const {
+  // forward(xx, t ++ t, [first; second]), xx = [x; x] unless given (a leaf of its own, for its gradient)
+  Tensor doubled(Tensor xx = Tensor()) const {
+    if (!xx.defined()) xx = concat(std::vector<Tensor>{x, x}, 0);
     std::vector<double> t2 = t;
     t2.insert(t2.end(), t.begin(), t.end());
-    return unet->forward(concat(std::vector<Tensor>{x, x}, 0), t2, concat(std::vector<Tensor>{first, second}, 0));
+    return unet->forward(xx, t2, concat(std::vector<Tensor>{first, second}, 0));
   }
   Tensor paired() const { return unet->forward_pair(x, t, first, second); }
 };
@@ -96,9 +98,7 @@ TEST(UNetForwardPair, OnATapeGradientsReachTheSampleThroughBothHalves) {
   // The doubled batch's gradient: the two copies of x each get their half's gradient, summed.
   Tensor xx = concat(std::vector<Tensor>{f.x.detach(), f.x.detach()}, 0);
   xx.set_requires_grad(true);
-  std::vector<double> t2 = f.t;
-  t2.insert(t2.end(), f.t.begin(), f.t.end());
-  const Tensor out = f.unet->forward(xx, t2, concat(std::vector<Tensor>{f.first, f.second}, 0));
+  const Tensor out = f.doubled(xx);
   sum(mul(out, out)).backward();
   const Tensor g2 = xx.grad();  // (2B, C, H, W)
   const Tensor want = add(slice(g2, 0, 0, 3), slice(g2, 0, 3, 3));
