@@ -6,29 +6,17 @@
 // (odd sizes give uneven parts), with and without a tape, in fp32 and (where the CPU has it) bf16.
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <cmath>
-
 #include "autograd/cpu/precision.h"
 #include "autograd/errors.h"
 #include "autograd/ops.h"
 #include "autograd/random.h"
 #include "infer/nn/unet.h"
+#include "tests/infer/golden.h"
 #include "tests/tiny_unet_config.h"
 #include "tests/train/tiny_model.h"
 
 namespace lcd {
 namespace {
-
-// max |a − b| / max |b|
-double relative_difference(const Tensor& a, const Tensor& b) {
-  double diff = 0, scale = 0;
-  for (int64_t i = 0; i < b.numel(); ++i) {
-    diff = std::max(diff, static_cast<double>(std::abs(a.data()[i] - b.data()[i])));
-    scale = std::max(scale, static_cast<double>(std::abs(b.data()[i])));
-  }
-  return diff / scale;
-}
 
 struct Pair {
   std::unique_ptr<UNet2DConditionModel> unet;
@@ -72,8 +60,7 @@ void expect_pair_matches(const nlohmann::json& cfg, Precision precision) {
     Pair f(cfg, batch);
     NoGradGuard no_grad;
     const Tensor want = f.doubled(), got = f.paired();
-    ASSERT_EQ(got.shape(), want.shape()) << batch;
-    EXPECT_LE(relative_difference(got, want), tol) << "batch " << batch << ", " << precision_name(precision);
+    testing::expect_whole_tensor_close(got, want, tol, "batch " + std::to_string(batch) + ", " + precision_name(precision));
   }
 }
 
@@ -92,7 +79,7 @@ TEST(UNetForwardPair, OnATapeGradientsReachTheSampleThroughBothHalves) {
   Pair f(testing::tiny_unet_config(), 3);
   f.x.set_requires_grad(true);
   const Tensor got = f.paired();
-  EXPECT_LE(relative_difference(got, [&] { NoGradGuard g; return f.doubled(); }()), 1e-5);
+  testing::expect_whole_tensor_close(got, [&] { NoGradGuard g; return f.doubled(); }(), 1e-5, "output on a tape");
   sum(mul(got, got)).backward();
   const Tensor grad_pair = f.x.grad();
   // The doubled batch's gradient: the two copies of x each get their half's gradient, summed.
@@ -102,7 +89,7 @@ TEST(UNetForwardPair, OnATapeGradientsReachTheSampleThroughBothHalves) {
   sum(mul(out, out)).backward();
   const Tensor g2 = xx.grad();  // (2B, C, H, W)
   const Tensor want = add(slice(g2, 0, 0, 3), slice(g2, 0, 3, 3));
-  EXPECT_LE(relative_difference(grad_pair, want), 1e-5);
+  testing::expect_whole_tensor_close(grad_pair, want, 1e-5, "gradient of the sample");
 }
 
 TEST(UNetForwardPair, RefusesConditionsOfDifferentShapes) {

@@ -9,6 +9,7 @@
 #include "autograd/batch_parallel.h"
 #include "autograd/random.h"
 #include "autograd/threads.h"
+#include "tests/infer/golden.h"
 #include "tests/tiny_unet_config.h"
 #include "tests/train/tiny_model.h"
 #include "train/diffusion_objective.h"
@@ -17,6 +18,7 @@
 namespace lcd {
 namespace {
 
+using testing::expect_whole_tensor_close;
 using testing::randomize_module;
 using testing::tiny_unet_config;
 
@@ -30,14 +32,6 @@ struct Fixture {
   Tensor sample() { return rng.normal_tensor({kBatch, 2, 8, 8}); }
   Tensor context() { return rng.normal_tensor({kBatch, 3, 6}); }
 };
-
-double max_relative_difference(const Tensor& a, const Tensor& b) {
-  EXPECT_EQ(a.shape(), b.shape());
-  double m = 0, s = 1e-30;
-  for (int64_t i = 0; i < b.numel(); ++i) s = std::max(s, double(std::abs(b.data()[i])));
-  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, double(std::abs(a.data()[i] - b.data()[i])));
-  return m / s;
-}
 
 std::vector<float> values(const Tensor& t) { return std::vector<float>(t.data(), t.data() + t.numel()); }
 
@@ -67,7 +61,7 @@ TEST(BatchParallel, NoGradForwardInPartsEqualsTheUncutForward) {
   for (int64_t i = 0; i < kBatch; i += 16)  // parts of the same size, one at a time
     rows.push_back(f.unet.forward(slice(x, 0, i, 16), std::vector<double>(t.begin() + i, t.begin() + i + 16), slice(c, 0, i, 16)));
   // The parts' GEMMs are cut into other chunks than a lone batch of 16 (row_gemm.h), so equal within rounding.
-  EXPECT_LE(max_relative_difference(cut, concat(rows, 0)), 1e-6);
+  expect_whole_tensor_close(cut, concat(rows, 0), 1e-6, "batch cut into parts");
   set_num_threads(1);
   EXPECT_EQ(values(f.unet.forward(x, t, c)), values(cut)) << "one thread";
   set_num_threads(saved);
