@@ -26,7 +26,9 @@ struct LoraMergeSite {
 // values it was formed from; a site whose weight is trainable or not a module parameter is skipped.
 void merge_lora_ahead(const std::vector<LoraMergeSite>& sites);
 
-// How many forms (merged weights and tap matrices) merge_lora_ahead has made in this process (for tests).
+// How many forms (merged weights and tap matrices) merge_lora_ahead has made in this process, and how many the
+// layers have made on demand, at a call that found none (for tests).
 int64_t lora_forms_merged_ahead();
+int64_t lora_forms_merged_on_demand();
 
 }  // namespace lcd

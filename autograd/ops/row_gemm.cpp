@@ -597,12 +597,17 @@ MergedWeight& merged_set(const Tensor& w, const float* sb, const float* a, int64
   return *mw;
 }
 
+std::atomic<int64_t> g_forms_merged_ahead{0}, g_forms_merged_on_demand{0};
+
 const PackedMatrix* merged_weight(const Tensor& w, const float* sb, const float* a, int64_t n, int64_t r, int64_t k,
                                   Use use, DType type) {
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   MergedWeight& mw = merged_set(w, sb, a, n, r, k, type);
   mw.asked.packed[int(use)] = true;
-  if (!mw.packed[int(use)]) mw.packed[int(use)] = packed_merge(w, merged_canonical(w, sb, a, n, r, k).get(), n, k, use, type);
+  if (!mw.packed[int(use)]) {
+    mw.packed[int(use)] = packed_merge(w, merged_canonical(w, sb, a, n, r, k).get(), n, k, use, type);
+    ++g_forms_merged_on_demand;
+  }
   return mw.packed[int(use)].get();
 }
 
@@ -642,8 +647,10 @@ const cpu::ConvWeights* merged_conv_operand(const Tensor& w, const float* sb, co
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   MergedWeight& mw = merged_set(w, sb, a, n, r, k, type);
   mw.asked.conv = plan;
-  if (!mw.conv)
+  if (!mw.conv) {
     mw.conv = std::make_unique<cpu::ConvWeights>(merged_canonical(w, sb, a, n, r, k).get(), cpu::ConvWeights::Order::kOIHW, plan);
+    ++g_forms_merged_on_demand;
+  }
   return mw.conv.get();
 }
 
@@ -666,11 +673,12 @@ Operand tap_operand(const Tensor& w, const float* sb, const float* a, int64_t n,
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   MergedWeight& mw = merged_set(w, sb, a, n, r, k, type);
   mw.asked.taps = true;
-  if (!mw.taps.data()) mw.taps = tap_matrix(a, r, c, taps, type);
+  if (!mw.taps.data()) {
+    mw.taps = tap_matrix(a, r, c, taps, type);
+    ++g_forms_merged_on_demand;
+  }
   return mw.taps;
 }
-
-std::atomic<int64_t> g_forms_merged_ahead{0};
 
 // Ahead of the passes that read them: the forms of one site's merged set, formed off the lock.
 void merge_ahead(const LoraMergeSite& site, DType type) {
@@ -1287,4 +1295,5 @@ void merge_lora_ahead(const std::vector<LoraMergeSite>& sites) {
 }
 
 int64_t lora_forms_merged_ahead() { return row_gemm::g_forms_merged_ahead.load(); }
+int64_t lora_forms_merged_on_demand() { return row_gemm::g_forms_merged_on_demand.load(); }
 }  // namespace lcd

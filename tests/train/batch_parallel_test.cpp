@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "autograd/batch_parallel.h"
+#include "autograd/lora_merge.h"
 #include "autograd/random.h"
 #include "autograd/threads.h"
 #include "tests/infer/golden.h"
@@ -111,6 +112,40 @@ TEST(BatchParallel, LcdGradientsFromPartsEqualOneBackward) {
   for (size_t i = 0; i < g_whole.size(); ++i) worst = std::max(worst, double(std::abs(g_parts[0][i] - g_whole[i])));
   EXPECT_LE(worst / scale, 1e-4) << "gradients of the parts against one backward";
   EXPECT_GT(scale, 1e-6) << "the test needs non-zero gradients";
+}
+
+// The LCD step forms the merged LoRA weights of its target (EMA) and student (online) factors ahead of their
+// passes (TrainableLora::use): after a first step has asked for them on demand, a step with new values of both
+// forms every one ahead and none on demand. A layer that only one pass reads (to_k/to_v on the context, which
+// needs no input gradient in the student) must keep its set for that pass's next factors.
+TEST(BatchParallel, LcdStepsMergeTheirLoraWeightsAhead) {
+  Fixture f;
+  LoraSettings ls;
+  ls.rank = 4;
+  ls.alpha = 4;
+  TrainableLora lora(f.unet, ls, f.rng);
+  LcdBatch b;
+  b.z0 = f.sample();
+  b.eps = f.sample();
+  b.cond = f.context();
+  b.uncond = f.context();
+  for (int64_t i = 0; i < kBatch; ++i) {
+    b.j.push_back(static_cast<int>(f.rng.uniform_int(50)));
+    b.guidance.push_back(1.0 + 4.0 * f.rng.uniform());
+  }
+  const int saved = num_threads();
+  set_num_threads(2);
+  for (int step = 0; step < 4; ++step) {
+    for (int64_t i = 0; i < lora.online().size(); ++i) lora.online().values()[i] += 0.05f * float(f.rng.normal());
+    const int64_t on_demand = lora_forms_merged_on_demand(), ahead = lora_forms_merged_ahead();
+    lora.online().zero_grad();
+    lcd_loss_and_gradients(f.unet, lora, f.schedule, LcdSettings{}, b);
+    lora.update_ema(0.9);
+    if (step == 0) continue;
+    EXPECT_EQ(lora_forms_merged_on_demand() - on_demand, 0) << "step " << step << ": forms made on demand";
+    EXPECT_GT(lora_forms_merged_ahead(), ahead) << "step " << step << ": nothing merged ahead";
+  }
+  set_num_threads(saved);
 }
 
 TEST(BatchParallel, DiffusionGradientsFromPartsEqualOneBackward) {
