@@ -36,6 +36,20 @@ struct Fixture {
 
 std::vector<float> values(const Tensor& t) { return std::vector<float>(t.data(), t.data() + t.numel()); }
 
+// A batch of kBatch samples for the LCD step: random latents, noise and contexts, grid points and guidance.
+LcdBatch lcd_batch(Fixture& f) {
+  LcdBatch b;
+  b.z0 = f.sample();
+  b.eps = f.sample();
+  b.cond = f.context();
+  b.uncond = f.context();
+  for (int64_t i = 0; i < kBatch; ++i) {
+    b.j.push_back(static_cast<int>(f.rng.uniform_int(50)));
+    b.guidance.push_back(1.0 + 4.0 * f.rng.uniform());
+  }
+  return b;
+}
+
 TEST(BatchParallel, PartsDependOnTheBatchOnly) {
   EXPECT_EQ(batch_parts(8).count, 1);
   EXPECT_EQ(batch_parts(32).count, 2);
@@ -75,15 +89,7 @@ TEST(BatchParallel, LcdGradientsFromPartsEqualOneBackward) {
   ls.alpha = 4;
   TrainableLora lora(f.unet, ls, f.rng);
   for (int64_t i = 0; i < lora.online().size(); ++i) lora.online().values()[i] += 0.05f * float(f.rng.normal());
-  LcdBatch b;
-  b.z0 = f.sample();
-  b.eps = f.sample();
-  b.cond = f.context();
-  b.uncond = f.context();
-  for (int64_t i = 0; i < kBatch; ++i) {
-    b.j.push_back(static_cast<int>(f.rng.uniform_int(50)));
-    b.guidance.push_back(1.0 + 4.0 * f.rng.uniform());
-  }
+  const LcdBatch b = lcd_batch(f);
   const LcdSettings settings;
   const int saved = num_threads();
   set_num_threads(2);
@@ -124,15 +130,7 @@ TEST(BatchParallel, LcdStepsMergeTheirLoraWeightsAhead) {
   ls.rank = 4;
   ls.alpha = 4;
   TrainableLora lora(f.unet, ls, f.rng);
-  LcdBatch b;
-  b.z0 = f.sample();
-  b.eps = f.sample();
-  b.cond = f.context();
-  b.uncond = f.context();
-  for (int64_t i = 0; i < kBatch; ++i) {
-    b.j.push_back(static_cast<int>(f.rng.uniform_int(50)));
-    b.guidance.push_back(1.0 + 4.0 * f.rng.uniform());
-  }
+  const LcdBatch b = lcd_batch(f);
   const int saved = num_threads();
   set_num_threads(2);
   for (int step = 0; step < 4; ++step) {
