@@ -36,6 +36,18 @@ struct Fixture {
 
 std::vector<float> values(const Tensor& t) { return std::vector<float>(t.data(), t.data() + t.numel()); }
 
+LoraSettings rank_4() {
+  LoraSettings ls;
+  ls.rank = 4;
+  ls.alpha = 4;
+  return ls;
+}
+
+// New online factor values, as an optimiser step writes them (B = 0 at creation: this also makes it non-zero).
+void nudge_online(TrainableLora& lora, Rng& rng) {
+  for (int64_t i = 0; i < lora.online().size(); ++i) lora.online().values()[i] += 0.05f * float(rng.normal());
+}
+
 // A batch of kBatch samples for the LCD step: random latents, noise and contexts, grid points and guidance.
 LcdBatch lcd_batch(Fixture& f) {
   LcdBatch b;
@@ -84,11 +96,8 @@ TEST(BatchParallel, NoGradForwardInPartsEqualsTheUncutForward) {
 
 TEST(BatchParallel, LcdGradientsFromPartsEqualOneBackward) {
   Fixture f;
-  LoraSettings ls;
-  ls.rank = 4;
-  ls.alpha = 4;
-  TrainableLora lora(f.unet, ls, f.rng);
-  for (int64_t i = 0; i < lora.online().size(); ++i) lora.online().values()[i] += 0.05f * float(f.rng.normal());
+  TrainableLora lora(f.unet, rank_4(), f.rng);
+  nudge_online(lora, f.rng);
   const LcdBatch b = lcd_batch(f);
   const LcdSettings settings;
   const int saved = num_threads();
@@ -113,10 +122,11 @@ TEST(BatchParallel, LcdGradientsFromPartsEqualOneBackward) {
   set_num_threads(saved);
   EXPECT_NEAR(losses[0], whole.loss.item(), 1e-6 * std::abs(whole.loss.item()));
   EXPECT_EQ(g_parts[0], g_parts[1]) << "one thread and two give the same bits";
-  double scale = 1e-30, worst = 0;
+  const Shape n{static_cast<int64_t>(g_whole.size())};
+  expect_whole_tensor_close(Tensor::from_vector(n, g_parts[0]), Tensor::from_vector(n, g_whole), 1e-4,
+                            "gradients of the parts against one backward");
+  double scale = 0;
   for (float v : g_whole) scale = std::max(scale, double(std::abs(v)));
-  for (size_t i = 0; i < g_whole.size(); ++i) worst = std::max(worst, double(std::abs(g_parts[0][i] - g_whole[i])));
-  EXPECT_LE(worst / scale, 1e-4) << "gradients of the parts against one backward";
   EXPECT_GT(scale, 1e-6) << "the test needs non-zero gradients";
 }
 
@@ -126,15 +136,12 @@ TEST(BatchParallel, LcdGradientsFromPartsEqualOneBackward) {
 // needs no input gradient in the student) must keep its set for that pass's next factors.
 TEST(BatchParallel, LcdStepsMergeTheirLoraWeightsAhead) {
   Fixture f;
-  LoraSettings ls;
-  ls.rank = 4;
-  ls.alpha = 4;
-  TrainableLora lora(f.unet, ls, f.rng);
+  TrainableLora lora(f.unet, rank_4(), f.rng);
   const LcdBatch b = lcd_batch(f);
   const int saved = num_threads();
   set_num_threads(2);
   for (int step = 0; step < 4; ++step) {
-    for (int64_t i = 0; i < lora.online().size(); ++i) lora.online().values()[i] += 0.05f * float(f.rng.normal());
+    nudge_online(lora, f.rng);
     const int64_t on_demand = lora_forms_merged_on_demand(), ahead = lora_forms_merged_ahead();
     lora.online().zero_grad();
     lcd_loss_and_gradients(f.unet, lora, f.schedule, LcdSettings{}, b);
