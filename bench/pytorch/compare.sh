@@ -73,11 +73,13 @@ echo "(x fp32 / x bf16: PyTorch fp32 seconds over lcdkit's; %ceil: lcdkit's GFLO
 
 echo
 # One quiet/busy pair swings on a shared VM (bf16 on the AMD EPYC Zen 5, within one hour: 2.05× in one run of this
-# script, 1.58–1.87× in five pairs after it), so three interleaved pairs per precision, each pair's ratio, their median.
-echo "lcd-step with one busy process beside it (yes > /dev/null, started here), median seconds, 3 interleaved pairs:"
+# script, 1.58–1.87× in five pairs after it), so an odd number of interleaved pairs per precision, each pair's ratio,
+# their median.
+busy_pairs=3
+echo "lcd-step with one busy process beside it (yes > /dev/null, started here), median seconds, $busy_pairs interleaved pairs:"
 for p in fp32 bf16; do
   ratios=() pairs=""
-  for _ in 1 2 3; do
+  for _ in $(seq "$busy_pairs"); do
     read -r quiet _ _ < <(lcdkit lcd-step "$p")
     yes > /dev/null &
     busy_pid=$!
@@ -88,6 +90,6 @@ for p in fp32 bf16; do
     ratios+=("$r")
     pairs+=$(printf "%s%.3f → %.3f s (%sx)" "${pairs:+, }" "$quiet" "$busy" "$r")
   done
-  median=$(printf "%s\n" "${ratios[@]}" | sort -n | sed -n 2p)
+  median=$(printf "%s\n" "${ratios[@]}" | sort -n | sed -n "$(( (busy_pairs + 1) / 2 ))p")
   echo "  lcdkit $p: busy/quiet median ${median}x; quiet → busy $pairs"
 done
