@@ -81,13 +81,12 @@ TEST(FusedOps, GroupNormNhwcOfOneLargeSampleMatchesAndIgnoresTheThreadCount) {
   check_group_norm<double>({1, 130, 130, 64}, 32, false, 1e-12);
   const Tensor x = cast<float>(random_tensor({1, 130, 130, 64}, 4, false, 0.3)),
                gamma = cast<float>(random_tensor({64}, 5, false, 1.0)), beta = cast<float>(random_tensor({64}, 6, false));
-  const int saved = num_threads();
+  const ThreadCountGuard thread_count(1);
   Tensor y[2];
   for (int threads : {1, 2}) {
     set_num_threads(threads);
     y[threads - 1] = group_norm_nhwc(x, 32, gamma, beta, 1e-5, true);
   }
-  set_num_threads(saved);
   int64_t differing = 0;
   for (int64_t i = 0; i < y[0].numel(); ++i) differing += y[0].data()[i] != y[1].data()[i];
   EXPECT_EQ(differing, 0);

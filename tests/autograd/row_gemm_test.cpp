@@ -299,7 +299,7 @@ TEST(RowGemmKernels, Conv2dNhwcEqualsNchwConvInDouble) {
 
 // run() gives the same values, bit for bit, with 1, 2 and again 1 thread, in every precision.
 void expect_same_with_one_and_two_threads(const std::function<std::vector<float>()>& run) {
-  const int saved = num_threads();
+  const ThreadCountGuard thread_count(1);
   for (Precision p : precisions()) {
     PrecisionGuard guard(p);
     std::vector<std::vector<float>> results;
@@ -310,7 +310,6 @@ void expect_same_with_one_and_two_threads(const std::function<std::vector<float>
     EXPECT_EQ(results[0], results[1]) << precision_name(p);
     EXPECT_EQ(results[0], results[2]) << precision_name(p);
   }
-  set_num_threads(saved);
 }
 
 // y's values followed by each input's gradient.

@@ -104,12 +104,10 @@ TEST(FlatParameters, GradNormOfManyValuesIsExactAndIgnoresTheThreadCount) {
     flat.grads()[i] = g;
     expected += static_cast<long double>(g) * g;
   }
-  const int saved = num_threads();
-  set_num_threads(1);
+  const ThreadCountGuard thread_count(1);
   const double one = flat.grad_norm();
   set_num_threads(2);
   const double two = flat.grad_norm();
-  set_num_threads(saved);
   EXPECT_EQ(one, two);
   EXPECT_NEAR(one, std::sqrt(static_cast<double>(expected)), 1e-12 * one);
 }

@@ -4,7 +4,11 @@
 // bit for bit, on one thread and on two (part sizes depend on the batch only).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "autograd/batch_parallel.h"
 #include "autograd/lora_merge.h"
@@ -62,6 +66,16 @@ LcdBatch lcd_batch(Fixture& f) {
   return b;
 }
 
+// The gradients summed from the parts equal one backward's within rounding (the parts' sums run in another order),
+// and are not all zero (expect_whole_tensor_close passes zeros).
+void expect_gradients_close(const std::vector<float>& parts, const std::vector<float>& whole, const std::string& what) {
+  const Shape n{static_cast<int64_t>(whole.size())};
+  expect_whole_tensor_close(Tensor::from_vector(n, parts), Tensor::from_vector(n, whole), 1e-4, what);
+  double scale = 0;
+  for (float v : whole) scale = std::max(scale, double(std::abs(v)));
+  EXPECT_GT(scale, 1e-6) << what << ": the test needs non-zero gradients";
+}
+
 TEST(BatchParallel, PartsDependOnTheBatchOnly) {
   EXPECT_EQ(batch_parts(8).count, 1);
   EXPECT_EQ(batch_parts(32).count, 2);
@@ -79,8 +93,7 @@ TEST(BatchParallel, NoGradForwardInPartsEqualsTheUncutForward) {
   const Tensor x = f.sample(), c = f.context();
   std::vector<double> t;
   for (int64_t i = 0; i < kBatch; ++i) t.push_back(37.0 * i);
-  const int saved = num_threads();
-  set_num_threads(2);
+  const ThreadCountGuard thread_count(2);
   NoGradGuard no_grad;
   ASSERT_TRUE(splits_batch(kBatch));
   const Tensor cut = f.unet.forward(x, t, c);
@@ -91,7 +104,6 @@ TEST(BatchParallel, NoGradForwardInPartsEqualsTheUncutForward) {
   expect_whole_tensor_close(cut, concat(rows, 0), 1e-6, "batch cut into parts");
   set_num_threads(1);
   EXPECT_EQ(values(f.unet.forward(x, t, c)), values(cut)) << "one thread";
-  set_num_threads(saved);
 }
 
 TEST(BatchParallel, LcdGradientsFromPartsEqualOneBackward) {
@@ -100,8 +112,7 @@ TEST(BatchParallel, LcdGradientsFromPartsEqualOneBackward) {
   nudge_online(lora, f.rng);
   const LcdBatch b = lcd_batch(f);
   const LcdSettings settings;
-  const int saved = num_threads();
-  set_num_threads(2);
+  const ThreadCountGuard thread_count(2);
   // One tape over the whole batch.
   lora.online().zero_grad();
   LcdStep whole = lcd_forward(f.unet, lora, f.schedule, settings, b);
@@ -119,15 +130,9 @@ TEST(BatchParallel, LcdGradientsFromPartsEqualOneBackward) {
     EXPECT_NEAR(l.loss_huber, whole.loss_huber.item(), 1e-6 * std::abs(whole.loss_huber.item()));
     EXPECT_NEAR(l.loss_l2, whole.loss_l2.item(), 1e-5 * std::abs(whole.loss_l2.item()));
   }
-  set_num_threads(saved);
   EXPECT_NEAR(losses[0], whole.loss.item(), 1e-6 * std::abs(whole.loss.item()));
   EXPECT_EQ(g_parts[0], g_parts[1]) << "one thread and two give the same bits";
-  const Shape n{static_cast<int64_t>(g_whole.size())};
-  expect_whole_tensor_close(Tensor::from_vector(n, g_parts[0]), Tensor::from_vector(n, g_whole), 1e-4,
-                            "gradients of the parts against one backward");
-  double scale = 0;
-  for (float v : g_whole) scale = std::max(scale, double(std::abs(v)));
-  EXPECT_GT(scale, 1e-6) << "the test needs non-zero gradients";
+  expect_gradients_close(g_parts[0], g_whole, "LCD gradients of the parts against one backward");
 }
 
 // The LCD step forms the merged LoRA weights of its target (EMA) and student (online) factors ahead of their
@@ -138,8 +143,7 @@ TEST(BatchParallel, LcdStepsMergeTheirLoraWeightsAhead) {
   Fixture f;
   TrainableLora lora(f.unet, rank_4(), f.rng);
   const LcdBatch b = lcd_batch(f);
-  const int saved = num_threads();
-  set_num_threads(2);
+  const ThreadCountGuard thread_count(2);
   for (int step = 0; step < 4; ++step) {
     nudge_online(lora, f.rng);
     const int64_t on_demand = lora_forms_merged_on_demand(), ahead = lora_forms_merged_ahead();
@@ -150,7 +154,6 @@ TEST(BatchParallel, LcdStepsMergeTheirLoraWeightsAhead) {
     EXPECT_EQ(lora_forms_merged_on_demand() - on_demand, 0) << "step " << step << ": forms made on demand";
     EXPECT_GT(lora_forms_merged_ahead(), ahead) << "step " << step << ": nothing merged ahead";
   }
-  set_num_threads(saved);
 }
 
 TEST(BatchParallel, DiffusionGradientsFromPartsEqualOneBackward) {
@@ -163,30 +166,24 @@ TEST(BatchParallel, DiffusionGradientsFromPartsEqualOneBackward) {
   b.eps = f.sample();
   b.cond = f.context();
   for (int64_t i = 0; i < kBatch; ++i) b.t.push_back(static_cast<int>(f.rng.uniform_int(1000)));
-  const int saved = num_threads();
-  set_num_threads(2);
+  const ThreadCountGuard thread_count(2);
   params.zero_grad();
   Tensor whole = diffusion_loss(f.unet, f.schedule, b);
   whole.backward();
   const std::vector<float> g_whole(params.grads(), params.grads() + params.size());
   params.zero_grad();
   const double loss = diffusion_loss_and_gradients(f.unet, f.schedule, b, params);
-  set_num_threads(saved);
   EXPECT_NEAR(loss, whole.item(), 1e-6 * whole.item());
-  double scale = 1e-30, worst = 0;
-  for (float v : g_whole) scale = std::max(scale, double(std::abs(v)));
-  for (int64_t i = 0; i < params.size(); ++i) worst = std::max(worst, double(std::abs(params.grads()[i] - g_whole[i])));
-  EXPECT_LE(worst / scale, 1e-4);
+  expect_gradients_close(std::vector<float>(params.grads(), params.grads() + params.size()), g_whole,
+                         "diffusion gradients of the parts against one backward");
 }
 
 TEST(BatchParallel, AnExceptionInAPartReachesTheCaller) {
-  const int saved = num_threads();
-  set_num_threads(2);
+  const ThreadCountGuard thread_count(2);
   EXPECT_THROW(for_each_part(64, [](int64_t begin, int64_t) {
                  if (begin > 0) throw std::runtime_error("part failed");
                }),
                std::runtime_error);
-  set_num_threads(saved);
 }
 
 }  // namespace
